@@ -1,0 +1,38 @@
+# Two set-up commands (README quick start): `make demo` and `make test`.
+# Each creates .venv and installs the project on first use; later runs skip the install
+# unless pyproject.toml changed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN_DIR ?= runs/demo
+PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
+
+export PREFECT_HOME ?= $(CURDIR)/.state/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@mkdir -p $(PREFECT_HOME)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing wsss and its dependencies into $(VENV) (first run: a few minutes) ..."
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
+	$(BIN)/python -c "import torch, torchvision, timm, cv2, pydensecrf.densecrf, prefect, wsss" \
+		|| { echo "install check failed: see the pip output above"; exit 1; }
+	@touch $@
+
+demo: $(STAMP)
+	$(BIN)/wsss demo --out $(RUN_DIR)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_getam.py
+
+clean:
+	rm -rf $(VENV) .state runs

@@ -1,0 +1,88 @@
+"""The one interface every data set offers: samples of (image, tags, optional mask,
+optional saliency, id).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A data set entry that is malformed: names the file or value and what was expected."""
+
+
+@dataclass
+class Sample:
+    """One image of a data set.
+
+    image:    H×W×3 uint8 RGB.
+    tags:     C float32 multi-hot (1 = the class is present), C = len(dataset.classes).
+    mask:     H×W uint8 (0 background, 1..C classes, 255 ignore) or None.
+    saliency: H×W float32 in [0, 1] or None.
+    """
+
+    id: str
+    image: np.ndarray
+    tags: np.ndarray
+    mask: np.ndarray | None = None
+    saliency: np.ndarray | None = None
+
+
+class Dataset(abc.ABC):
+    """A list of image ids with class names; ``load(id)`` reads one sample from disk.
+
+    Subclasses set ``classes`` (foreground names; label i+1 is classes[i]) and ``ids``, and
+    implement ``tag_names``, ``load`` and the file lookups used by ``wsss data check``.
+    """
+
+    classes: list[str]
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.load(self.ids[index])
+
+    def __iter__(self):
+        for image_id in self.ids:
+            yield self.load(image_id)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @abc.abstractmethod
+    def image_path(self, image_id: str):
+        """Path of the image file of ``image_id``."""
+
+    @abc.abstractmethod
+    def mask_path(self, image_id: str):
+        """Path where the mask of ``image_id`` is expected, or None if the set has no masks."""
+
+    @abc.abstractmethod
+    def saliency_path(self, image_id: str):
+        """Path where the saliency map of ``image_id`` is expected, or None."""
+
+    @abc.abstractmethod
+    def tag_names(self, image_id: str) -> list[str]:
+        """The class names tagged on ``image_id`` as written in the source (may hold unknown names)."""
+
+    @abc.abstractmethod
+    def load(self, image_id: str) -> Sample:
+        """Read one sample; raises DatasetError / ImageReadError naming the file."""
+
+    def tags_vector(self, names: list[str], where: str) -> np.ndarray:
+        """Class names → C float32 multi-hot; DatasetError for names not in ``classes``."""
+        index = {name: i for i, name in enumerate(self.classes)}
+        vector = np.zeros(len(self.classes), dtype=np.float32)
+        for name in names:
+            if name not in index:
+                raise DatasetError(
+                    f"{where}: unknown class {name!r}; known classes: {', '.join(self.classes)}"
+                )
+            vector[index[name]] = 1.0
+        return vector

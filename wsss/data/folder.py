@@ -1,0 +1,153 @@
+"""The plain folder format.
+
+    DATASET/
+      classes.txt      foreground class names, one per line (label i+1 = line i)
+      tags.csv         header ``image,tags``; image = file name inside images/;
+                       tags = class names separated by ';'
+      images/          the images (jpg, png, ...); the id of an image is its file stem
+      masks/           optional: <id>.png label maps (0 background, 1..C, 255 ignore)
+      saliency/        optional: <id>.png grayscale saliency maps, any size
+      splits/          optional: <split>.txt, one id per line (e.g. train.txt, val.txt)
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+
+
+from wsss.data.base import Dataset, DatasetError, Sample
+from wsss.data.images import read_gray01, read_rgb
+from wsss.data.label_png import read_label_png
+
+CLASSES_FILE = "classes.txt"
+TAGS_FILE = "tags.csv"
+
+
+def read_classes(path: Path) -> list[str]:
+    """classes.txt → list of names; DatasetError for a missing file, blanks or duplicates."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: classes file not found (one class name per line expected)")
+    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [name for name in names if name]
+    if not names:
+        raise DatasetError(f"{path}: no class names")
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise DatasetError(f"{path}: duplicate class names {duplicates}")
+    if "background" in names:
+        raise DatasetError(f"{path}: 'background' is implicit (label 0); list foreground classes only")
+    return names
+
+
+def read_tags_csv(path: Path) -> dict[str, tuple[str, list[str]]]:
+    """tags.csv → {id: (image file name, [tag names])}; DatasetError on a malformed file."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: tags file not found (CSV with header 'image,tags' expected)")
+    entries: dict[str, tuple[str, list[str]]] = {}
+    with path.open(newline="", encoding="utf-8") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"image", "tags"} <= set(reader.fieldnames):
+            raise DatasetError(f"{path}: header must have columns 'image' and 'tags', got {reader.fieldnames}")
+        for line_number, row in enumerate(reader, start=2):
+            name = (row["image"] or "").strip()
+            if not name:
+                raise DatasetError(f"{path}:{line_number}: empty image name")
+            image_id = Path(name).stem
+            if image_id in entries:
+                raise DatasetError(f"{path}:{line_number}: image id {image_id!r} listed twice")
+            tags = [tag.strip() for tag in (row["tags"] or "").split(";") if tag.strip()]
+            entries[image_id] = (name, tags)
+    return entries
+
+
+class FolderDataset(Dataset):
+    """A data set in the plain folder format (see the module docstring).
+
+    split: name of a file in splits/ restricting the ids, or None for every image in tags.csv.
+    saliency_dir: saliency folder to use instead of DATASET/saliency.
+    """
+
+    def __init__(self, root: str | os.PathLike, split: str | None = None, saliency_dir: str | os.PathLike | None = None):
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise DatasetError(f"{self.root}: data set folder not found")
+        self.classes = read_classes(self.root / CLASSES_FILE)
+        self._entries = read_tags_csv(self.root / TAGS_FILE)
+        ids = list(self._entries)
+        if split is not None:
+            split_file = self.root / "splits" / f"{split}.txt"
+            if not split_file.is_file():
+                available = sorted(p.stem for p in (self.root / "splits").glob("*.txt"))
+                raise DatasetError(f"{split_file}: split {split!r} not found; available: {available}")
+            wanted = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+            unknown = [i for i in wanted if i not in self._entries]
+            if unknown:
+                raise DatasetError(f"{split_file}: ids not in {TAGS_FILE}: {unknown[:5]}")
+            ids = wanted
+        self.ids = ids
+        self.split = split
+        masks = self.root / "masks"
+        self._mask_dir = masks if masks.is_dir() else None
+        saliency = Path(saliency_dir) if saliency_dir is not None else self.root / "saliency"
+        self._saliency_dir = saliency if saliency.is_dir() else None
+
+    def image_path(self, image_id: str) -> Path:
+        return self.root / "images" / self._entries[image_id][0]
+
+    def mask_path(self, image_id: str) -> Path | None:
+        return None if self._mask_dir is None else self._mask_dir / f"{image_id}.png"
+
+    def saliency_path(self, image_id: str) -> Path | None:
+        return None if self._saliency_dir is None else self._saliency_dir / f"{image_id}.png"
+
+    def tag_names(self, image_id: str) -> list[str]:
+        return list(self._entries[image_id][1])
+
+    def load(self, image_id: str) -> Sample:
+        image = read_rgb(self.image_path(image_id))
+        tags = self.tags_vector(self.tag_names(image_id), f"{self.root / TAGS_FILE} (image {image_id})")
+        mask = None
+        mask_path = self.mask_path(image_id)
+        if mask_path is not None:
+            if not mask_path.is_file():
+                raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
+            mask = read_label_png(mask_path)
+            if mask.shape != image.shape[:2]:
+                raise DatasetError(
+                    f"{mask_path}: mask is {mask.shape[1]}×{mask.shape[0]} but image is "
+                    f"{image.shape[1]}×{image.shape[0]}"
+                )
+        saliency = None
+        saliency_path = self.saliency_path(image_id)
+        if saliency_path is not None and saliency_path.is_file():
+            saliency = read_gray01(saliency_path)
+        return Sample(id=image_id, image=image, tags=tags, mask=mask, saliency=saliency)
+
+
+def write_folder_dataset_index(
+    root: str | os.PathLike,
+    classes: list[str],
+    tags: dict[str, list[str]],
+    splits: dict[str, list[str]] | None = None,
+) -> None:
+    """Write classes.txt, tags.csv and splits/*.txt of a folder data set.
+
+    tags: {image file name inside images/: [class names]}.
+    splits: {split name: [ids]}.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / CLASSES_FILE).write_text("\n".join(classes) + "\n", encoding="utf-8")
+    with (root / TAGS_FILE).open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "tags"])
+        for name, names in tags.items():
+            writer.writerow([name, ";".join(names)])
+    for split, ids in (splits or {}).items():
+        (root / "splits").mkdir(exist_ok=True)
+        (root / "splits" / f"{split}.txt").write_text("\n".join(ids) + "\n", encoding="utf-8")
+
+

@@ -1,0 +1,89 @@
+"""Reading images from disk into RGB uint8 arrays, with the conversions a data set needs.
+
+Every reader returns H×W×3 uint8 RGB. Inputs that are readable but unusual are converted
+and the conversion is reported (``ImageNotes``) so that ``wsss data check`` can list it:
+grayscale → RGB, alpha channel dropped (composited on black), 16-bit → 8-bit.
+Unreadable or truncated files raise ``ImageReadError`` naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """An image file that cannot be decoded (corrupt, truncated, not an image)."""
+
+
+@dataclass
+class ImageNotes:
+    """Conversions applied while reading one image (empty when it was plain 8-bit RGB)."""
+
+    conversions: list[str] = field(default_factory=list)
+
+
+def read_rgb(path: str | os.PathLike, notes: ImageNotes | None = None) -> np.ndarray:
+    """Read an image file → H×W×3 uint8 RGB.
+
+    Grayscale is replicated to three channels, an alpha channel is composited on black,
+    16-bit and float images are rescaled to 0..255; each such conversion is appended to
+    ``notes`` when given. Raises ImageReadError for a corrupt or truncated file.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully: raises on truncated data
+            array = _to_rgb(image, notes)
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
+    return array
+
+
+def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
+    def note(text: str) -> None:
+        if notes is not None:
+            notes.conversions.append(text)
+
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        array = np.asarray(image).astype(np.float64)
+        peak = 65535.0 if mode.startswith("I;16") or array.max() > 255 else 255.0
+        note(f"{mode} ({'16-bit' if peak > 255 else 'integer'}) grayscale rescaled to 8-bit RGB")
+        gray = np.clip(array / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in image.info):
+        note("alpha channel composited on black")
+        rgba = np.asarray(image.convert("RGBA")).astype(np.float32)
+        rgb = rgba[:, :, :3] * (rgba[:, :, 3:4] / 255.0)
+        return np.clip(rgb + 0.5, 0, 255).astype(np.uint8)
+    if mode in ("L", "1"):
+        note("grayscale replicated to RGB")
+    elif mode != "RGB":
+        note(f"mode {mode} converted to RGB")
+    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+
+
+def read_gray01(path: str | os.PathLike) -> np.ndarray:
+    """Read a saliency map → H×W float32 in [0, 1] (8- or 16-bit grayscale, or RGB averaged)."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode.startswith("I;16") or image.mode == "I":
+                return (np.asarray(image).astype(np.float32) / 65535.0).clip(0, 1)
+            if image.mode == "F":
+                return np.asarray(image).astype(np.float32).clip(0, 1)
+            return np.asarray(image.convert("L")).astype(np.float32) / 255.0
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ImageReadError(f"{path}: cannot decode saliency map ({error})") from error

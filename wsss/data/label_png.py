@@ -1,0 +1,80 @@
+"""Label maps as PNG files: the PASCAL VOC colour palette, 255 = ignore.
+
+A label map is an H×W uint8 array: 0 = background, 1..C = foreground classes,
+255 = ignore. It is stored as a palette ("P" mode) PNG, so viewers show colours while
+the pixel values stay class indices.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IGNORE_INDEX = 255
+
+
+def voc_palette() -> np.ndarray:
+    """The VOC colour map: 256×3 uint8, entry i is the RGB colour of class i (255 is cream)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    for index in range(256):
+        r = g = b = 0
+        c = index
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+_PALETTE = voc_palette()
+
+
+def colorize(label: np.ndarray) -> np.ndarray:
+    """H×W uint8 label map → H×W×3 uint8 RGB image in VOC colours."""
+    return _PALETTE[label]
+
+
+def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
+    """Write an H×W uint8 label map as a VOC-palette PNG, atomically (temporary file + rename)."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"label map for {path} must be H×W, got shape {label.shape}")
+    if label.dtype != np.uint8:
+        if label.min() < 0 or label.max() > 255:
+            raise ValueError(f"label map for {path} has values outside 0..255")
+        label = label.astype(np.uint8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = Image.frombytes("P", (label.shape[1], label.shape[0]), np.ascontiguousarray(label).tobytes())
+    image.putpalette(_PALETTE.flatten().tolist())
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        image.save(tmp, format="PNG")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (palette or 8-bit grayscale) → H×W uint8 class indices.
+
+    Raises ValueError naming the file when it is not a single-channel 8-bit label map
+    (an RGB-coloured mask, a 16-bit PNG).
+    """
+    path = Path(path)
+    with Image.open(path) as image:
+        image.load()
+        if image.mode not in ("P", "L"):
+            raise ValueError(
+                f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
+                f"indices, got mode {image.mode!r}"
+            )
+        return np.array(image, dtype=np.uint8)

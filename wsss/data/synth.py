@@ -1,0 +1,268 @@
+"""The built-in demo data set: synthetic multi-label scenes with exact masks.
+
+Each image (S×S×3 uint8 RGB) shows 1 to 3 objects on a cluttered background. A class is
+defined by shape and texture together; both tones of every object come from one colour
+distribution shared by all classes, so colour alone says nothing about the class:
+
+    disk      filled circle          polka dots
+    square    rotated square         checkerboard
+    triangle  rotated triangle       parallel stripes
+    star      five-pointed star      concentric rings
+    ring      annulus                alternating angular sectors
+    cross     plus sign              grid of thin lines
+
+Objects measure 15 % to 55 % of the image side and may overlap (the mask shows the object on
+top; every object keeps at least ``MIN_VISIBLE`` of its pixels). The background is a colour
+gradient with low-frequency colour noise, sometimes soft sine waves, soft colour blobs and
+distractors that belong to no class (thin polylines, arcs, small elongated ellipses): all 0 in
+the mask. Masks (S×S uint8, 0 background, 1..C) are rasterised without anti-aliasing and equal
+the drawn object pixels exactly; the image is then mildly blurred and noised.
+
+Every image draws from its own numpy Generator seeded by (seed, image index), and files are
+written as PNG: the same arguments give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import os
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from wsss.data.folder import write_folder_dataset_index
+from wsss.data.label_png import write_label_png
+
+SYNTH_CLASSES = ["disk", "square", "triangle", "star", "ring", "cross"]
+SYNTH_VERSION = 1  # bump when the drawing changes: a folder made by another version is not reused
+OBJECT_COUNT_PROBS = (0.45, 0.33, 0.22)  # P(1, 2, 3 objects)
+SIZE_RANGE = (0.15, 0.55)  # object extent as a fraction of the image side
+MIN_VISIBLE = 0.45  # fraction of an object's pixels that must stay visible after occlusion
+PLACEMENT_TRIES = 12
+PARAMS_FILE = "synth.json"
+
+_SHIFT = 4  # cv2 fixed-point bits: sub-pixel vertex positions, still no anti-aliasing
+_ONE = 1 << _SHIFT
+
+
+def _colour(rng: np.random.Generator, saturation=(0.3, 1.0), value=(0.3, 1.0)) -> np.ndarray:
+    """One RGB colour, 3 float32 in [0, 255], from the distribution all classes share."""
+    rgb = colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(*saturation), rng.uniform(*value))
+    return np.array(rgb, dtype=np.float32) * 255.0
+
+
+def _two_tones(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Two colours whose luma differs by at least 60 of 255, so a texture stays visible."""
+    luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    first = _colour(rng)
+    second = _colour(rng)
+    for _ in range(20):
+        if abs(float((first - second) @ luma)) >= 60:
+            break
+        second = _colour(rng)
+    else:
+        second = np.where(first @ luma > 127, 20.0, 235.0).astype(np.float32) * np.ones(3, np.float32)
+    return first, second
+
+
+def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates: two S×S float32 arrays (x, y)."""
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    return x, y
+
+
+def _points(xy: np.ndarray) -> np.ndarray:
+    """N×2 float vertex positions → int32 fixed-point points for cv2 (``shift=_SHIFT``)."""
+    return np.round(xy * _ONE).astype(np.int32).reshape(-1, 1, 2)
+
+
+def _polygon(n: int, radius: float, angle: float, inner: float | None = None) -> np.ndarray:
+    """Regular n-gon (or n-pointed star with inner radius ``inner``) centred at 0: M×2 float."""
+    if inner is None:
+        a = angle + np.arange(n) * 2 * np.pi / n
+        return np.stack([radius * np.cos(a), radius * np.sin(a)], axis=1)
+    a = angle + np.arange(2 * n) * np.pi / n
+    r = np.where(np.arange(2 * n) % 2 == 0, radius, inner)
+    return np.stack([r * np.cos(a), r * np.sin(a)], axis=1)
+
+
+def _shape_mask(name: str, image_size: int, centre: np.ndarray, extent: float, angle: float) -> np.ndarray:
+    """S×S bool: the pixels of one object of class ``name`` (no anti-aliasing)."""
+    canvas = np.zeros((image_size, image_size), dtype=np.uint8)
+    r = extent / 2
+    if name == "disk":
+        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
+    elif name == "ring":
+        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
+        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(0.55 * r * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
+    elif name == "square":
+        cv2.fillPoly(canvas, [_points(centre + _polygon(4, 0.8 * r * np.sqrt(2), angle))], 1, cv2.LINE_8, _SHIFT)
+    elif name == "triangle":
+        cv2.fillPoly(canvas, [_points(centre + _polygon(3, 1.15 * r, angle))], 1, cv2.LINE_8, _SHIFT)
+    elif name == "star":
+        cv2.fillPoly(canvas, [_points(centre + _polygon(5, 1.1 * r, angle, inner=0.5 * r))], 1, cv2.LINE_8, _SHIFT)
+    elif name == "cross":
+        half_width = 0.34 * r
+        arm = np.array([[-r, -half_width], [r, -half_width], [r, half_width], [-r, half_width]])
+        rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
+        for turn in (rotation, rotation @ np.array([[0, 1], [-1, 0]])):
+            cv2.fillPoly(canvas, [_points(centre + arm @ turn)], 1, cv2.LINE_8, _SHIFT)
+    else:
+        raise ValueError(f"unknown synthetic class {name!r}; choices: {', '.join(SYNTH_CLASSES)}")
+    return canvas.astype(bool)
+
+
+def _texture(name: str, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, centre: np.ndarray, extent: float) -> np.ndarray:
+    """S×S bool two-tone pattern of class ``name`` (True = first tone), centred on the object."""
+    period = max(5.0, extent / rng.uniform(3.0, 5.0))
+    angle = rng.uniform(0, np.pi)
+    dx, dy = x - centre[0], y - centre[1]
+    u = dx * np.cos(angle) + dy * np.sin(angle) + rng.uniform(0, period)
+    v = -dx * np.sin(angle) + dy * np.cos(angle) + rng.uniform(0, period)
+    if name == "disk":  # polka dots
+        return (np.mod(u, period) - period / 2) ** 2 + (np.mod(v, period) - period / 2) ** 2 < (0.3 * period) ** 2
+    if name == "square":  # checkerboard
+        return (np.floor(u / (period / 2)) + np.floor(v / (period / 2))) % 2 == 0
+    if name == "triangle":  # stripes
+        return np.mod(u, period) < period / 2
+    if name == "star":  # concentric rings
+        return np.mod(np.hypot(dx, dy), period * 0.8) < period * 0.4
+    if name == "ring":  # angular sectors
+        sectors = 2 * int(rng.integers(4, 7))
+        return np.floor((np.arctan2(dy, dx) + angle) / (2 * np.pi / sectors)) % 2 == 0
+    if name == "cross":  # grid of thin lines
+        return (np.mod(u, period) < 0.3 * period) | (np.mod(v, period) < 0.3 * period)
+    raise ValueError(f"unknown synthetic class {name!r}; choices: {', '.join(SYNTH_CLASSES)}")
+
+
+def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """S×S×3 float32 cluttered background: gradient, colour noise, waves, soft blobs."""
+    size = x.shape[0]
+    angle = rng.uniform(0, 2 * np.pi)
+    t = ((x - size / 2) * np.cos(angle) + (y - size / 2) * np.sin(angle)) / size + 0.5
+    start, end = _colour(rng, (0.0, 0.8), (0.15, 1.0)), _colour(rng, (0.0, 0.8), (0.15, 1.0))
+    image = start * (1 - t[..., None]) + end * t[..., None]
+    cells = int(rng.integers(3, 7))
+    noise = rng.normal(0, rng.uniform(10, 35), size=(cells, cells, 3)).astype(np.float32)
+    image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    if rng.uniform() < 0.5:  # soft sine waves (unlike the hard two-tone stripes of 'triangle')
+        wave_angle = rng.uniform(0, np.pi)
+        phase = (x * np.cos(wave_angle) + y * np.sin(wave_angle)) * 2 * np.pi / rng.uniform(8, 30)
+        image += (rng.uniform(8, 25) * np.sin(phase))[..., None]
+    for _ in range(int(rng.integers(1, 5))):  # soft colour blobs
+        blob = np.zeros((size, size), dtype=np.float32)
+        centre = tuple(int(v) for v in rng.uniform(0, size, 2))
+        axes = tuple(int(v) for v in rng.uniform(0.08, 0.3, 2) * size)
+        cv2.ellipse(blob, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
+        blob = cv2.GaussianBlur(blob, (0, 0), size / rng.uniform(15, 40)) * rng.uniform(0.4, 0.9)
+        image = image * (1 - blob[..., None]) + _colour(rng) * blob[..., None]
+    return image
+
+
+def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
+    """Draw 3 to 8 classless shapes in place on S×S×3 float32 ``image``: lines, arcs, slim ellipses."""
+    size = image.shape[0]
+    for _ in range(int(rng.integers(3, 9))):
+        colour = tuple(float(c) for c in _colour(rng))
+        kind = int(rng.integers(3))
+        if kind == 0:  # thin polyline
+            points = rng.uniform(-0.1, 1.1, size=(int(rng.integers(2, 5)), 2)) * size
+            cv2.polylines(image, [_points(points)], False, colour, int(rng.integers(1, 3)), cv2.LINE_AA, _SHIFT)
+        elif kind == 1:  # arc
+            centre = tuple(int(v) for v in rng.uniform(0, size, 2))
+            axes = tuple(int(v) for v in rng.uniform(0.05, 0.3, 2) * size)
+            start = rng.uniform(0, 360)
+            cv2.ellipse(image, centre, axes, rng.uniform(0, 180), start, start + rng.uniform(60, 200),
+                        colour, int(rng.integers(1, 4)), cv2.LINE_AA)
+        else:  # small slim filled ellipse
+            centre = tuple(int(v) for v in rng.uniform(0, size, 2))
+            long_axis = rng.uniform(0.03, 0.12) * size
+            axes = (max(2, int(long_axis)), max(1, int(long_axis / rng.uniform(2.5, 4.5))))
+            cv2.ellipse(image, centre, axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
+
+
+def render_synth_image(rng: np.random.Generator, image_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C)."""
+    x, y = _grid(image_size)
+    image = _background(rng, x, y)
+    _draw_distractors(rng, image)
+    instances = np.zeros((image_size, image_size), dtype=np.int32)  # 0 none, k = k-th object
+    areas: list[int] = []
+    labels = [0]
+    for _ in range(int(rng.choice(len(OBJECT_COUNT_PROBS), p=OBJECT_COUNT_PROBS)) + 1):
+        label = int(rng.integers(len(SYNTH_CLASSES))) + 1
+        name = SYNTH_CLASSES[label - 1]
+        for _ in range(PLACEMENT_TRIES):
+            extent = rng.uniform(*SIZE_RANGE) * image_size
+            centre = rng.uniform(0.4 * extent, image_size - 0.4 * extent, size=2)
+            shape = _shape_mask(name, image_size, centre, extent, rng.uniform(0, 2 * np.pi))
+            trial = np.where(shape, len(areas) + 1, instances)
+            visible = np.bincount(trial.ravel(), minlength=len(areas) + 2)[1:-1]
+            if shape.sum() >= 20 and np.all(visible >= MIN_VISIBLE * np.array(areas, dtype=np.int64)):
+                pattern = _texture(name, rng, x, y, centre, extent)
+                first, second = _two_tones(rng)
+                image[shape] = np.where(pattern[shape][:, None], first, second)
+                instances = trial
+                areas.append(int(shape.sum()))
+                labels.append(label)
+                break
+    mask = np.array(labels, dtype=np.uint8)[instances]
+    image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 0.8))
+    image += rng.normal(0, rng.uniform(2, 6), size=image.shape).astype(np.float32)
+    return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
+
+
+def generate_synth_dataset(
+    out_dir: str | os.PathLike,
+    num_images: int = 600,
+    image_size: int = 128,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    progress: bool = True,
+    overwrite: bool = False,
+) -> Path:
+    """Write a synthetic data set in the plain folder format (wsss.data.folder) → its root.
+
+    Files: classes.txt (SYNTH_CLASSES), tags.csv (tags = the classes visible in each mask),
+    images/synth_NNNNN.png, masks/synth_NNNNN.png, splits/train.txt and splits/val.txt
+    (round(val_fraction × num_images) ids drawn with ``seed``), synth.json (the arguments).
+    A folder already holding a set made with the same arguments is returned as is; any other
+    non-empty folder raises ValueError unless ``overwrite`` (then its data set files are replaced).
+    """
+    if num_images < 1 or image_size < 32 or not 0.0 <= val_fraction < 1.0:
+        raise ValueError(
+            f"need num_images >= 1, image_size >= 32, 0 <= val_fraction < 1; "
+            f"got {num_images}, {image_size}, {val_fraction}"
+        )
+    root = Path(out_dir)
+    params = {"version": SYNTH_VERSION, "num_images": num_images, "image_size": image_size,
+              "val_fraction": val_fraction, "seed": seed}
+    params_file = root / PARAMS_FILE
+    if params_file.is_file() and json.loads(params_file.read_text()) == params:
+        return root
+    if root.is_dir() and any(root.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{root}: folder is not empty and holds no synthetic set made with {params}; "
+                             f"pass overwrite=True to replace it")
+        params_file.unlink(missing_ok=True)
+        for sub in ("images", "masks", "splits"):
+            shutil.rmtree(root / sub, ignore_errors=True)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    ids = [f"synth_{index:05d}" for index in range(num_images)]
+    tags: dict[str, list[str]] = {}
+    for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
+        image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size)
+        Image.fromarray(image).save(root / "images" / f"{image_id}.png", format="PNG", compress_level=1)
+        write_label_png(root / "masks" / f"{image_id}.png", mask)
+        tags[f"{image_id}.png"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
+    order = np.random.default_rng([seed, num_images, 1]).permutation(num_images)
+    val = set(order[: int(round(val_fraction * num_images))].tolist())
+    splits = {"train": [i for n, i in enumerate(ids) if n not in val], "val": [i for n, i in enumerate(ids) if n in val]}
+    write_folder_dataset_index(root, SYNTH_CLASSES, tags, splits)
+    params_file.write_text(json.dumps(params) + "\n")
+    return root
