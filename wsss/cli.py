@@ -3,6 +3,7 @@
     wsss data synth  [--out DIR] [--config F] [--set K=V ...]   write the demo data set
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
+    wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
     wsss demo        [--out DIR]                                the main job on the demo data
 """
 
@@ -16,6 +17,7 @@ from wsss.config import ConfigError, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
+from wsss.models.classifier import PretrainedWeightsError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -68,6 +70,14 @@ def cmd_data_check(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_train_classifier(args) -> int:
+    from wsss.train.classifier import train_classifier
+
+    path = train_classifier(_config(args), restart=args.restart)
+    print(f"classifier written to {path}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The main job on the built-in demo data: generate, check."""
     from wsss.data.check import check_dataset
@@ -110,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(show)
     show.set_defaults(func=cmd_config_show)
 
+    train = commands.add_parser("train", help="train the tag classifier or a segmenter")
+    train_commands = train.add_subparsers(dest="train_command", required=True)
+    classifier = train_commands.add_parser("classifier", help="train the ViT classifier from image tags")
+    _add_config_args(classifier)
+    classifier.add_argument("--restart", action="store_true", help="ignore RUN/classifier/last.pt and start over")
+    classifier.set_defaults(func=cmd_train_classifier)
+
     demo = commands.add_parser("demo", help="run the main job end to end on the built-in demo data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     _add_config_args(demo)
@@ -121,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError) as error:
+    except (ConfigError, DatasetError, PretrainedWeightsError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
 

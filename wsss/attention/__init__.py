@@ -1,0 +1,25 @@
+"""Attention maps from ViT classifiers: GETAM and baselines on one interface."""
+
+from wsss.attention.base import AttentionMapMethod, MapInputs
+from wsss.attention.baselines import (
+    MAP_METHODS,
+    AttentionRollout,
+    GradientRelevance,
+    LastBlockAttention,
+    PatchGradCAM,
+    make_map_method,
+)
+from wsss.attention.getam import GETAM, getam
+
+__all__ = [
+    "AttentionMapMethod",
+    "MapInputs",
+    "GETAM",
+    "getam",
+    "LastBlockAttention",
+    "AttentionRollout",
+    "GradientRelevance",
+    "PatchGradCAM",
+    "MAP_METHODS",
+    "make_map_method",
+]

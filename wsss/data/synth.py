@@ -11,21 +11,25 @@ distribution shared by all classes, so colour alone says nothing about the class
     ring      annulus                alternating angular sectors
     cross     plus sign              grid of thin lines
 
-Objects measure 15 % to 55 % of the image side and may overlap (the mask shows the object on
-top; every object keeps at least ``MIN_VISIBLE`` of its pixels). The background is a colour
+Objects measure about 15 % to 55 % of the image side and may overlap (the mask shows the
+object on top; every object keeps at least ``MIN_VISIBLE`` of its pixels, and an object that
+finds no such place in ``PLACEMENT_TRIES`` tries is left out). The background is a colour
 gradient with low-frequency colour noise, sometimes soft sine waves, soft colour blobs and
 distractors that belong to no class (thin polylines, arcs, small elongated ellipses): all 0 in
 the mask. Masks (S×S uint8, 0 background, 1..C) are rasterised without anti-aliasing and equal
-the drawn object pixels exactly; the image is then mildly blurred and noised.
+the drawn object pixels exactly; the image is then mildly blurred, noised and saved as a
+quality-95 JPEG.
 
-Every image draws from its own numpy Generator seeded by (seed, image index), and files are
-written as PNG: the same arguments give byte-identical files.
+Every image draws from its own numpy Generator seeded by (seed, image index): the same
+arguments give byte-identical files (with the same Pillow/libjpeg build).
 """
 
 from __future__ import annotations
 
 import colorsys
+import functools
 import json
+import math
 import os
 import shutil
 from pathlib import Path
@@ -65,14 +69,16 @@ def _two_tones(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         if abs(float((first - second) @ luma)) >= 60:
             break
         second = _colour(rng)
-    else:
-        second = np.where(first @ luma > 127, 20.0, 235.0).astype(np.float32) * np.ones(3, np.float32)
+    else:  # a dark or light grey against the first tone
+        second = np.full(3, 20.0 if first @ luma > 127 else 235.0, dtype=np.float32)
     return first, second
 
 
+@functools.lru_cache(maxsize=4)
 def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates: two S×S float32 arrays (x, y)."""
+    """Pixel coordinates: two read-only S×S float32 arrays (x, y)."""
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    x.flags.writeable = y.flags.writeable = False
     return x, y
 
 
@@ -92,38 +98,49 @@ def _polygon(n: int, radius: float, angle: float, inner: float | None = None) ->
 
 
 def _shape_mask(name: str, image_size: int, centre: np.ndarray, extent: float, angle: float) -> np.ndarray:
-    """S×S bool: the pixels of one object of class ``name`` (no anti-aliasing)."""
+    """S×S bool: the pixels of one object of class ``name`` (no anti-aliasing).
+
+    centre: 2 float (x, y) in pixels; extent: about the object's width in pixels; angle: radians.
+    """
     canvas = np.zeros((image_size, image_size), dtype=np.uint8)
     r = extent / 2
-    if name == "disk":
-        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
-    elif name == "ring":
-        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
-        cv2.circle(canvas, tuple(int(v) for v in np.round(centre * _ONE)), int(round(0.55 * r * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
+    polygons: list[np.ndarray] = []
+    if name in ("disk", "ring"):
+        middle = tuple(int(v) for v in np.round(centre * _ONE))
+        cv2.circle(canvas, middle, int(round(r * _ONE)), 1, -1, cv2.LINE_8, _SHIFT)
+        if name == "ring":
+            cv2.circle(canvas, middle, int(round(0.55 * r * _ONE)), 0, -1, cv2.LINE_8, _SHIFT)
     elif name == "square":
-        cv2.fillPoly(canvas, [_points(centre + _polygon(4, 0.8 * r * np.sqrt(2), angle))], 1, cv2.LINE_8, _SHIFT)
+        polygons = [_polygon(4, 0.8 * r * math.sqrt(2), angle)]
     elif name == "triangle":
-        cv2.fillPoly(canvas, [_points(centre + _polygon(3, 1.15 * r, angle))], 1, cv2.LINE_8, _SHIFT)
+        polygons = [_polygon(3, 1.15 * r, angle)]
     elif name == "star":
-        cv2.fillPoly(canvas, [_points(centre + _polygon(5, 1.1 * r, angle, inner=0.5 * r))], 1, cv2.LINE_8, _SHIFT)
-    elif name == "cross":
-        half_width = 0.34 * r
-        arm = np.array([[-r, -half_width], [r, -half_width], [r, half_width], [-r, half_width]])
-        rotation = np.array([[np.cos(angle), np.sin(angle)], [-np.sin(angle), np.cos(angle)]])
-        for turn in (rotation, rotation @ np.array([[0, 1], [-1, 0]])):
-            cv2.fillPoly(canvas, [_points(centre + arm @ turn)], 1, cv2.LINE_8, _SHIFT)
+        polygons = [_polygon(5, 1.1 * r, angle, inner=0.5 * r)]
+    elif name == "cross":  # two bars of width 0.34 × extent
+        bar = np.array([[-r, -0.34 * r], [r, -0.34 * r], [r, 0.34 * r], [-r, 0.34 * r]])
+        for turn in (angle, angle + math.pi / 2):
+            rotation = np.array([[math.cos(turn), math.sin(turn)], [-math.sin(turn), math.cos(turn)]])
+            polygons.append(bar @ rotation)
     else:
         raise ValueError(f"unknown synthetic class {name!r}; choices: {', '.join(SYNTH_CLASSES)}")
+    for polygon in polygons:
+        cv2.fillPoly(canvas, [_points(centre + polygon)], 1, cv2.LINE_8, _SHIFT)
     return canvas.astype(bool)
 
 
-def _texture(name: str, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, centre: np.ndarray, extent: float) -> np.ndarray:
-    """S×S bool two-tone pattern of class ``name`` (True = first tone), centred on the object."""
+def _texture(
+    name: str, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, centre: np.ndarray, extent: float
+) -> np.ndarray:
+    """Two-tone pattern of class ``name`` at pixels (x, y) (N float32 each) → N bool (True = first tone).
+
+    The pattern's period is extent / 3..5 (at least 5 px), at a random orientation and phase.
+    """
     period = max(5.0, extent / rng.uniform(3.0, 5.0))
-    angle = rng.uniform(0, np.pi)
-    dx, dy = x - centre[0], y - centre[1]
-    u = dx * np.cos(angle) + dy * np.sin(angle) + rng.uniform(0, period)
-    v = -dx * np.sin(angle) + dy * np.cos(angle) + rng.uniform(0, period)
+    angle = rng.uniform(0, math.pi)
+    cos, sin = math.cos(angle), math.sin(angle)
+    dx, dy = x - float(centre[0]), y - float(centre[1])
+    u = dx * cos + dy * sin + rng.uniform(0, period)
+    v = dy * cos - dx * sin + rng.uniform(0, period)
     if name == "disk":  # polka dots
         return (np.mod(u, period) - period / 2) ** 2 + (np.mod(v, period) - period / 2) ** 2 < (0.3 * period) ** 2
     if name == "square":  # checkerboard
@@ -134,34 +151,40 @@ def _texture(name: str, rng: np.random.Generator, x: np.ndarray, y: np.ndarray, 
         return np.mod(np.hypot(dx, dy), period * 0.8) < period * 0.4
     if name == "ring":  # angular sectors
         sectors = 2 * int(rng.integers(4, 7))
-        return np.floor((np.arctan2(dy, dx) + angle) / (2 * np.pi / sectors)) % 2 == 0
+        return np.floor((np.arctan2(dy, dx) + angle) / (2 * math.pi / sectors)) % 2 == 0
     if name == "cross":  # grid of thin lines
         return (np.mod(u, period) < 0.3 * period) | (np.mod(v, period) < 0.3 * period)
     raise ValueError(f"unknown synthetic class {name!r}; choices: {', '.join(SYNTH_CLASSES)}")
 
 
 def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """S×S×3 float32 cluttered background: gradient, colour noise, waves, soft blobs."""
+    """S×S×3 float32 cluttered background: gradient, colour noise, waves, soft blobs.
+
+    Built channel-first (3×S×S, where numpy broadcasting is fast) and transposed at the end.
+    """
     size = x.shape[0]
-    angle = rng.uniform(0, 2 * np.pi)
-    t = ((x - size / 2) * np.cos(angle) + (y - size / 2) * np.sin(angle)) / size + 0.5
+    angle = rng.uniform(0, 2 * math.pi)
+    t = ((x - size / 2) * math.cos(angle) + (y - size / 2) * math.sin(angle)) / size + 0.5
     start, end = _colour(rng, (0.0, 0.8), (0.15, 1.0)), _colour(rng, (0.0, 0.8), (0.15, 1.0))
-    image = start * (1 - t[..., None]) + end * t[..., None]
+    image = start[:, None, None] + (end - start)[:, None, None] * t
     cells = int(rng.integers(3, 7))
     noise = rng.normal(0, rng.uniform(10, 35), size=(cells, cells, 3)).astype(np.float32)
-    image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    noise = cv2.resize(noise, (32, 32), interpolation=cv2.INTER_CUBIC)  # smooth, and cheaper than
+    image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)  # cubic at S
     if rng.uniform() < 0.5:  # soft sine waves (unlike the hard two-tone stripes of 'triangle')
-        wave_angle = rng.uniform(0, np.pi)
-        phase = (x * np.cos(wave_angle) + y * np.sin(wave_angle)) * 2 * np.pi / rng.uniform(8, 30)
-        image += (rng.uniform(8, 25) * np.sin(phase))[..., None]
-    for _ in range(int(rng.integers(1, 5))):  # soft colour blobs
-        blob = np.zeros((size, size), dtype=np.float32)
-        centre = tuple(int(v) for v in rng.uniform(0, size, 2))
-        axes = tuple(int(v) for v in rng.uniform(0.08, 0.3, 2) * size)
-        cv2.ellipse(blob, centre, axes, rng.uniform(0, 180), 0, 360, 1.0, -1)
-        blob = cv2.GaussianBlur(blob, (0, 0), size / rng.uniform(15, 40)) * rng.uniform(0.4, 0.9)
-        image = image * (1 - blob[..., None]) + _colour(rng) * blob[..., None]
-    return image
+        wave_angle = rng.uniform(0, math.pi)
+        phase = (x * math.cos(wave_angle) + y * math.sin(wave_angle)) * (2 * math.pi / rng.uniform(8, 30))
+        image += rng.uniform(8, 25) * np.sin(phase)
+    for _ in range(int(rng.integers(1, 5))):  # soft-edged colour blobs (ellipses with a linear ramp)
+        cx, cy = rng.uniform(0, size, 2)
+        a, b = rng.uniform(0.08, 0.3, 2) * size
+        blob_angle = rng.uniform(0, math.pi)
+        cos, sin = math.cos(blob_angle), math.sin(blob_angle)
+        u, v = ((x - cx) * cos + (y - cy) * sin) / a, ((y - cy) * cos - (x - cx) * sin) / b
+        radius = np.sqrt(u * u + v * v)
+        blob = np.clip((1.0 - radius) / rng.uniform(0.3, 1.0) + 0.5, 0.0, 1.0) * rng.uniform(0.4, 0.9)
+        image += (_colour(rng)[:, None, None] - image) * blob
+    return np.ascontiguousarray(image.transpose(1, 2, 0))
 
 
 def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
@@ -188,8 +211,7 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
 
 def render_synth_image(rng: np.random.Generator, image_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C)."""
-    x, y = _grid(image_size)
-    image = _background(rng, x, y)
+    image = _background(rng, *_grid(image_size))
     _draw_distractors(rng, image)
     instances = np.zeros((image_size, image_size), dtype=np.int32)  # 0 none, k = k-th object
     areas: list[int] = []
@@ -200,20 +222,21 @@ def render_synth_image(rng: np.random.Generator, image_size: int = 128) -> tuple
         for _ in range(PLACEMENT_TRIES):
             extent = rng.uniform(*SIZE_RANGE) * image_size
             centre = rng.uniform(0.4 * extent, image_size - 0.4 * extent, size=2)
-            shape = _shape_mask(name, image_size, centre, extent, rng.uniform(0, 2 * np.pi))
+            shape = _shape_mask(name, image_size, centre, extent, rng.uniform(0, 2 * math.pi))
             trial = np.where(shape, len(areas) + 1, instances)
             visible = np.bincount(trial.ravel(), minlength=len(areas) + 2)[1:-1]
             if shape.sum() >= 20 and np.all(visible >= MIN_VISIBLE * np.array(areas, dtype=np.int64)):
-                pattern = _texture(name, rng, x, y, centre, extent)
+                ys, xs = np.nonzero(shape)
+                pattern = _texture(name, rng, xs.astype(np.float32), ys.astype(np.float32), centre, extent)
                 first, second = _two_tones(rng)
-                image[shape] = np.where(pattern[shape][:, None], first, second)
+                image[ys, xs] = np.where(pattern[:, None], first, second)
                 instances = trial
                 areas.append(int(shape.sum()))
                 labels.append(label)
                 break
     mask = np.array(labels, dtype=np.uint8)[instances]
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 0.8))
-    image += rng.normal(0, rng.uniform(2, 6), size=image.shape).astype(np.float32)
+    image += rng.uniform(2, 6) * rng.standard_normal(size=(image_size, image_size, 1), dtype=np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
@@ -229,21 +252,26 @@ def generate_synth_dataset(
     """Write a synthetic data set in the plain folder format (wsss.data.folder) → its root.
 
     Files: classes.txt (SYNTH_CLASSES), tags.csv (tags = the classes visible in each mask),
-    images/synth_NNNNN.png, masks/synth_NNNNN.png, splits/train.txt and splits/val.txt
-    (round(val_fraction × num_images) ids drawn with ``seed``), synth.json (the arguments).
-    A folder already holding a set made with the same arguments is returned as is; any other
-    non-empty folder raises ValueError unless ``overwrite`` (then its data set files are replaced).
+    images/synth_NNNNN.jpg (JPEG quality 95, no chroma subsampling), masks/synth_NNNNN.png,
+    splits/train.txt and splits/val.txt (val: round(val_fraction × num_images) ids drawn
+    with ``seed``), synth.json (the arguments). Image i depends only on (seed, i).
+    A folder already holding a complete set made with the same arguments (and SYNTH_VERSION)
+    is returned as is; any other non-empty folder raises ValueError unless ``overwrite`` (then
+    synth.json, classes.txt, tags.csv, images/, masks/ and splits/ are replaced).
     """
-    if num_images < 1 or image_size < 32 or not 0.0 <= val_fraction < 1.0:
+    if num_images < 1 or image_size < 32 or not 0.0 <= val_fraction < 1.0 or seed < 0:
         raise ValueError(
-            f"need num_images >= 1, image_size >= 32, 0 <= val_fraction < 1; "
-            f"got {num_images}, {image_size}, {val_fraction}"
+            f"need num_images >= 1, image_size >= 32, 0 <= val_fraction < 1, seed >= 0; "
+            f"got {num_images}, {image_size}, {val_fraction}, {seed}"
         )
     root = Path(out_dir)
     params = {"version": SYNTH_VERSION, "num_images": num_images, "image_size": image_size,
               "val_fraction": val_fraction, "seed": seed}
     params_file = root / PARAMS_FILE
-    if params_file.is_file() and json.loads(params_file.read_text()) == params:
+    ids = [f"synth_{index:05d}" for index in range(num_images)]
+    if params_file.is_file() and json.loads(params_file.read_text()) == params and all(
+        (root / "images" / f"{i}.jpg").is_file() and (root / "masks" / f"{i}.png").is_file() for i in ids
+    ):
         return root
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
@@ -253,13 +281,12 @@ def generate_synth_dataset(
         for sub in ("images", "masks", "splits"):
             shutil.rmtree(root / sub, ignore_errors=True)
     (root / "images").mkdir(parents=True, exist_ok=True)
-    ids = [f"synth_{index:05d}" for index in range(num_images)]
     tags: dict[str, list[str]] = {}
     for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
         image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size)
-        Image.fromarray(image).save(root / "images" / f"{image_id}.png", format="PNG", compress_level=1)
+        Image.fromarray(image).save(root / "images" / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0)
         write_label_png(root / "masks" / f"{image_id}.png", mask)
-        tags[f"{image_id}.png"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
+        tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
     order = np.random.default_rng([seed, num_images, 1]).permutation(num_images)
     val = set(order[: int(round(val_fraction * num_images))].tolist())
     splits = {"train": [i for n, i in enumerate(ids) if n not in val], "val": [i for n, i in enumerate(ids) if n in val]}

@@ -1,0 +1,217 @@
+"""Benchmark: batched GETAM vs the paper's per-image per-class loop vs the backward floor.
+
+    python benchmarks/bench_getam.py [--batch-sizes 1 8 32] [--threads 2]
+
+DeiT-S/16 (random weights) at 224, two tagged classes per image. Per batch size, measured in
+the same process and interleaved over the repeats (minimum per-image time is reported):
+
+- forward:  one forward, no grad, timm's fused attention (for scale);
+- floor:    one forward with the attention of blocks ≥ start captured, then per tag slot one
+            plain ``autograd.grad`` over the whole batch w.r.t. those attention tensors
+            (the least work any GETAM implementation has to do);
+- batched:  ``wsss.getam`` (one forward + one vmapped backward over the K tag slots + maps);
+- loop:     ``wsss.attention.reference.getam_reference`` (per image, per class
+            ``backward(retain_graph=True)``); at large batches only ``--loop-images`` images are
+            looped and the per-image time extrapolated (said so in the table).
+
+Peak memory: the rise of the process's peak RSS during one call (``VmHWM`` from
+/proc/self/status, reset before each call through /proc/self/clear_refs; psutil sampling
+when that is unavailable). Targets: loop/batched ≥ 10 at batch 8, batched/floor ≤ 1.3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import threading
+import time
+from collections.abc import Callable
+
+import timm
+import torch
+
+from wsss.attention.batched_grad import slot_selector, tag_slots
+from wsss.attention.base import eval_mode
+from wsss.attention.getam import getam
+from wsss.attention.reference import getam_reference
+from wsss.models.attention_capture import AttentionCapture
+
+
+# --- peak memory -----------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise KeyError(field)
+
+
+def _can_reset_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        _status_kb("VmHWM")
+        return True
+    except OSError:
+        return False
+
+
+USE_HWM = _can_reset_hwm()
+MEMORY_SOURCE = ("VmHWM (/proc/self/status, reset via /proc/self/clear_refs)" if USE_HWM
+                 else "psutil RSS sampled every 1 ms")
+
+
+def peak_rise_mb(fn: Callable[[], object]) -> float:
+    """MB the process's peak RSS rises above its RSS at the start of ``fn()``."""
+    if USE_HWM:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        start = _status_kb("VmRSS")
+        fn()
+        return (_status_kb("VmHWM") - start) / 1024
+    import psutil
+
+    proc, peak, done = psutil.Process(), [0], threading.Event()
+    start = proc.memory_info().rss
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], proc.memory_info().rss)
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample)
+    t.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        t.join()
+    return (max(peak[0], proc.memory_info().rss) - start) / 2**20
+
+
+# --- the measured procedures ----------------------------------------------------------------
+def forward_only(model, x, labels):
+    with torch.no_grad():
+        model(x)
+
+
+def floor(model, x, labels):
+    """One forward (blocks ≥ start captured) + per tag slot one plain backward of the batch."""
+    depth = len(model.blocks)
+    slots = tag_slots(labels)
+    with eval_mode(model), torch.enable_grad(), \
+            AttentionCapture(model, blocks=range(depth // 2, depth)) as cap:
+        logits = model(x)
+        sel = slot_selector(slots, logits.shape[1], logits.dtype)
+        K = slots.shape[1]
+        for k in range(K):
+            torch.autograd.grad(logits, cap.attentions, sel[k], retain_graph=k < K - 1)
+
+
+def timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def bench_batch(model, B: int, args) -> dict:
+    g = torch.Generator().manual_seed(B)
+    x = torch.randn(B, 3, args.img_size, args.img_size, generator=g)
+    labels = torch.zeros(B, args.num_classes)
+    for i in range(B):
+        labels[i, torch.randperm(args.num_classes, generator=g)[: args.tags]] = 1
+    n_loop = B if B <= args.loop_images else args.loop_images
+    sub = list(range(n_loop))
+    runs = {
+        "forward": lambda: forward_only(model, x, labels),
+        "floor": lambda: floor(model, x, labels),
+        "batched": lambda: getam(model, x, labels),
+        "loop": lambda: getam_reference(model, x, labels, image_indices=sub),
+    }
+    # the loop differentiates the whole batch per pair: its forward is the floor's forward
+    runs["forward_grad"] = lambda: _forward_grad(model, x)
+    getam(model, x, labels)  # warm-up
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    for r in range(args.repeats):
+        for name, fn in runs.items():
+            if name == "loop" and r >= args.loop_repeats:
+                continue
+            times[name].append(timed(fn))
+    best = {k: min(v) for k, v in times.items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    # per image; the loop's subset time is extrapolated: forward + per-image cost × B
+    loop_total = best["forward_grad"] + (best["loop"] - best["forward_grad"]) * B / n_loop
+    res = {
+        "B": B,
+        "forward": best["forward"] / B,
+        "floor": best["floor"] / B,
+        "batched": best["batched"] / B,
+        "batched_median": med["batched"] / B,
+        "floor_median": med["floor"] / B,
+        "loop": loop_total / B,
+        "loop_images": n_loop,
+    }
+    res["mem"] = {k: peak_rise_mb(runs[k]) for k in ("floor", "batched", "loop")}
+    return res
+
+
+def _forward_grad(model, x):
+    depth = len(model.blocks)
+    with eval_mode(model), torch.enable_grad(), \
+            AttentionCapture(model, blocks=range(depth // 2, depth)):
+        model(x)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--model", default="deit_small_patch16_224")
+    ap.add_argument("--img-size", type=int, default=224)
+    ap.add_argument("--num-classes", type=int, default=20)
+    ap.add_argument("--tags", type=int, default=2, help="tagged classes per image")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--loop-repeats", type=int, default=1, help="repeats of the slow loop")
+    ap.add_argument("--loop-images", type=int, default=8,
+                    help="above this batch size the loop runs on this many images, extrapolated")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = timm.create_model(args.model, pretrained=False, num_classes=args.num_classes,
+                              img_size=args.img_size).eval()
+    print(f"{args.model} (random weights) at {args.img_size}, {args.tags} tags/image, "
+          f"{args.num_classes} classes, torch {torch.__version__}, timm {timm.__version__}, "
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}, "
+          f"load avg {os.getloadavg()[0]:.2f}")
+    print(f"times: ms per image, min of {args.repeats} interleaved repeats "
+          f"(loop: {args.loop_repeats}); peak memory: rise of {MEMORY_SOURCE}, MB per call\n")
+    head = (f"{'batch':>5} {'forward':>8} {'floor':>8} {'batched':>8} {'loop':>9} "
+            f"{'loop/bat':>8} {'bat/floor':>9} {'mem floor':>9} {'mem bat':>8} {'mem loop':>8}")
+    print(head)
+    print("-" * len(head))
+    notes = []
+    for B in args.batch_sizes:
+        r = bench_batch(model, B, args)
+        star = "*" if r["loop_images"] < B else " "
+        if star == "*":
+            notes.append(f"* batch {B}: loop timed on {r['loop_images']} of {B} images (each "
+                         f"pair's backward still spans the whole batch), per-image time "
+                         f"extrapolated as forward + (subset time - forward) × {B}/"
+                         f"{r['loop_images']}")
+        m = r["mem"]
+        print(f"{B:>5} {r['forward'] * 1e3:>8.1f} {r['floor'] * 1e3:>8.1f} "
+              f"{r['batched'] * 1e3:>8.1f} {r['loop'] * 1e3:>8.1f}{star} "
+              f"{r['loop'] / r['batched']:>8.1f} {r['batched'] / r['floor']:>9.2f} "
+              f"{m['floor']:>9.0f} {m['batched']:>8.0f} {m['loop']:>8.0f}", flush=True)
+        notes.append(f"  batch {B}: median batched {r['batched_median'] * 1e3:.1f} ms, median "
+                     f"floor {r['floor_median'] * 1e3:.1f} ms per image "
+                     f"(median ratio {r['batched_median'] / r['floor_median']:.2f})")
+    print("\n" + "\n".join(notes))
+    print(f"load avg at end {os.getloadavg()[0]:.2f} (other processes on the machine skew times)")
+
+
+if __name__ == "__main__":
+    main()

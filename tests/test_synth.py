@@ -1,0 +1,145 @@
+"""The synthetic demo data set: determinism, exact masks, tags, clutter, and that it is hard."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from wsss.data.folder import FolderDataset
+from wsss.data.label_png import read_label_png
+from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset
+from wsss.data.trivial_baseline import (
+    background_distance,
+    evaluate_trivial_baseline,
+    trivial_baseline_label,
+)
+
+NUM_IMAGES = 150
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory):
+    return generate_synth_dataset(tmp_path_factory.mktemp("synth") / "set", num_images=NUM_IMAGES, progress=False)
+
+
+@pytest.fixture(scope="module")
+def dataset(synth_root):
+    return FolderDataset(synth_root)
+
+
+def _files(root):
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_gives_byte_identical_files_and_other_seeds_differ(tmp_path):
+    first = _files(generate_synth_dataset(tmp_path / "a", num_images=12, seed=3, progress=False))
+    second = _files(generate_synth_dataset(tmp_path / "b", num_images=12, seed=3, progress=False))
+    other = _files(generate_synth_dataset(tmp_path / "c", num_images=12, seed=4, progress=False))
+    assert first == second
+    assert len(first) == 12 * 2 + 5  # images, masks, classes.txt, tags.csv, 2 splits, synth.json
+    images = [name for name in first if name.startswith("images/")]
+    assert all(first[name] != other[name] for name in images)
+
+
+def test_existing_set_is_reused_and_a_foreign_folder_refused(tmp_path):
+    root = generate_synth_dataset(tmp_path / "set", num_images=4, progress=False)
+    stamp = (root / "tags.csv").stat().st_mtime_ns
+    assert generate_synth_dataset(root, num_images=4, progress=False) == root
+    assert (root / "tags.csv").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="overwrite"):
+        generate_synth_dataset(root, num_images=5, progress=False)
+    generate_synth_dataset(root, num_images=5, progress=False, overwrite=True)
+    assert len(FolderDataset(root)) == 5
+
+
+def test_folder_dataset_reads_it_back_with_splits(synth_root, dataset):
+    assert dataset.classes == SYNTH_CLASSES
+    assert len(dataset) == NUM_IMAGES
+    train, val = FolderDataset(synth_root, "train"), FolderDataset(synth_root, "val")
+    assert len(val) == round(0.2 * NUM_IMAGES)
+    assert set(train.ids).isdisjoint(val.ids)
+    assert sorted(train.ids + val.ids) == sorted(dataset.ids)
+    sample = dataset[0]
+    assert sample.id == "synth_00000"
+    assert sample.image.shape == (128, 128, 3) and sample.image.dtype == np.uint8
+    assert sample.tags.shape == (len(SYNTH_CLASSES),)
+
+
+def test_masks_match_images_and_tags(dataset):
+    class_counts = np.zeros(len(SYNTH_CLASSES) + 1, dtype=np.int64)
+    multi_class = 0
+    for sample in dataset:
+        assert sample.mask.shape == sample.image.shape[:2]
+        labels = np.unique(sample.mask)
+        assert labels.max() <= len(SYNTH_CLASSES)
+        assert 0 in labels
+        present = labels[labels > 0]
+        assert 1 <= len(present) <= 3
+        # tags.csv names exactly the classes visible in the mask
+        np.testing.assert_array_equal(np.flatnonzero(sample.tags) + 1, present)
+        class_counts[present] += 1
+        multi_class += len(present) >= 2
+        # every object is big enough to see: at least 20 pixels per visible class
+        assert np.bincount(sample.mask.ravel())[present].min() >= 20
+    assert (class_counts[1:] >= 0.08 * len(dataset)).all(), class_counts
+    assert 0.3 <= multi_class / len(dataset) <= 0.7
+
+
+def test_masks_are_palette_pngs_of_class_indices(synth_root):
+    mask = read_label_png(synth_root / "masks" / "synth_00000.png")
+    assert mask.dtype == np.uint8 and mask.shape == (128, 128)
+
+
+def test_objects_differ_in_texture_from_their_surroundings(dataset):
+    # Inside every object the two texture tones alternate: its pixels spread widely in colour.
+    spreads = []
+    for sample in list(dataset)[:40]:
+        for label in np.unique(sample.mask)[1:]:
+            inside = cv2.erode((sample.mask == label).astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+            if inside.sum() >= 30:
+                spreads.append(np.ptp(sample.image[inside].astype(np.float32) @ [0.299, 0.587, 0.114]))
+    assert np.median(spreads) > 60
+
+
+def _fine_background_structure(image: np.ndarray, mask: np.ndarray) -> int:
+    """Background pixels ≥ 3 px from any object that differ by > 40 from their 7×7 median:
+    thin lines, arcs and small shapes. Smooth gradients, blobs and noise never reach it."""
+    fine = np.abs(image.astype(np.int16) - cv2.medianBlur(image, 7).astype(np.int16)).max(axis=2)
+    far = cv2.erode((mask == 0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+    return int(((fine > 40) & far).sum())
+
+
+def test_fine_structure_check_is_blind_to_smooth_backgrounds():
+    y, x = np.mgrid[0:128, 0:128]
+    smooth = np.stack([x * 2, y * 2, (x + y)], axis=2).clip(0, 255).astype(np.uint8)
+    noise = np.random.default_rng(0).normal(0, 6, smooth.shape)
+    smooth = (smooth + noise).clip(0, 255).astype(np.uint8)
+    assert _fine_background_structure(smooth, np.zeros((128, 128), np.uint8)) == 0
+
+
+def test_backgrounds_are_cluttered_with_distractors(dataset):
+    samples = list(dataset)
+    with_distractors = [_fine_background_structure(s.image, s.mask) >= 20 for s in samples]
+    assert np.mean(with_distractors) > 0.8
+    # and the background is far from uniform: many background pixels differ from the border colour
+    far_from_border = [np.mean(background_distance(s.image)[s.mask == 0] > 40) for s in samples]
+    assert np.mean(far_from_border) > 0.3
+
+
+def test_trivial_baseline_label_rule():
+    image = np.zeros((20, 20, 3), np.uint8)
+    image[5:10, 5:10] = 200
+    tags = np.array([0, 1, 1, 0], np.float32)
+    label = trivial_baseline_label(image, tags, threshold=50)
+    expected = np.zeros((20, 20), np.uint8)
+    expected[5:10, 5:10] = 2  # the lowest-index tag (index 1) + 1
+    np.testing.assert_array_equal(label, expected)
+    assert not trivial_baseline_label(image, np.zeros(4)).any()
+
+
+def test_trivial_baseline_is_far_below_a_real_method(dataset):
+    confusion = evaluate_trivial_baseline(dataset, progress=False)
+    assert confusion.num_classes == len(SYNTH_CLASSES) + 1
+    assert 0.1 < confusion.miou < 0.4
+    assert np.nanmax(confusion.iou[1:]) < 0.5

@@ -1,0 +1,81 @@
+"""The trivial baseline: label every non-background-coloured pixel with the image's tag.
+
+It uses the image-level tags and the colours, nothing learned; a method that does not beat it
+by far has learned nothing about objects. Exactly:
+
+1. background colour b = per-channel median of the border pixels (the outer ``border`` rows
+   and columns of the image);
+2. a pixel is foreground when the Euclidean RGB distance of its colour (0..255 per channel)
+   from b exceeds ``threshold``;
+3. every foreground pixel gets the lowest-index present tag (label = that index + 1, so with
+   several tags the other tagged classes are never predicted); everything else is 0.
+   An image without tags is all background.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from wsss.data.base import Dataset
+from wsss.eval.confusion import ConfusionMatrix
+
+DEFAULT_THRESHOLD = 100.0
+DEFAULT_BORDER = 2
+
+
+def trivial_baseline_label(
+    image: np.ndarray, tags: np.ndarray, threshold: float = DEFAULT_THRESHOLD, border: int = DEFAULT_BORDER
+) -> np.ndarray:
+    """H×W×3 uint8 RGB image, C multi-hot tags → H×W uint8 label map (0, or the first tag + 1)."""
+    present = np.flatnonzero(np.asarray(tags) > 0)
+    distance = background_distance(image, border)
+    label = np.zeros(distance.shape, dtype=np.uint8)
+    if present.size:
+        label[distance > threshold] = present[0] + 1
+    return label
+
+
+def background_distance(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.ndarray:
+    """H×W×3 uint8 RGB → H×W float32: RGB distance of each pixel from the border-median colour."""
+    image = np.asarray(image)
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"image must be H×W×3, got shape {image.shape}")
+    height, width = image.shape[:2]
+    if border < 1 or 2 * border >= min(height, width):
+        raise ValueError(f"border must be in 1..{(min(height, width) - 1) // 2} for a {width}×{height} image, got {border}")
+    ring = np.ones((height, width), dtype=bool)
+    ring[border:-border, border:-border] = False
+    pixels = image.astype(np.float32)
+    background = np.median(pixels[ring], axis=0)
+    return np.sqrt(((pixels - background) ** 2).sum(axis=2))
+
+
+def sweep_trivial_baseline(
+    dataset: Dataset, thresholds: Sequence[float], progress: bool = True, border: int = DEFAULT_BORDER
+) -> dict[float, ConfusionMatrix]:
+    """Score the baseline at several thresholds in one pass → {threshold: ConfusionMatrix}.
+
+    Needs ground-truth masks; raises ValueError naming the first image without one.
+    """
+    results = {float(t): ConfusionMatrix(dataset.num_classes + 1) for t in thresholds}
+    for sample in tqdm(dataset, total=len(dataset), desc="trivial baseline", disable=not progress):
+        if sample.mask is None:
+            raise ValueError(f"image {sample.id} has no ground-truth mask: the baseline needs masks to be scored")
+        present = np.flatnonzero(sample.tags > 0)
+        distance = background_distance(sample.image, border)
+        for threshold, confusion in results.items():
+            label = np.zeros(distance.shape, dtype=np.uint8)
+            if present.size:
+                label[distance > threshold] = present[0] + 1
+            confusion.update(label, sample.mask)
+    return results
+
+
+def evaluate_trivial_baseline(
+    dataset: Dataset, progress: bool = True, threshold: float = DEFAULT_THRESHOLD, border: int = DEFAULT_BORDER
+) -> ConfusionMatrix:
+    """Run the baseline on every sample of ``dataset`` (masks required) → its ConfusionMatrix."""
+    return sweep_trivial_baseline(dataset, [threshold], progress, border)[float(threshold)]

@@ -1,0 +1,1 @@
+"""Training: the tag classifier and the segmenters."""

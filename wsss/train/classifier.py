@@ -1,0 +1,195 @@
+"""Training the tag classifier: multi-label soft-margin loss on image-level tags.
+
+Each epoch trains on ``data.train_split`` with augmentation, then reports mAP and per-class
+F1 on ``data.val_split``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
+a new run with the same config resumes from it. At the end ``RUN/classifier/classifier.pt``
+holds the final weights, the config and the class names (the file ``wsss cam`` loads).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from wsss.data import Dataset, open_dataset
+from wsss.data.tensors import image_to_tensor, resize_image
+from wsss.eval.classification import multilabel_metrics
+from wsss.models.classifier import create_classifier
+from wsss.train.augment import augment
+from wsss.train.checkpoint import load_checkpoint, resolve_device, save_checkpoint
+
+
+class TaggedImages(torch.utils.data.Dataset):
+    """A wsss Dataset as (3×S×S normalised float tensor, C float multi-hot) pairs.
+
+    train=True applies ``augment`` with a generator seeded by (seed, epoch, index), so an
+    epoch's augmentation is the same after a resume. Decoded images are kept in memory.
+    """
+
+    def __init__(self, dataset: Dataset, size: int, train: bool, seed: int = 0):
+        self.dataset, self.size, self.train, self.seed = dataset, size, train, seed
+        self.epoch = 0
+        self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        if index not in self._cache:
+            sample = self.dataset[index]
+            self._cache[index] = (sample.image, sample.tags)
+        image, tags = self._cache[index]
+        if self.train:
+            rng = np.random.default_rng((self.seed, self.epoch, index))
+            image = augment(image, self.size, rng)
+        else:
+            image = resize_image(image, self.size)
+        return image_to_tensor(image), torch.from_numpy(tags)
+
+
+@dataclass
+class ClassifierRun:
+    """Where a classifier run keeps its files."""
+
+    folder: Path
+
+    @property
+    def last(self) -> Path:
+        return self.folder / "last.pt"
+
+    @property
+    def final(self) -> Path:
+        return self.folder / "classifier.pt"
+
+    @property
+    def history(self) -> Path:
+        return self.folder / "history.json"
+
+
+def _lr_lambda(warmup_steps: int, total_steps: int):
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+@torch.no_grad()
+def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
+    """mAP / per-class F1 of ``model`` on ``loader`` (see wsss.eval.classification)."""
+    model.eval()
+    scores, targets = [], []
+    for images, tags in loader:
+        scores.append(torch.sigmoid(model(images.to(device))).float().cpu())
+        targets.append(tags)
+    return multilabel_metrics(torch.cat(scores).numpy(), torch.cat(targets).numpy())
+
+
+def train_classifier(config, restart: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) the classifier of ``config`` (a wsss.config.Config); returns classifier.pt."""
+    settings = config.train.classifier
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    device = resolve_device(config.train.device)
+    run = ClassifierRun(Path(config.run_dir) / "classifier")
+    train_set = open_dataset(config.data, config.data.train_split)
+    val_set = open_dataset(config.data, config.data.val_split)
+    classes = train_set.classes
+    torch.manual_seed(settings.seed)
+    model = create_classifier(config.model, len(classes)).to(device)
+
+    train_data = TaggedImages(train_set, config.model.img_size, train=True, seed=settings.seed)
+    val_loader = DataLoader(
+        TaggedImages(val_set, config.model.img_size, train=False),
+        batch_size=settings.batch_size, num_workers=settings.num_workers,
+    )
+    steps_per_epoch = max(1, len(train_data) // settings.batch_size)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, _lr_lambda(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
+    )
+    identity = {"model": config.model.model_dump(mode="json"), "classes": classes}
+    start_epoch, history = 0, []
+    if run.last.is_file() and not restart:
+        state = load_checkpoint(run.last)
+        if state["identity"] != identity:
+            raise ValueError(
+                f"{run.last} was written for another model or class list; "
+                "use --restart to start over (the old checkpoint is replaced)"
+            )
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start_epoch, history = state["epoch"] + 1, state["history"]
+        print(f"resuming from {run.last} after epoch {start_epoch}")
+
+    for epoch in range(start_epoch, settings.epochs):
+        train_data.epoch = epoch
+        loader = DataLoader(
+            train_data, batch_size=settings.batch_size, shuffle=True, drop_last=True,
+            num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch),
+        )
+        model.train()
+        started, seen, total_loss = time.perf_counter(), 0, 0.0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, leave=False)
+        for images, tags in bar:
+            images, tags = images.to(device), tags.to(device)
+            loss = F.multilabel_soft_margin_loss(model(images), tags)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            seen += images.shape[0]
+            total_loss += loss.item() * images.shape[0]
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
+        metrics = evaluate_classifier(model, val_loader, device)
+        entry = {
+            "epoch": epoch + 1, "loss": total_loss / max(seen, 1), "val_mAP": metrics["mAP"],
+            "val_F1": metrics["F1"], "images_per_s": seen / (time.perf_counter() - started),
+        }
+        history.append(entry)
+        print(
+            f"epoch {epoch + 1:3d}/{settings.epochs}  loss {entry['loss']:.4f}  val mAP {metrics['mAP']:.3f}  "
+            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s"
+        )
+        save_checkpoint(run.last, {
+            "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+        })
+        run.history.write_text(json.dumps(history, indent=1))
+
+    if history:
+        last = history[-1]
+        per_class = "  ".join(f"{name} {f1:.2f}" for name, f1 in zip(classes, last["val_F1"]))
+        print(f"final val mAP {last['val_mAP']:.3f}; per-class F1: {per_class}")
+    save_checkpoint(run.final, {
+        "model": model.state_dict(), "config": config.model_dump(mode="json"), "classes": classes,
+        "history": history,
+    })
+    return run.final
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str], dict]:
+    """classifier.pt → (model in eval mode, class names, the config dict it was trained with)."""
+    from wsss.config import Config
+
+    state = load_checkpoint(path)
+    if not {"model", "config", "classes"} <= set(state):
+        raise ValueError(f"{path}: not a wsss classifier checkpoint (expected keys model, config, classes)")
+    config = Config.model_validate(state["config"])
+    model_config = config.model.model_copy(update={"pretrained": None})
+    model = create_classifier(model_config, len(state["classes"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), list(state["classes"]), state["config"]
