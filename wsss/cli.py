@@ -4,6 +4,7 @@
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
+    wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
     wsss demo        [--out DIR]                                the main job on the demo data
 """
 
@@ -54,10 +55,7 @@ def cmd_data_check(args) -> int:
     from wsss.data.check import check_dataset
 
     fmt = args.format if args.format != "auto" else detect_format(args.dataset)
-    if fmt == "voc":
-        dataset = VocDataset(args.dataset, split=args.split)
-    else:
-        dataset = FolderDataset(args.dataset, split=args.split)
+    dataset = VocDataset(args.dataset, split=args.split) if fmt == "voc" else FolderDataset(args.dataset, split=args.split)
     report = check_dataset(dataset, progress=not args.quiet)
     for item in report.problems:
         print(item)
@@ -76,6 +74,35 @@ def cmd_train_classifier(args) -> int:
     path = train_classifier(_config(args), restart=args.restart)
     print(f"classifier written to {path}")
     return 0
+
+
+def cmd_cam(args) -> int:
+    from wsss.attention import make_map_method
+    from wsss.attention.dataset_maps import dataset_maps
+    from wsss.train.checkpoint import resolve_device
+    from wsss.train.classifier import load_classifier
+
+    config = _config(args)
+    device = resolve_device(config.train.device)
+    model, classes, _ = load_classifier(args.checkpoint, device)
+    dataset = _dataset_arg(args.dataset, args.split)
+    if dataset.classes != classes:
+        raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
+    method_name = args.method or config.cam.method
+    kwargs = {"start_block": config.cam.start_block} if method_name == "getam" else {}
+    method = make_map_method(method_name, **kwargs)
+    counts = dataset_maps(model, method, dataset, args.out, batch_size=config.cam.batch_size, device=device,
+                          overlays=not args.no_overlays)
+    print(f"{method_name} maps in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
+          f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'})")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _dataset_arg(path: Path, split: str | None):
+    """A data set given on the command line, its format detected."""
+    if detect_format(path) == "voc":
+        return VocDataset(path, split=split)
+    return FolderDataset(path, split=split)
 
 
 def cmd_demo(args) -> int:
@@ -126,6 +153,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(classifier)
     classifier.add_argument("--restart", action="store_true", help="ignore RUN/classifier/last.pt and start over")
     classifier.set_defaults(func=cmd_train_classifier)
+
+    cam = commands.add_parser("cam", help="attention maps (GETAM or a baseline) for every image of a data set")
+    cam.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
+    cam.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
+    cam.add_argument("--split", default=None, help="only this split (default: every image)")
+    cam.add_argument("--out", type=Path, required=True, help="output folder (maps/, overlays/, manifest.jsonl)")
+    cam.add_argument("--method", choices=["getam", "attention", "rollout", "relevance", "gradcam"], default=None,
+                     help="map method (default: cam.method of the config)")
+    cam.add_argument("--no-overlays", action="store_true", help="write the .npz maps only")
+    _add_config_args(cam)
+    cam.set_defaults(func=cmd_cam)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the built-in demo data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")

@@ -173,8 +173,8 @@ def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.nd
     image += cv2.resize(noise, (size, size), interpolation=cv2.INTER_LINEAR).transpose(2, 0, 1)  # cubic at S
     if rng.uniform() < 0.5:  # soft sine waves (unlike the hard two-tone stripes of 'triangle')
         wave_angle = rng.uniform(0, math.pi)
-        phase = (x * math.cos(wave_angle) + y * math.sin(wave_angle)) * (2 * math.pi / rng.uniform(8, 30))
-        image += rng.uniform(8, 25) * np.sin(phase)
+        phase = (x * math.cos(wave_angle) + y * math.sin(wave_angle)) * (2 * math.pi / rng.uniform(12, 40))
+        image += rng.uniform(6, 18) * np.sin(phase)
     for _ in range(int(rng.integers(1, 5))):  # soft-edged colour blobs (ellipses with a linear ramp)
         cx, cy = rng.uniform(0, size, 2)
         a, b = rng.uniform(0.08, 0.3, 2) * size
@@ -289,7 +289,10 @@ def generate_synth_dataset(
         tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
     order = np.random.default_rng([seed, num_images, 1]).permutation(num_images)
     val = set(order[: int(round(val_fraction * num_images))].tolist())
-    splits = {"train": [i for n, i in enumerate(ids) if n not in val], "val": [i for n, i in enumerate(ids) if n in val]}
+    splits = {
+        "train": [i for n, i in enumerate(ids) if n not in val],
+        "val": [i for n, i in enumerate(ids) if n in val],
+    }
     write_folder_dataset_index(root, SYNTH_CLASSES, tags, splits)
     params_file.write_text(json.dumps(params) + "\n")
     return root

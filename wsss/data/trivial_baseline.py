@@ -10,6 +10,11 @@ by far has learned nothing about objects. Exactly:
 3. every foreground pixel gets the lowest-index present tag (label = that index + 1, so with
    several tags the other tagged classes are never predicted); everything else is 0.
    An image without tags is all background.
+
+The default threshold (100, on the 0..441 scale of RGB distances) sits on the plateau of a
+sweep on the default synthetic set (``wsss.data.synth``, 600 images at 128 px, seed 0):
+mIoU 0.27 / 0.281 / 0.283 / 0.280 at 90 / 100 / 110 / 120; 0.14 at 40. Use
+``sweep_trivial_baseline`` to report the best threshold on another data set.
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ def background_distance(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.n
         raise ValueError(f"image must be H×W×3, got shape {image.shape}")
     height, width = image.shape[:2]
     if border < 1 or 2 * border >= min(height, width):
-        raise ValueError(f"border must be in 1..{(min(height, width) - 1) // 2} for a {width}×{height} image, got {border}")
+        limit = (min(height, width) - 1) // 2
+        raise ValueError(f"border must be in 1..{limit} for a {width}×{height} image, got {border}")
     ring = np.ones((height, width), dtype=bool)
     ring[border:-border, border:-border] = False
     pixels = image.astype(np.float32)

@@ -130,7 +130,8 @@ class ConfusionMatrix:
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        return f"ConfusionMatrix(num_classes={self.num_classes}, pixels={int(self.gt_counts.sum())}, miou={self.miou:.4f})"
+        pixels = int(self.gt_counts.sum())
+        return f"ConfusionMatrix(num_classes={self.num_classes}, pixels={pixels}, miou={self.miou:.4f})"
 
 
 def _ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
