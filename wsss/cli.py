@@ -5,6 +5,7 @@
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
     wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
+    wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
     wsss demo        [--out DIR]                                the main job on the demo data
 """
 
@@ -105,6 +106,25 @@ def _dataset_arg(path: Path, split: str | None):
     return FolderDataset(path, split=split)
 
 
+def cmd_evaluate(args) -> int:
+    import json
+
+    from wsss.eval.evaluate import evaluate_label_dir, sweep_map_thresholds
+
+    dataset = _dataset_arg(args.dataset, args.split)
+    if (args.pred / "maps").is_dir() and not any(args.pred.glob("*.png")):
+        result, curve = sweep_map_thresholds(args.pred / "maps", dataset)
+        print("background threshold sweep (raw maps): " +
+              "  ".join(f"{t:.2f}:{100 * v:.1f}" for t, v in curve.items()))
+    else:
+        result = evaluate_label_dir(args.pred, dataset)
+    print(result.summary(dataset.classes))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_dict(dataset.classes), indent=1))
+    return 0
+
+
 def cmd_demo(args) -> int:
     """The main job on the built-in demo data: generate, check."""
     from wsss.data.check import check_dataset
@@ -164,6 +184,14 @@ def build_parser() -> argparse.ArgumentParser:
     cam.add_argument("--no-overlays", action="store_true", help="write the .npz maps only")
     _add_config_args(cam)
     cam.set_defaults(func=cmd_cam)
+
+    evaluate = commands.add_parser("evaluate", help="score label PNGs (or raw maps) against a data set's masks")
+    evaluate.add_argument("--pred", type=Path, required=True,
+                          help="folder of <id>.png label maps, or a wsss cam output (maps/*.npz: threshold sweep)")
+    evaluate.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
+    evaluate.add_argument("--split", default=None, help="only this split (default: every image)")
+    evaluate.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
+    evaluate.set_defaults(func=cmd_evaluate)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the built-in demo data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")

@@ -1,0 +1,120 @@
+"""Scoring predictions against a data set's masks: label PNGs, or raw maps with a threshold sweep.
+
+Label maps: OUT/<id>.png (VOC palette, 0 = background, 1..C, 255 = ignore), as written by
+``wsss pseudo-label`` and ``wsss predict``. Raw maps: OUT/maps/<id>.npz as written by
+``wsss cam`` (per tagged class, normalised to [0, 1]); they are scored the usual WSSS way:
+background = a constant threshold t, label = argmax over [t, maps], best t reported.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from wsss.data.base import Dataset, DatasetError
+from wsss.data.label_png import read_label_png
+from wsss.eval.confusion import ConfusionMatrix
+
+DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+
+
+@dataclass
+class Evaluation:
+    """A confusion matrix plus the images that could not be scored (id → reason)."""
+
+    confusion: ConfusionMatrix
+    missing: dict[str, str] = field(default_factory=dict)
+    threshold: float | None = None  # the chosen background threshold for raw maps
+
+    def summary(self, class_names: list[str]) -> str:
+        lines = [self.confusion.table(class_names)]
+        if self.threshold is not None:
+            lines.append(f"best background threshold: {self.threshold:.2f}")
+        if self.missing:
+            lines.append(f"not scored: {len(self.missing)} image(s), e.g. " +
+                         "; ".join(f"{k}: {v}" for k, v in list(self.missing.items())[:3]))
+        return "\n".join(lines)
+
+    def to_dict(self, class_names: list[str]) -> dict:
+        names = ["background", *class_names]
+        return {
+            "mIoU": self.confusion.miou,
+            "pixel_accuracy": self.confusion.pixel_accuracy,
+            "IoU": dict(zip(names, _nan_to_none(self.confusion.iou))),
+            "precision": dict(zip(names, _nan_to_none(self.confusion.precision))),
+            "recall": dict(zip(names, _nan_to_none(self.confusion.recall))),
+            "threshold": self.threshold,
+            "not_scored": len(self.missing),
+        }
+
+
+def _nan_to_none(values: np.ndarray) -> list:
+    return [None if np.isnan(v) else float(v) for v in values]
+
+
+def _ground_truth(dataset: Dataset, image_id: str) -> np.ndarray:
+    path = dataset.mask_path(image_id)
+    if path is None:
+        raise DatasetError(f"{dataset.root if hasattr(dataset, 'root') else 'data set'}: no masks to evaluate against")
+    return read_label_png(path)
+
+
+def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: bool = True) -> Evaluation:
+    """Score PRED_DIR/<id>.png against the masks of every image of ``dataset``.
+
+    A missing prediction or one of another size is recorded in ``missing`` and not scored.
+    """
+    pred_dir = Path(pred_dir)
+    result = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
+    for image_id in tqdm(dataset.ids, desc="evaluating", unit="img", disable=not progress):
+        path = pred_dir / f"{image_id}.png"
+        if not path.is_file():
+            result.missing[image_id] = "no prediction"
+            continue
+        gt, pred = _ground_truth(dataset, image_id), read_label_png(path)
+        if pred.shape != gt.shape:
+            result.missing[image_id] = f"prediction {pred.shape} vs mask {gt.shape}"
+            continue
+        result.confusion.update(pred, gt)
+    return result
+
+
+def labels_from_maps(maps: np.ndarray, classes: np.ndarray, threshold: float) -> np.ndarray:
+    """K×H×W maps in [0, 1] of classes (K indices into 0..C-1) → H×W label, background where
+    no map exceeds ``threshold``."""
+    if maps.shape[0] == 0:
+        return np.zeros(maps.shape[1:], np.uint8)
+    best = maps.argmax(0)
+    label = (np.asarray(classes)[best] + 1).astype(np.uint8)
+    label[maps.max(0) <= threshold] = 0
+    return label
+
+
+def sweep_map_thresholds(
+    maps_dir: str | os.PathLike, dataset: Dataset, thresholds=DEFAULT_THRESHOLDS, progress: bool = True
+) -> tuple[Evaluation, dict[float, float]]:
+    """Score MAPS_DIR/<id>.npz at every background threshold; return the best Evaluation and
+    {threshold: mIoU}."""
+    maps_dir = Path(maps_dir)
+    matrices = {t: ConfusionMatrix(dataset.num_classes + 1) for t in thresholds}
+    missing: dict[str, str] = {}
+    for image_id in tqdm(dataset.ids, desc="threshold sweep", unit="img", disable=not progress):
+        path = maps_dir / f"{image_id}.npz"
+        if not path.is_file():
+            missing[image_id] = "no maps"
+            continue
+        with np.load(path) as saved:
+            maps, classes = saved["maps"].astype(np.float32), saved["classes"]
+        gt = _ground_truth(dataset, image_id)
+        if maps.shape[1:] != gt.shape:
+            missing[image_id] = f"maps {maps.shape[1:]} vs mask {gt.shape}"
+            continue
+        for t, matrix in matrices.items():
+            matrix.update(labels_from_maps(maps, classes, t), gt)
+    curve = {float(t): m.miou for t, m in matrices.items()}
+    best = max(curve, key=lambda t: -1.0 if np.isnan(curve[t]) else curve[t])
+    return Evaluation(matrices[best], missing, threshold=best), curve
