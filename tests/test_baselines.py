@@ -22,8 +22,12 @@ def setup():
     model = timm.create_model("deit_tiny_distilled_patch16_224", pretrained=False,
                               num_classes=5, depth=4, img_size=64).eval()
     x = torch.randn(2, 3, 64, 64)
-    maps = {name: make_map_method(name)(model, x, LABELS) for name in NAMES}
-    return model, x, maps
+    maps, released = {}, {}
+    before = _hooks(model)
+    for name in NAMES:
+        maps[name] = make_map_method(name)(model, x, LABELS)
+        released[name] = _hooks(model) == before and all(b.attn.fused_attn for b in model.blocks)
+    return model, x, maps, released
 
 
 def _hooks(model):
@@ -31,7 +35,7 @@ def _hooks(model):
 
 
 def test_shapes_finite_and_untagged_zero(setup):
-    model, x, maps = setup
+    model, x, maps, _ = setup
     for name, m in maps.items():
         assert m.shape == (2, 5, 64, 64), name
         assert torch.isfinite(m).all() and (m >= 0).all(), name
@@ -41,7 +45,7 @@ def test_shapes_finite_and_untagged_zero(setup):
 
 
 def test_methods_differ(setup):
-    _, _, maps = setup
+    _, _, maps, _ = setup
     for a, b in itertools.combinations(NAMES, 2):
         assert not torch.allclose(maps[a], maps[b]), (a, b)
     for name in ("attention", "rollout"):  # class-agnostic: same map for both tags of image 0
@@ -51,12 +55,8 @@ def test_methods_differ(setup):
 
 
 def test_hooks_released_and_flags_restored(setup):
-    model, x, _ = setup
-    before = _hooks(model)
-    for name in NAMES:
-        make_map_method(name)(model, x, LABELS)
-        assert _hooks(model) == before, name
-        assert all(b.attn.fused_attn for b in model.blocks), name
+    *_, released = setup
+    assert released == {name: True for name in NAMES}
 
 
 def test_registry():
@@ -85,7 +85,7 @@ def _upsample(patch_row):
 
 
 def test_rollout_and_relevance_equal_full_matrix_products(setup):
-    model, x, maps = setup
+    model, x, maps, _ = setup
     atts, _, grads = _per_pair_grads(model, x, lambda cap: cap.attentions)
     eye = torch.eye(18)
     for i in range(2):
@@ -102,7 +102,7 @@ def test_rollout_and_relevance_equal_full_matrix_products(setup):
 
 
 def test_gradcam_equals_per_pair(setup):
-    model, x, maps = setup
+    model, x, maps, _ = setup
     _, toks, grads = _per_pair_grads(model, x, lambda cap: cap.outputs)
     for (i, c), (g,) in grads.items():
         t, gi = toks[0][i, 2:], g[i, 2:]  # P×D patch tokens of the block entering the last
@@ -111,7 +111,7 @@ def test_gradcam_equals_per_pair(setup):
 
 
 def test_maps_from_capture_keeps_graph_for_training(setup):
-    model, x, maps = setup
+    model, x, maps, _ = setup
     method = make_map_method("getam")
     with method.capture(model) as cap:
         logits = model(x)

@@ -120,3 +120,20 @@ def test_start_block_validation():
     assert list(GETAM().attention_blocks(12)) == list(range(6, 12))
     with pytest.raises(ValueError, match="labels"):
         getam(model, x, torch.zeros(2, 5))
+
+
+def test_fallback_per_slot_when_vmap_fails(monkeypatch):
+    model = FAMILIES["vit"][0]().eval()
+    x = torch.randn(3, 3, 64, 64)
+    expected = getam(model, x, LABELS)
+    real_grad = torch.autograd.grad
+
+    def no_vmap(*args, **kwargs):
+        if kwargs.get("is_grads_batched"):
+            raise RuntimeError("Batching rule not implemented for aten::fake_op")
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", no_vmap)
+    with pytest.warns(RuntimeWarning, match="one backward per tag slot"):
+        out = getam(model, x, LABELS)
+    assert _rel_err(out, expected) <= 1e-5

@@ -17,6 +17,7 @@ _EXPORTS = {
     "AttentionMapMethod": "wsss.attention",
     "AttentionCapture": "wsss.models.attention_capture",
     "token_layout": "wsss.models.attention_capture",
+    "pamr": "wsss.refine.pamr",
 }
 
 __all__ = ["__version__", *_EXPORTS]

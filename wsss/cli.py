@@ -125,6 +125,27 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_saliency(args) -> int:
+    from wsss.refine.saliency import TokenCutSaliency, write_saliency_maps
+    from wsss.train.checkpoint import resolve_device
+    from wsss.train.classifier import load_classifier
+
+    config = _config(args)
+    settings = config.refine.saliency
+    objects = args.objects if args.objects is not None else settings.tokencut_objects
+    if objects < 1:
+        print(f"error: --objects {objects}: expected at least 1", file=sys.stderr)
+        return 2
+    device = resolve_device(config.train.device)
+    model, _, _ = load_classifier(args.checkpoint, device)
+    dataset = _dataset_arg(args.dataset, args.split)
+    source = TokenCutSaliency(model, tau=settings.tokencut_tau, eps=settings.tokencut_eps, objects=objects)
+    counts = write_saliency_maps(source, dataset, args.out, batch_size=config.cam.batch_size, device=device)
+    print(f"tokencut saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
+          f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'})")
+    return 0 if counts["failed"] == 0 else 1
+
+
 def cmd_demo(args) -> int:
     """The main job on the built-in demo data: generate, check."""
     from wsss.data.check import check_dataset
@@ -192,6 +213,16 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default=None, help="only this split (default: every image)")
     evaluate.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    saliency = commands.add_parser("saliency", help="built-in TokenCut saliency maps (0/255 PNGs) for a data set")
+    saliency.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
+    saliency.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
+    saliency.add_argument("--split", default=None, help="only this split (default: every image)")
+    saliency.add_argument("--out", type=Path, required=True, help="output folder (<id>.png, manifest.jsonl)")
+    saliency.add_argument("--objects", type=int, default=None,
+                          help="objects per image, MaskCut-style (default: refine.saliency.tokencut_objects)")
+    _add_config_args(saliency)
+    saliency.set_defaults(func=cmd_saliency)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the built-in demo data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")

@@ -59,7 +59,10 @@ def slot_gradients(
         logits: ``B×C`` pre-sigmoid class logits, attached to the graph.
         slots: ``B×K`` from :func:`tag_slots`.
         inputs: per-image tensors ``B×…`` the logits depend on (captured attention/tokens).
-        retain_graph: keep the graph for a later backward (training's second backward).
+        retain_graph: keep the graph for a later backward (training's second backward). The
+            vmapped call always keeps it, so that the per-slot fallback (an op without a vmap
+            rule in another torch version: a RuntimeError, warned) can still run; the graph is
+            freed when the caller drops the logits and captured tensors.
 
     Returns:
         one ``K×B×…`` tensor per input (entries of images without a k-th tag are zero).

@@ -30,8 +30,8 @@ def vit_blocks(model: nn.Module) -> Sequence[nn.Module]:
     """The transformer blocks of a timm ViT (``model.blocks``), checked for a capturable ``attn``.
 
     Raises:
-        TypeError: the model has no ``blocks`` or a block's ``attn`` lacks ``fused_attn`` /
-            ``attn_drop`` (not a timm ``Attention``).
+        TypeError: the model has no ``blocks`` or a block's ``attn`` lacks ``attn_drop`` (not a
+            timm ``Attention``). ``fused_attn`` is optional (timm < 0.9 never fuses).
     """
     blocks = getattr(model, "blocks", None)
     if blocks is None or len(blocks) == 0:
@@ -41,10 +41,10 @@ def vit_blocks(model: nn.Module) -> Sequence[nn.Module]:
         )
     for i, blk in enumerate(blocks):
         attn = getattr(blk, "attn", None)
-        if attn is None or not hasattr(attn, "fused_attn") or not hasattr(attn, "attn_drop"):
+        if attn is None or not isinstance(getattr(attn, "attn_drop", None), nn.Module):
             raise TypeError(
                 f"block {i} of {type(model).__name__}: `attn` ({type(attn).__name__}) has no "
-                "`fused_attn`/`attn_drop`; only timm's standard Attention can be captured"
+                "`attn_drop`; only timm's standard Attention can be captured"
             )
     return blocks
 
@@ -186,8 +186,9 @@ class AttentionCapture:
         try:
             for b in self.blocks:
                 attn = self._blocks[b].attn
-                self._fused[b] = attn.fused_attn
-                attn.fused_attn = False
+                if hasattr(attn, "fused_attn"):
+                    self._fused[b] = attn.fused_attn
+                    attn.fused_attn = False
                 self._handles.append(
                     attn.attn_drop.register_forward_hook(partial(self._on_attention, b)))
             for b in self.output_blocks:
