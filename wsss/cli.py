@@ -6,6 +6,8 @@
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
     wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
     wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
+    wsss pseudo-label --checkpoint F --dataset D --out DIR     the whole chain → label PNGs
+    wsss report --checkpoint F --dataset D --out DIR           stage table + report.html
     wsss demo        [--out DIR]                                the main job on the demo data
 """
 
@@ -80,15 +82,8 @@ def cmd_train_classifier(args) -> int:
 def cmd_cam(args) -> int:
     from wsss.attention import make_map_method
     from wsss.attention.dataset_maps import dataset_maps
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.classifier import load_classifier
 
-    config = _config(args)
-    device = resolve_device(config.train.device)
-    model, classes, _ = load_classifier(args.checkpoint, device)
-    dataset = _dataset_arg(args.dataset, args.split)
-    if dataset.classes != classes:
-        raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
+    config, device, model, dataset = _classifier_and_dataset(args)
     method_name = args.method or config.cam.method
     kwargs = {"start_block": config.cam.start_block} if method_name == "getam" else {}
     method = make_map_method(method_name, **kwargs)
@@ -144,6 +139,63 @@ def cmd_saliency(args) -> int:
     print(f"tokencut saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
           f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'})")
     return 0 if counts["failed"] == 0 else 1
+
+
+def _classifier_and_dataset(args):
+    """(config, device, model, dataset) for commands that take --checkpoint and --dataset."""
+    from wsss.train.checkpoint import resolve_device
+    from wsss.train.classifier import load_classifier
+
+    config = _config(args)
+    device = resolve_device(config.train.device)
+    model, classes, _ = load_classifier(args.checkpoint, device)
+    dataset = _dataset_arg(args.dataset, args.split)
+    if dataset.classes != classes:
+        raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
+    return config, device, model, dataset
+
+
+def cmd_pseudo_label(args) -> int:
+    import json
+
+    from wsss.eval.evaluate import evaluate_label_dir
+    from wsss.refine.chain import PseudoLabeler
+    from wsss.refine.label_dataset import label_dataset
+
+    config, _, model, dataset = _classifier_and_dataset(args)
+    if args.method:
+        config.cam.method = args.method
+    labeler = PseudoLabeler(model, config, dataset)
+    counts = label_dataset(labeler, dataset, args.out, batch_size=config.cam.batch_size, save_maps=args.save_maps)
+    print(f"pseudo-labels in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
+          f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'}); saliency: {labeler.saliency.name}")
+    if any(dataset.mask_path(i) is not None for i in dataset.ids[:1]):
+        result = evaluate_label_dir(args.out, dataset, progress=False)
+        print(result.summary(dataset.classes))
+        (args.out / "evaluation.json").write_text(json.dumps(result.to_dict(dataset.classes), indent=1))
+    return 0 if counts["failed"] == 0 else 1
+
+
+def cmd_report(args) -> int:
+    import json
+
+    from wsss.eval.stages import run_stages, stage_report
+    from wsss.report import write_report
+
+    config, _, model, dataset = _classifier_and_dataset(args)
+    methods = args.methods.split(",")
+    results = run_stages(model, config, dataset, methods, batch_size=config.cam.batch_size)
+    print(results.text_table())
+    notes = [f"data set: {args.dataset}, split {args.split or 'all'}, {results.num_images} images",
+             f"checkpoint: {args.checkpoint}",
+             f"saliency source: {config.refine.saliency.source}",
+             f"label rule: alpha {config.refine.label.alpha}, tau {config.refine.label.tau}, "
+             f"conflict {config.refine.label.conflict}, opening {config.refine.label.opening}; "
+             f"PAMR {config.refine.pamr.iterations} iterations, dilations {config.refine.pamr.dilations}"]
+    path = write_report(args.out / "report.html", stage_report(results, "wsss: pseudo-label stages", notes))
+    (args.out / "stages.json").write_text(json.dumps({"rows": results.rows(), "notes": notes}, indent=1))
+    print(f"report: {path}")
+    return 0
 
 
 def cmd_demo(args) -> int:
@@ -223,6 +275,26 @@ def build_parser() -> argparse.ArgumentParser:
                           help="objects per image, MaskCut-style (default: refine.saliency.tokencut_objects)")
     _add_config_args(saliency)
     saliency.set_defaults(func=cmd_saliency)
+
+    pseudo = commands.add_parser("pseudo-label", help="maps → PAMR → saliency/label rule → CRF → label PNGs")
+    pseudo.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
+    pseudo.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
+    pseudo.add_argument("--split", default=None, help="only this split (default: every image)")
+    pseudo.add_argument("--out", type=Path, required=True, help="output folder (<id>.png, manifest.jsonl)")
+    pseudo.add_argument("--method", choices=["getam", "attention", "rollout", "relevance", "gradcam"], default=None)
+    pseudo.add_argument("--save-maps", action="store_true", help="also write the refined maps as maps/<id>.npz")
+    _add_config_args(pseudo)
+    pseudo.set_defaults(func=cmd_pseudo_label)
+
+    report = commands.add_parser("report", help="stage table of GETAM and the baselines, and the HTML report")
+    report.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
+    report.add_argument("--dataset", type=Path, required=True, help="a data set with masks")
+    report.add_argument("--split", default=None, help="only this split (default: every image)")
+    report.add_argument("--out", type=Path, required=True, help="output folder (report.html, stages.json)")
+    report.add_argument("--methods", default="getam,attention,rollout,relevance,gradcam",
+                        help="comma-separated map methods (default: GETAM and all baselines)")
+    _add_config_args(report)
+    report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="run the main job end to end on the built-in demo data")
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")

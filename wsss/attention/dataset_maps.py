@@ -15,7 +15,6 @@ image that cannot be read is recorded as failed and the run goes on.
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from pathlib import Path
@@ -26,8 +25,8 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from wsss.attention.base import AttentionMapMethod
-from wsss.data.base import Dataset, DatasetError
-from wsss.data.images import ImageReadError
+from wsss.data.base import Dataset
+from wsss.data.batching import Manifest, same_size_batches
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import token_layout
 from wsss.viz import heatmap_overlay, save_png
@@ -74,50 +73,34 @@ def dataset_maps(
     out = Path(out_dir)
     (out / "maps").mkdir(parents=True, exist_ok=True)
     stride = model_stride(model)
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    pending: list = []  # samples of one input size
-
-    with (out / "manifest.jsonl").open("a", encoding="utf-8") as manifest:
-
-        def record(image_id: str, status: str, reason: str = "") -> None:
-            counts[status] += 1
-            manifest.write(json.dumps({"id": image_id, "status": status, "reason": reason}) + "\n")
-            manifest.flush()
-
-        def flush() -> None:
-            if not pending:
-                return
-            size = _input_size(pending[0].image.shape[:2], stride)
-            images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in pending]).to(device)
-            labels = torch.from_numpy(np.stack([s.tags for s in pending])).to(device)
-            maps = method(model, images, labels).detach().float().cpu()
-            for sample, sample_maps in zip(pending, maps):
-                _write_sample(out, sample, sample_maps, dataset.classes, overlays)
-                record(sample.id, "ok")
-            pending.clear()
-
-        for image_id in tqdm(dataset.ids, desc=f"{method.name} maps", unit="img", disable=not progress):
+    with Manifest(out / "manifest.jsonl") as manifest:
+        todo = []
+        for image_id in dataset.ids:
             if (out / "maps" / f"{image_id}.npz").is_file():
-                counts["skipped"] += 1
-                continue
-            try:
-                sample = dataset.load(image_id)
-            except (ImageReadError, DatasetError, FileNotFoundError) as error:
-                record(image_id, "failed", str(error))
-                continue
-            if not sample.tags.any():
-                record(image_id, "failed", "no tags: nothing to localise")
-                continue
-            if pending and pending[0].image.shape[:2] != sample.image.shape[:2]:
-                flush()
-            pending.append(sample)
-            if len(pending) == batch_size:
-                flush()
-        flush()
-    return counts
+                manifest.skip()
+            else:
+                todo.append(image_id)
+        bar = tqdm(total=len(todo), desc=f"{method.name} maps", unit="img", disable=not progress)
+
+        def failed(image_id: str, reason: str) -> None:
+            manifest.record(image_id, "failed", reason)
+            bar.update(1)
+
+        for batch in same_size_batches(dataset, todo, batch_size, failed):
+            size = model_input_size(batch[0].image.shape[:2], stride)
+            images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
+            labels = torch.from_numpy(np.stack([s.tags for s in batch])).to(device)
+            maps = method(model, images, labels).detach().float().cpu()
+            for sample, sample_maps in zip(batch, maps):
+                _write_sample(out, sample, sample_maps, dataset.classes, overlays)
+                manifest.record(sample.id, "ok")
+            bar.update(len(batch))
+        bar.close()
+        return dict(manifest.counts)
 
 
-def _input_size(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+def model_input_size(shape: tuple[int, int], stride: int) -> tuple[int, int]:
+    """Model input size for an H×W image: each side rounded to a multiple of the stride."""
     h, w = shape
     return max(stride, round(h / stride) * stride), max(stride, round(w / stride) * stride)
 

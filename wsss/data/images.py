@@ -69,7 +69,7 @@ def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
         note("grayscale replicated to RGB")
     elif mode != "RGB":
         note(f"mode {mode} converted to RGB")
-    return np.ascontiguousarray(np.asarray(image.convert("RGB")))
+    return np.array(image.convert("RGB"))  # a writable copy
 
 
 def read_gray01(path: str | os.PathLike) -> np.ndarray:

@@ -249,7 +249,7 @@ def write_saliency_maps(
     size are batched; each is resized to the nearest multiple of the model's stride first.
     Returns counts {ok, skipped, failed}.
     """
-    from wsss.attention.dataset_maps import _input_size, model_stride
+    from wsss.attention.dataset_maps import model_input_size, model_stride
     from wsss.data.tensors import image_to_tensor, resize_image
 
     out = Path(out_dir)
@@ -270,7 +270,7 @@ def write_saliency_maps(
                 return
             batch = list(pending)
             pending.clear()
-            size = _input_size(batch[0].image.shape[:2], stride)
+            size = model_input_size(batch[0].image.shape[:2], stride)
             try:
                 images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
                 masks = source(batch, images)

@@ -1,0 +1,49 @@
+"""`wsss pseudo-label` and `wsss report` end to end on a tiny trained classifier."""
+
+import json
+
+import numpy as np
+
+from wsss.cli import main
+from wsss.data import FolderDataset
+from wsss.data.label_png import read_label_png
+from wsss.train.classifier import train_classifier
+from tests.test_classifier import tiny_config
+
+
+def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
+    checkpoint = train_classifier(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    data, out = tmp_path / "data", tmp_path / "labels"
+    args = ["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
+            "--out", str(out), "--save-maps", "--set", "refine.crf.enabled=true", "--set", "refine.crf.workers=1",
+            "--set", "refine.label.opening=3"]
+    assert main(args) == 0
+    dataset = FolderDataset(data, split="val")
+    for image_id in dataset.ids:
+        label = read_label_png(out / f"{image_id}.png")
+        sample = dataset.load(image_id)
+        assert label.shape == sample.image.shape[:2]
+        allowed = {0, 255} | {c + 1 for c in np.flatnonzero(sample.tags)}
+        assert set(np.unique(label).tolist()) <= allowed
+        assert np.load(out / "maps" / f"{image_id}.npz")["maps"].shape[0] == int(sample.tags.sum())
+    scores = json.loads((out / "evaluation.json").read_text())
+    assert 0.0 <= scores["mIoU"] <= 1.0 and scores["not_scored"] == 0
+    assert "saliency: tokencut" in capsys.readouterr().out
+    assert main(args) == 0
+    assert f"0 written, {len(dataset)} already there" in capsys.readouterr().out
+
+
+def test_report_writes_stage_table_and_page(tmp_path, capsys):
+    checkpoint = train_classifier(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    out = tmp_path / "report"
+    assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"), "--split", "val",
+                 "--out", str(out), "--methods", "getam,rollout", "--set", "refine.crf.workers=1",
+                 "--set", "refine.label.opening=3"]) == 0
+    text = capsys.readouterr().out
+    assert "getam" in text and "rollout" in text and "trivial baseline" in text
+    rows = json.loads((out / "stages.json").read_text())["rows"]
+    assert [r["method"] for r in rows] == ["getam", "rollout", "trivial baseline"]
+    for row in rows[:2]:
+        assert all(0.0 <= row[k] <= 100.0 for k in ("raw", "+PAMR", "+saliency, conflict", "+CRF"))
+    page = (out / "report.html").read_text()
+    assert "Stages" in page and "Per-class IoU" in page and page.count("data:image/png") >= 5

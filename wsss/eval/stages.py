@@ -1,0 +1,187 @@
+"""The stage table: every map method through the same chain, scored at every stage.
+
+Stages, on the same images: raw maps (best background threshold) → +PAMR (best threshold) →
++saliency and conflict map (the label rule) → +CRF. The trivial baseline of the data set is
+scored on the same images. One pass per method; saliency is computed once per image and
+shared by all methods.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from wsss.attention import make_map_method
+from wsss.data.base import Dataset, Sample
+from wsss.data.batching import same_size_batches
+from wsss.data.label_png import read_label_png
+from wsss.data.trivial_baseline import trivial_baseline_label
+from wsss.eval.confusion import ConfusionMatrix
+from wsss.eval.evaluate import DEFAULT_THRESHOLDS
+from wsss.refine.chain import ChainResult, PseudoLabeler
+from wsss.refine.saliency import SaliencySource, saliency_source
+
+STAGES = ("raw", "+PAMR", "+saliency, conflict", "+CRF")
+
+
+class SharedSaliency(SaliencySource):
+    """Wraps a source and keeps each image's result, so several methods share one computation."""
+
+    def __init__(self, source: SaliencySource):
+        self.source, self.name = source, source.name
+        self._cache: dict[str, torch.Tensor | None] = {}
+
+    def compute(self, samples, images, sizes):
+        missing = [i for i, s in enumerate(samples) if s.id not in self._cache]
+        if missing:
+            fresh = self.source([samples[i] for i in missing], None if images is None else images[missing],
+                                size=sizes[missing[0]])
+            for i, mask in zip(missing, fresh):
+                self._cache[samples[i].id] = mask
+        return [self._cache[s.id] for s in samples]
+
+
+@dataclass
+class MethodStages:
+    """Confusion matrices of one method: per threshold for the map stages, one per label stage."""
+
+    raw: dict[float, ConfusionMatrix]
+    pamr: dict[float, ConfusionMatrix]
+    rule: ConfusionMatrix
+    crf: ConfusionMatrix
+
+    def best(self, sweep: dict[float, ConfusionMatrix]) -> tuple[float, ConfusionMatrix]:
+        t = max(sweep, key=lambda k: np.nan_to_num(sweep[k].miou, nan=-1.0))
+        return t, sweep[t]
+
+    def matrices(self) -> dict[str, ConfusionMatrix]:
+        return {"raw": self.best(self.raw)[1], "+PAMR": self.best(self.pamr)[1],
+                "+saliency, conflict": self.rule, "+CRF": self.crf}
+
+
+@dataclass
+class StageResults:
+    classes: list[str]
+    methods: dict[str, MethodStages] = field(default_factory=dict)
+    trivial: ConfusionMatrix | None = None
+    examples: dict[str, list[tuple[Sample, ChainResult, int]]] = field(default_factory=dict)
+    num_images: int = 0
+
+    def rows(self) -> list[dict]:
+        """Stage-table rows (mIoU in percent), one per method, plus the trivial baseline."""
+        rows = []
+        for name, stages in self.methods.items():
+            t_raw, raw = stages.best(stages.raw)
+            t_pamr, refined = stages.best(stages.pamr)
+            rows.append({"method": name, "raw": 100 * raw.miou, "raw t": t_raw, "+PAMR": 100 * refined.miou,
+                         "+PAMR t": t_pamr, "+saliency, conflict": 100 * stages.rule.miou, "+CRF": 100 * stages.crf.miou})
+        if self.trivial is not None:
+            rows.append({"method": "trivial baseline", "+CRF": 100 * self.trivial.miou})
+        return rows
+
+    def text_table(self) -> str:
+        header = f"{'method':<18}" + "".join(f"{s:>22}" for s in STAGES)
+        lines = [f"mIoU (%) on {self.num_images} images; raw and +PAMR at their best background threshold", header]
+        for name, stages in self.methods.items():
+            cells = []
+            for stage, matrix in stages.matrices().items():
+                cells.append(f"{100 * matrix.miou:22.1f}")
+            lines.append(f"{name:<18}" + "".join(cells))
+        if self.trivial is not None:
+            lines.append(f"{'trivial baseline':<18}{100 * self.trivial.miou:22.1f}  (every non-background-coloured pixel → the tag)")
+        return "\n".join(lines)
+
+
+def _sweep_update(sweep: dict[float, ConfusionMatrix], maps: torch.Tensor, gt: np.ndarray) -> None:
+    """maps: C×H×W in [0, 1] (untagged classes 0) → argmax labels at each background threshold."""
+    peak, best = maps.max(0)
+    peak, label = peak.numpy(), (best + 1).numpy().astype(np.uint8)
+    for t, matrix in sweep.items():
+        matrix.update(np.where(peak > t, label, 0).astype(np.uint8), gt)
+
+
+def run_stages(
+    model: torch.nn.Module,
+    config,
+    dataset: Dataset,
+    methods: list[str],
+    batch_size: int = 8,
+    executor: Executor | None = None,
+    examples: int = 6,
+    progress: bool = True,
+) -> StageResults:
+    """Score every method of ``methods`` at every stage on ``dataset`` (which needs masks).
+
+    ``config.refine.crf`` parameters are used for the +CRF stage whether or not the CRF is
+    enabled in the config (the stage table always shows it).
+    """
+    config = config.model_copy(deep=True)
+    config.refine.crf.enabled = True
+    shared = SharedSaliency(saliency_source(config.refine.saliency, model=model, dataset=dataset))
+    num = dataset.num_classes + 1
+    results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num))
+    failures: dict[str, str] = {}
+    for name in methods:
+        kwargs = {"start_block": config.cam.start_block} if name == "getam" else {}
+        labeler = PseudoLabeler(model, config, dataset, method=make_map_method(name, **kwargs), saliency=shared,
+                                executor=executor)
+        stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
+                              {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
+        kept: list = []
+        batches = same_size_batches(dataset, dataset.ids, batch_size, lambda i, r: failures.setdefault(i, r))
+        bar = tqdm(total=len(dataset.ids), desc=f"stages: {name}", unit="img", disable=not progress)
+        for batch in batches:
+            result = labeler(batch)
+            for i, sample in enumerate(batch):
+                gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
+                _sweep_update(stages.raw, result.raw[i], gt)
+                _sweep_update(stages.pamr, result.refined[i], gt)
+                stages.rule.update(result.rule[i], gt)
+                stages.crf.update(result.labels[i], gt)
+                if name == methods[0]:
+                    results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
+                    results.num_images += 1
+                if len(kept) < examples:
+                    kept.append((sample, result, i))
+            bar.update(len(batch))
+        bar.close()
+        results.methods[name] = stages
+        results.examples[name] = kept
+    return results
+
+
+def stage_report(results: StageResults, title: str, notes: list[str]):
+    """The HTML report of a stage run: table, per-class IoU of every method's final stage,
+    and examples of the first method (image, heat maps, saliency, labels, ground truth)."""
+    from wsss.data.label_png import colorize
+    from wsss.report import Example, Report
+    from wsss.viz import heatmap_overlay, label_overlay
+
+    names = ["background", *results.classes]
+    per_class = {
+        f"{name} (+CRF)": dict(zip(names, [None if np.isnan(v) else float(v) for v in stages.crf.iou]))
+        for name, stages in results.methods.items()
+    }
+    if results.trivial is not None:
+        per_class["trivial baseline"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in results.trivial.iou]))
+    report = Report(title=title, stages=results.rows(), per_class_iou=per_class, notes=notes)
+    first = next(iter(results.examples), None)
+    for sample, result, i in results.examples.get(first, []):
+        tags = ", ".join(results.classes[c] for c in np.flatnonzero(sample.tags))
+        pictures = {
+            "image": sample.image,
+            f"{first} map": heatmap_overlay(sample.image, result.raw[i].max(0).values.numpy()),
+            "+PAMR": heatmap_overlay(sample.image, result.refined[i].max(0).values.numpy()),
+        }
+        if result.saliency[i] is not None:
+            pictures["saliency"] = np.repeat((result.saliency[i].cpu().numpy()[:, :, None] * 255).astype(np.uint8), 3, 2)
+        pictures["pseudo-label"] = label_overlay(sample.image, result.rule[i])
+        pictures["+CRF"] = label_overlay(sample.image, result.labels[i])
+        if sample.mask is not None:
+            pictures["ground truth"] = colorize(sample.mask)
+        report.examples.append(Example(f"{sample.id} ({tags})", pictures))
+    return report
