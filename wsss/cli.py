@@ -4,16 +4,19 @@
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
+    wsss train segmenter  [--config F] [--set K=V ...] [--restart]  DPT segmenter, single or two stage
+    wsss predict --checkpoint F --images DIR --out DIR         segmenter → palette PNGs
     wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
     wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
     wsss pseudo-label --checkpoint F --dataset D --out DIR     the whole chain → label PNGs
     wsss report --checkpoint F --dataset D --out DIR           stage table + report.html
-    wsss demo        [--out DIR]                                the main job on the demo data
+    wsss demo        [--out DIR]                                the pipeline flow on the demo data (configs/demo.yaml)
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +80,53 @@ def cmd_train_classifier(args) -> int:
     path = train_classifier(_config(args), restart=args.restart)
     print(f"classifier written to {path}")
     return 0
+
+
+def cmd_train_segmenter(args) -> int:
+    from wsss.train.segmenter import train_segmenter
+
+    try:
+        path = train_segmenter(_config(args), restart=args.restart, stop_after=args.stop_after)
+    except ValueError as error:  # bad config, checkpoint, labels folder, crop size, ...: no traceback
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"segmenter written to {path}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from wsss.predict import Predictor, predict_folder
+    from wsss.train.checkpoint import resolve_device
+    from wsss.train.segmenter import load_segmenter
+
+    config = _config(args)
+    settings = config.predict
+    scales = settings.scales if args.scales is None else args.scales
+    flip = settings.flip if args.flip is None else args.flip
+    crf = config.refine.crf if (settings.crf if args.crf is None else args.crf) else None
+    try:
+        segmenter, classes, _ = load_segmenter(args.checkpoint, resolve_device(config.train.device))
+        predictor = Predictor(segmenter, scales, flip)
+        counts = predict_folder(predictor, args.images, args.out, crf=crf, batch_size=settings.batch_size)
+    except (ValueError, FileNotFoundError) as error:  # not a segmenter checkpoint, no images, ...
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(f"predictions in {args.out}: {counts['ok']} written, {counts['failed']} failed "
+          f"(see {args.out / 'manifest.jsonl'}); scales {scales}, flip {flip}, CRF {crf is not None}; "
+          f"labels 0 background, {', '.join(f'{i + 1} {c}' for i, c in enumerate(classes))}")
+    return 0 if counts["failed"] == 0 else 1
+
+
+def _scales_arg(text: str) -> list[float]:
+    """'0.75,1,1.25' → [0.75, 1.0, 1.25]; argparse error for anything else."""
+    try:
+        scales = [float(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive numbers, e.g. 0.75,1,1.25")
+    if any(s <= 0 for s in scales):
+        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
+    return scales
 
 
 def cmd_cam(args) -> int:
@@ -198,12 +248,19 @@ def cmd_report(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    """The main job on the built-in demo data: generate, check."""
-    from wsss.data.check import check_dataset
+DEMO_CONFIG = Path("configs/demo.yaml")
 
+
+def cmd_demo(args) -> int:
+    """The main job on the built-in demo data: generate and check the data, then the
+    ``pipeline`` flow (on Prefect's temporary local server unless PREFECT_API_URL is set)."""
+    from wsss.data.check import check_dataset
+    from wsss.orchestration.server import offline_defaults
+
+    offline_defaults()  # before Prefect is imported: state in ./.state/prefect, telemetry off
     overrides = [f"run_dir={args.out}", f"data.root={args.out / 'data'}", *args.overrides]
-    config = load_config(args.config, overrides)
+    config_path = args.config or (DEMO_CONFIG if DEMO_CONFIG.is_file() else None)
+    config = load_config(config_path, overrides)
     for split in (config.data.train_split, config.data.val_split):
         dataset = open_dataset(config.data, split)
         report = check_dataset(dataset)
@@ -213,6 +270,12 @@ def cmd_demo(args) -> int:
             for item in report.problems:
                 print(item)
             return 1
+    from flows.pipeline import pipeline
+
+    summary = pipeline(config)
+    print(f"\nreport: {summary['report_html']} (machine-readable: {summary['report_json']}); "
+          f"segmenter mIoU {summary['segmenter_mIoU']:.1f} %, pseudo-labels mIoU {summary['pseudo_labels_mIoU']:.1f} % "
+          f"(training split), {summary['seconds']:.0f} s")
     return 0
 
 
@@ -246,6 +309,27 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(classifier)
     classifier.add_argument("--restart", action="store_true", help="ignore RUN/classifier/last.pt and start over")
     classifier.set_defaults(func=cmd_train_classifier)
+    segmenter = train_commands.add_parser(
+        "segmenter", help="train the DPT segmenter: single stage (double backward) or on pseudo-labels (two stage)")
+    _add_config_args(segmenter)
+    segmenter.add_argument("--restart", action="store_true",
+                           help="ignore RUN/segmenter/last.pt (two stage: RUN/segmenter_two_stage) and start over")
+    segmenter.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                           help="stop (with a checkpoint) once this many steps are done; run again to resume")
+    segmenter.set_defaults(func=cmd_train_segmenter)
+
+    predict = commands.add_parser("predict", help="segment images with a trained segmenter → palette PNGs")
+    predict.add_argument("--checkpoint", type=Path, required=True, help="segmenter.pt from wsss train segmenter")
+    predict.add_argument("--images", type=Path, required=True, help="folder of images (any sizes)")
+    predict.add_argument("--out", type=Path, required=True, help="output folder (<stem>.png, manifest.jsonl)")
+    predict.add_argument("--scales", type=_scales_arg, default=None, help="comma-separated input scales, e.g. 0.75,1,1.25 "
+                         "(default: predict.scales)")
+    predict.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                         help="average the mirrored input too (default: predict.flip)")
+    predict.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
+                         help="dense CRF on the averaged probabilities (default: predict.crf; kernels: refine.crf)")
+    _add_config_args(predict)
+    predict.set_defaults(func=cmd_predict)
 
     cam = commands.add_parser("cam", help="attention maps (GETAM or a baseline) for every image of a data set")
     cam.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")

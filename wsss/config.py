@@ -132,18 +132,96 @@ class ClassifierTrainConfig(_Section):
     seed: int = 0
 
 
+class DptConfig(_Section):
+    """The DPT segmentation head (Ranftl et al. 2021) on four blocks of the ViT."""
+
+    blocks: list[int] | None = Field(
+        None, min_length=4, max_length=4,
+        description="four block indices, shallow to deep (None: evenly spaced, 2,5,8,11 of 12)",
+    )
+    readout: Literal["ignore", "add", "project"] = Field(
+        "project", description="prefix tokens: dropped, added to every patch token, or concatenated + projected"
+    )
+    features: int = Field(256, ge=8, description="channels of the fusion stages and the head")
+    head_stride: Literal[2, 4] = Field(
+        4, description="the head runs at 1/head_stride of the input: 2 = the original DPT (the last fusion block "
+                       "upsamples ×2; its head then costs ~60% more compute), 4 = at the finest reassembled map",
+    )
+    reassemble_channels: list[int] | None = Field(
+        None, min_length=4, max_length=4,
+        description="channels of the four reassembled maps (None: D/8, D/4, D/2, D of the ViT width D)",
+    )
+
+    @field_validator("reassemble_channels")
+    @classmethod
+    def _positive_channels(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(c < 1 for c in value):
+            raise ValueError(f"reassemble_channels must be positive, got {value}")
+        return value
+
+
 class SegmenterTrainConfig(_Section):
-    steps: int = Field(2000, ge=1)
-    batch_size: int = Field(8, ge=1)
+    """Segmenter training: single stage (double backward, DESIGN step 8) or on saved pseudo-labels."""
+
+    mode: Literal["single_stage", "two_stage"] = Field(
+        "single_stage", description="single_stage: labels made in the loop; two_stage: label PNGs of labels_dir"
+    )
+    labels_dir: Path | None = Field(
+        None, description="two_stage: folder of <id>.png pseudo-labels (None: RUN/pseudo_labels)"
+    )
+    init: Path | None = Field(
+        None, description="classifier.pt whose weights start the backbone (None: model.pretrained or random)"
+    )
+    steps: int = Field(2000, ge=1, description="optimizer steps")
+    batch_size: int = Field(8, ge=1, description="images per micro-batch and process")
+    crop_size: int | None = Field(None, ge=16, description="square training crop (None: model.img_size)")
+    scale_range: list[float] = Field([0.7, 1.3], min_length=2, max_length=2, description="random rescale before cropping")
+    phase1_fraction: float = Field(
+        0.5, ge=0.0, le=1.0, description="single_stage: share of the steps trained on the classification loss only"
+    )
     lr: float = Field(1e-2, gt=0.0)
-    head_lr_scale: float = Field(10.0, gt=0.0)
-    momentum: float = Field(0.9, ge=0.0, lt=1.0)
-    weight_decay: float = Field(1e-4, ge=0.0)
+    head_lr_scale: float = Field(10.0, gt=0.0, description="learning-rate factor of the DPT and classification heads")
+    momentum: float = Field(
+        0.9, ge=0.0, lt=1.0,
+        description="SGD momentum (the paper's code passed its weight decay here by mistake: momentum 5e-4, no decay)",
+    )
+    weight_decay: float = Field(1e-4, ge=0.0, description="decoupled for adamw; L2 for sgd; not on biases/norms/tokens")
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    poly_power: float = Field(0.9, gt=0.0)
-    grad_accum: int = Field(1, ge=1)
-    checkpoint_every: int = Field(200, ge=1)
+    poly_power: float = Field(0.9, gt=0.0, description="lr = base · (1 − step/steps)^power")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    cls_loss_weight: float = Field(1.0, ge=0.0, description="weight of the classification loss in phase 2")
+    saliency_loss_weight: float = Field(
+        0.0, ge=0.0, description="BCE of the background probability against non-saliency (0: off)"
+    )
+    amp: bool = Field(True, description="mixed precision on CUDA (bfloat16, else float16 + loss scaling); ignored on CPU")
+    checkpoint_every: int = Field(200, ge=1, description="steps between RUN/<segmenter>/last.pt writes")
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+    threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default)")
     seed: int = 0
+    dpt: DptConfig = DptConfig()
+
+    @field_validator("scale_range")
+    @classmethod
+    def _scale_range(cls, value: list[float]) -> list[float]:
+        if not 0 < value[0] <= value[1]:
+            raise ValueError(f"scale_range must be [min, max] with 0 < min <= max, got {value}")
+        return value
+
+
+class PredictConfig(_Section):
+    """Segmenter inference (wsss predict, and the validation score at the end of training)."""
+
+    scales: list[float] = Field([1.0], min_length=1, description="input scales whose softmax is averaged")
+    flip: bool = Field(True, description="also average the horizontally flipped input")
+    crf: bool = Field(False, description="dense CRF on the averaged probabilities (kernels: refine.crf)")
+    batch_size: int = Field(8, ge=1, description="images of one size per forward")
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if any(s <= 0 for s in value):
+            raise ValueError(f"scales must be positive, got {value}")
+        return value
 
 
 class TrainConfig(_Section):
@@ -152,11 +230,34 @@ class TrainConfig(_Section):
     segmenter: SegmenterTrainConfig = SegmenterTrainConfig()
 
 
+class InboxConfig(_Section):
+    """The watched folder of the ``label_inbox`` flow and its schedule."""
+
+    folder: Path = Field(Path("runs/inbox"), description="watched folder: images/ + tags.csv (plain folder format)")
+    out: Path | None = Field(None, description="labels, predictions and manifests (None: RUN/inbox)")
+    classifier: Path | None = Field(None, description="classifier.pt (None: RUN/classifier/classifier.pt)")
+    segmenter: Path | None = Field(
+        None, description="segmenter checkpoint for predictions (None: the pipeline's, when it exists)"
+    )
+    settle_seconds: float = Field(2.0, ge=0.0, description="an image is taken once unchanged this long (still copying otherwise)")
+    interval_seconds: float | None = Field(60.0, gt=0.0, description="schedule: run every N seconds (used when cron is None)")
+    cron: str | None = Field(None, description="schedule: cron string, e.g. '*/5 * * * *' (takes precedence)")
+
+
 class FlowConfig(_Section):
+    """How the Prefect flows run: task runner, shard size, the inbox."""
+
     shard_size: int = Field(64, ge=1, description="images per mapped task")
-    task_runner: Literal["threads", "processes", "dask"] = "threads"
-    max_workers: int = Field(2, ge=1)
+    task_runner: Literal["threads", "processes", "dask"] = Field(
+        "threads", description="threads: a thread pool; processes: a process pool; dask: prefect-dask"
+    )
+    max_workers: int = Field(2, ge=1, description="threads, processes or local Dask workers")
     dask_address: str | None = Field(None, description="existing Dask scheduler address; None: a local cluster")
+    torch_threads: int | None = Field(None, ge=1, description="torch CPU threads in each worker (None: torch's default)")
+    retries: int = Field(2, ge=0, description="retries of a shard that failed with an I/O error (other errors: none)")
+    retry_delay_seconds: float = Field(5.0, ge=0.0)
+    examples: int = Field(6, ge=0, description="example overlays in the pseudo-label flow's Markdown artifact")
+    inbox: InboxConfig = InboxConfig()
 
 
 class Config(_Section):
@@ -168,6 +269,7 @@ class Config(_Section):
     cam: CamConfig = CamConfig()
     refine: RefineConfig = RefineConfig()
     train: TrainConfig = TrainConfig()
+    predict: PredictConfig = PredictConfig()
     flow: FlowConfig = FlowConfig()
 
 

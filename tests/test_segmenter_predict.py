@@ -1,0 +1,121 @@
+"""Segmenter inference: multi-scale + flip averaging, any image size, palette PNGs, CRF, the
+CLI, and the validation score (equal to scoring the written PNGs)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from wsss.cli import main
+from wsss.data import open_dataset
+from wsss.eval.evaluate import evaluate_label_dir
+from wsss.models.dpt import create_segmenter
+from wsss.predict import Predictor, evaluate_segmenter, predict_folder
+from wsss.train.segmenter import load_segmenter
+from tests.test_segmenter import segmenter_config
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture
+def segmenter(tmp_path):
+    config = segmenter_config(tmp_path)
+    torch.manual_seed(0)
+    return create_segmenter(config.model, config.train.segmenter.dpt, num_classes=6).eval()
+
+
+def random_image(rng, h, w):
+    return rng.integers(0, 256, size=(h, w, 3), dtype=np.uint8)
+
+
+def test_any_size_and_probabilities(segmenter):
+    rng = np.random.default_rng(0)
+    images = [random_image(rng, 37, 53), random_image(rng, 37, 53)]
+    probs = Predictor(segmenter, scales=(0.75, 1.0, 1.5), flip=True)(images)
+    assert probs.shape == (2, 7, 37, 53)
+    assert torch.allclose(probs.sum(1), torch.ones(2, 37, 53), atol=1e-5) and probs.min() >= 0
+    with pytest.raises(ValueError, match="one size"):
+        Predictor(segmenter)([images[0], random_image(rng, 40, 40)])
+    with pytest.raises(ValueError, match="positive factors"):
+        Predictor(segmenter, scales=(1.0, 0.0))
+
+
+def test_scale_and_flip_averaging_equal_the_separate_runs(segmenter):
+    rng = np.random.default_rng(1)
+    image = random_image(rng, 45, 61)
+    both = Predictor(segmenter, scales=(0.5, 1.0), flip=False)([image])
+    half = Predictor(segmenter, scales=(0.5,), flip=False)([image])
+    full = Predictor(segmenter, scales=(1.0,), flip=False)([image])
+    assert torch.allclose(both, (half + full) / 2, atol=1e-6)
+    flipped = Predictor(segmenter, scales=(1.0,), flip=True)([image])
+    mirror = Predictor(segmenter, scales=(1.0,), flip=False)([np.ascontiguousarray(image[:, ::-1])])
+    assert torch.allclose(flipped, (full + mirror.flip(-1)) / 2, atol=1e-6)
+    segmenter.train()
+    Predictor(segmenter)([image])
+    assert segmenter.training  # the model's mode is restored
+
+
+def test_predict_folder_writes_palette_pngs_and_records_failures(segmenter, tmp_path):
+    rng = np.random.default_rng(2)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, (h, w) in {"a": (40, 56), "b": (40, 56), "c": (33, 47)}.items():
+        Image.fromarray(random_image(rng, h, w)).save(folder / f"{name}.png")
+    (folder / "broken.jpg").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("ignored: not an image file")
+    out = tmp_path / "out"
+    counts = predict_folder(Predictor(segmenter, flip=False), folder, out, batch_size=4, progress=False)
+    assert counts == {"ok": 3, "skipped": 0, "failed": 1}
+    for name, size in {"a": (56, 40), "b": (56, 40), "c": (47, 33)}.items():
+        with Image.open(out / f"{name}.png") as png:
+            assert png.mode == "P" and png.size == size
+            assert np.array(png).max() <= 6
+    failed = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()
+              if json.loads(line)["status"] == "failed"]
+    assert failed[0]["id"] == "broken" and "cannot decode" in failed[0]["reason"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        predict_folder(Predictor(segmenter), tmp_path / "empty", tmp_path / "o2", progress=False)
+
+
+def test_evaluate_segmenter_equals_scoring_its_pngs(segmenter, tmp_path):
+    config = segmenter_config(tmp_path)
+    dataset = open_dataset(config.data, "val")
+    out = tmp_path / "pred"
+    result = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, out_dir=out, progress=False)
+    again = evaluate_label_dir(out, dataset, progress=False)
+    assert np.array_equal(result.confusion.matrix, again.confusion.matrix) and not again.missing
+    assert result.confusion.matrix.sum() == sum(dataset[i].mask.size for i in range(len(dataset)))
+
+
+def test_cli_train_then_predict_with_crf(tmp_path, capsys):
+    sets = [f"run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'data'}", "data.synth.num_images=24",
+            "data.synth.image_size=48", "model.img_size=48", "model.patch_size=8", "model.embed_dim=32",
+            "model.depth=2", "model.num_heads=2", "train.device=cpu", "train.segmenter.steps=2",
+            "train.segmenter.batch_size=2", "train.segmenter.dpt.features=16", "train.segmenter.threads=1",
+            "refine.saliency.source=none", "refine.crf.workers=1"]
+    args = [a for s in sets for a in ("--set", s)]
+    assert main(["train", "segmenter", *args]) == 0
+    out = capsys.readouterr().out
+    assert "val mIoU: segmenter" in out and "its in-loop pseudo-labels" in out
+    checkpoint = tmp_path / "run" / "segmenter" / "segmenter.pt"
+    model, classes, saved = load_segmenter(checkpoint)
+    assert len(classes) == 6 and saved["train"]["segmenter"]["dpt"]["features"] == 16 and not model.training
+
+    images = tmp_path / "data" / "images"
+    code = main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
+                 "--scales", "0.75,1", "--no-flip", "--crf", *args])
+    assert code == 0
+    assert "scales [0.75, 1.0], flip False, CRF True" in capsys.readouterr().out
+    written = sorted(p.stem for p in (tmp_path / "p").glob("*.png"))
+    assert written == sorted(p.stem for p in images.iterdir())
+
+    with pytest.raises(SystemExit):
+        main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "q"),
+              "--scales", "1,-2"])
+    classifier_like = tmp_path / "run" / "segmenter" / "last.pt"
+    assert main(["predict", "--checkpoint", str(classifier_like), "--images", str(images),
+                 "--out", str(tmp_path / "q")]) == 2
+    assert "not a wsss segmenter checkpoint" in capsys.readouterr().err
