@@ -12,7 +12,7 @@ export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench clean serve
 
 install: $(STAMP)
 
@@ -30,6 +30,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
+
+# A local Prefect server on 127.0.0.1:$(PREFECT_PORT) (UI there, SQLite under PREFECT_HOME) serving
+# the label-inbox flow on flow.inbox's schedule; Ctrl-C stops both. Label runs/inbox/ with the
+# classifier of `make demo`.
+PREFECT_PORT ?= 4200
+SERVE_ARGS ?=
+serve: $(STAMP)
+	$(BIN)/python -m flows serve --start-server --port $(PREFECT_PORT) --config configs/demo.yaml $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_getam.py

@@ -1,0 +1,85 @@
+"""The ``label_inbox`` flow: label what is new in a watched folder, on a schedule.
+
+Each run scans ``flow.inbox.folder`` (see ``wsss.orchestration.inbox``), labels the ready
+images that have no pseudo-label yet (the ``pseudo_labels`` flow, as a subflow), then, when a
+segmenter checkpoint exists, predicts the labelled images that have no prediction yet. Nothing
+is labelled twice and nothing is deleted: every outcome is appended to the manifests. An image
+that failed is tried again only when its file or tags change.
+
+Deploy it with ``serve_inbox(config)`` (``python -m flows serve``, ``make serve``): a cron
+(``flow.inbox.cron``) or interval (``flow.inbox.interval_seconds``) schedule, one run at a
+time; or through ``prefect.yaml`` and a work pool (README).
+"""
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.pseudo_labels import pseudo_labels
+from wsss.config import Config
+from wsss.orchestration.inbox import (
+    InboxPaths, ensure_classes, inbox_config, remember_failures, scan_inbox, unchanged_failures,
+)
+from wsss.orchestration.segmenter import predict_ids
+from wsss.orchestration.shards import image_fingerprint
+
+
+@task(name="predict-new", cache_policy=NO_CACHE)
+def predict_new(config: Config, paths: InboxPaths, ids: list[str]) -> dict:
+    """Segmenter predictions for ``ids`` of the inbox into OUT/predictions; returns the counts."""
+    from wsss.data.folder import FolderDataset
+
+    return predict_ids(config, paths.segmenter, FolderDataset(paths.folder), ids, paths.predictions)
+
+
+@flow(name="label-inbox", log_prints=True)
+def label_inbox(config: Config = Config()) -> dict:
+    """Label the new images of ``config.flow.inbox.folder``; returns what this run did:
+    ready, arriving, missing, untagged (image counts in the inbox), labelled, failed,
+    predicted."""
+    logger = get_run_logger()
+    paths = InboxPaths.of(config)
+    if not paths.classifier.is_file():
+        raise FileNotFoundError(f"no classifier at {paths.classifier}: train one first (make demo, or the "
+                                "train_classifier flow) or set flow.inbox.classifier")
+    ensure_classes(paths.folder, paths.classifier)
+    scan = scan_inbox(paths.folder, config.flow.inbox.settle_seconds)
+    summary = {"ready": len(scan.ready), "arriving": len(scan.arriving), "missing": len(scan.missing),
+               "untagged": len(scan.untagged), "labelled": 0, "failed": 0, "predicted": 0}
+    if scan.arriving or scan.missing or scan.untagged:
+        logger.info(f"waiting: {len(scan.arriving)} image(s) still changing, {len(scan.missing)} listed without a "
+                    f"file, {len(scan.untagged)} without a row in tags.csv")
+    settings = inbox_config(config)
+    unlabelled = [i for i in scan.ready if not (paths.labels / f"{i}.png").is_file()]
+    failed_before = unchanged_failures(scan.dataset, unlabelled, paths.labels)
+    new = [i for i in unlabelled if i not in failed_before]
+    if failed_before:
+        logger.info(f"{len(failed_before)} image(s) failed before and are unchanged: not tried again")
+    if new:
+        fingerprints = {i: image_fingerprint(scan.dataset, i) for i in new}
+        result = pseudo_labels(settings, checkpoint=paths.classifier, out_dir=paths.labels, ids=new, strict_source=False)
+        remember_failures(fingerprints, paths.labels)
+        summary["labelled"], summary["failed"] = result["ok"], result["failed"]
+    if paths.segmenter.is_file():
+        todo = [i for i in scan.ready
+                if (paths.labels / f"{i}.png").is_file() and not (paths.predictions / f"{i}.png").is_file()]
+        if todo:
+            summary["predicted"] = predict_new(settings, paths, todo)["ok"]
+    else:
+        logger.info(f"no segmenter at {paths.segmenter}: pseudo-labels only")
+    print(f"inbox {paths.folder}: {summary['labelled']} labelled, {summary['failed']} failed, "
+          f"{summary['predicted']} predicted; {len(scan.ready) - len(unlabelled)} labelled earlier, "
+          f"{len(failed_before)} unchanged failure(s)")
+    return summary
+
+
+def serve_inbox(config: Config, name: str = "label-inbox") -> None:
+    """Serve ``label_inbox`` with ``config`` on its schedule until interrupted (needs a Prefect
+    server: PREFECT_API_URL). At most one run at a time; the schedule is paused on exit."""
+    inbox = config.flow.inbox
+    if inbox.cron:
+        schedule = {"cron": inbox.cron}
+    elif inbox.interval_seconds:
+        schedule = {"interval": inbox.interval_seconds}
+    else:
+        raise ValueError("flow.inbox: set cron (e.g. '*/5 * * * *') or interval_seconds to serve on a schedule")
+    label_inbox.serve(name=name, parameters={"config": config.model_dump(mode="json")}, limit=1, **schedule)

@@ -1,0 +1,133 @@
+"""The ``pseudo_labels`` flow: the pseudo-label chain over a data set, one task per shard.
+
+    OUT/<id>.png          pseudo-labels (as ``wsss pseudo-label`` writes them)
+    OUT/manifest.jsonl    every image's outcome: ok, or failed with its reason
+    OUT/source.json       checkpoint digest and settings that made the labels
+    OUT/evaluation.json   scores against the masks, when the data set has them
+
+The flow lists the data set, cuts it into shards of ``flow.shard_size`` images and maps
+``label_shard`` over them on the task runner of ``flow.task_runner``. What is finished is read
+from disk: a task labels only its images without a PNG, and loads nothing when there are none.
+Each worker loads the classifier once (``wsss.orchestration.workers``). A shard whose images
+are all labelled is cached by its inputs (settings, checkpoint digest, image ids with their
+file fingerprints) plus the task's source; an incomplete one always runs. Artifacts: progress
+while it runs, the evaluation table when ground truth exists, and example overlays.
+"""
+
+import time
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.futures import as_completed
+
+from flows.evaluate import evaluate
+from wsss.config import Config
+from wsss.data import open_dataset
+from wsss.orchestration.artifacts import examples_markdown
+from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
+from wsss.orchestration.shards import (
+    MANIFEST, claim_label_dir, failure_reasons, has_masks, label_source, plan_shards, reconcile_manifest,
+    remove_stale_temporaries, unlabelled,
+)
+from wsss.orchestration.workers import checkpoint_digest, worker_labeler
+from wsss.train.classifier import ClassifierRun
+
+
+@task(name="label-shard", cache_policy=WhenShardLabelled(), retry_condition_fn=retry_on_io_error, persist_result=True)
+def label_shard(config: Config, split: str | None, shard: list[list], out_dir: Path, checkpoint: Path,
+                digest: str) -> dict:
+    """Label the images of ``shard`` ([id, fingerprint] pairs) that have no label in ``out_dir``
+    yet; returns the counts {ok, skipped, failed} and ``loads`` (1 when this task loaded the
+    classifier)."""
+    from wsss.refine.label_dataset import label_dataset
+
+    todo = unlabelled(shard, out_dir)
+    if not todo:
+        return {"ok": 0, "skipped": len(shard), "failed": 0, "loads": 0}
+    worker = worker_labeler(config, split, checkpoint, digest)
+    counts = label_dataset(worker.labeler, worker.dataset, out_dir, batch_size=config.cam.batch_size, ids=todo,
+                           progress=False)
+    return {**counts, "loads": int(worker.loaded)}
+
+
+def default_checkpoint(config: Config) -> Path:
+    """Where ``train_classifier`` leaves the classifier of ``config``."""
+    return ClassifierRun(Path(config.run_dir) / "classifier").final
+
+
+@flow(name="pseudo-labels", log_prints=True)
+def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, split: str | None = None,
+                  out_dir: Path | None = None, ids: list[str] | None = None, strict_source: bool = True) -> dict:
+    """Write pseudo-labels for ``config.data`` (``split``; None: the training split).
+
+    checkpoint: classifier.pt (None: RUN/classifier/classifier.pt); out_dir: None for
+    RUN/pseudo_labels; ids: only these images (None: all of the split); strict_source: refuse a
+    folder labelled with another checkpoint or settings (False: keep its labels, go on).
+    Returns a summary: total, ok, skipped, failed, model_loads, seconds, images_per_s, mIoU.
+    """
+    logger = get_run_logger()
+    split = split or config.data.train_split
+    checkpoint = Path(checkpoint or default_checkpoint(config))
+    out = Path(out_dir or Path(config.run_dir) / "pseudo_labels")
+    digest = checkpoint_digest(checkpoint)
+    dataset = open_dataset(config.data, split)
+    if ids is None:
+        ids = list(dataset.ids)
+    unknown = sorted(set(ids) - set(dataset.ids))
+    if unknown:
+        raise ValueError(f"ids not in {config.data.root} (split {split}): {unknown[:5]}")
+    note = claim_label_dir(out, label_source(config, digest), strict=strict_source)
+    if note:
+        logger.warning(f"{note}; earlier labels are kept, new ones use the current settings")
+    removed = remove_stale_temporaries(out)
+    if removed:
+        logger.info(f"removed {removed} half-written label file(s) of an interrupted run")
+    plan = plan_shards(dataset, ids, out, config.flow.shard_size)
+    recovered = reconcile_manifest(out, plan.done)
+    print(f"{plan.total} images: {len(plan.done)} already labelled in {out}, {plan.total - len(plan.done)} to label; "
+          f"{len(plan.shards)} shard(s) on {config.flow.task_runner}"
+          + (f" ({recovered} recorded from disk)" if recovered else ""))
+
+    started = time.perf_counter()
+    totals = {"ok": 0, "skipped": len(plan.done), "failed": 0, "loads": 0}
+    finished = 0
+    progress = create_progress_artifact(0.0, key="pseudo-labels-progress", description=f"pseudo-labels in {out}")
+    errors = []
+    shard_task = label_shard.with_options(retries=config.flow.retries,
+                                          retry_delay_seconds=config.flow.retry_delay_seconds)
+    with make_task_runner(config.flow) as runner:
+        futures = {runner.submit(shard_task, {"config": config, "split": split, "shard": shard, "out_dir": out,
+                                              "checkpoint": checkpoint, "digest": digest}): shard
+                   for shard in plan.shards}
+        for future in as_completed(list(futures)):
+            shard = futures[future]
+            result = future.result(raise_on_failure=False)
+            if isinstance(result, BaseException):
+                errors.append(result)
+            elif plan.pending(shard):  # a shard finished before this run counts as skipped (cached or not)
+                for key in ("ok", "failed", "loads"):
+                    totals[key] += result[key]
+            finished += len(shard)
+            update_progress_artifact(progress, 100.0 * finished / max(plan.total, 1))
+    seconds = time.perf_counter() - started
+
+    summary = {"out_dir": str(out), "total": plan.total, **{k: totals[k] for k in ("ok", "skipped", "failed")},
+               "model_loads": totals["loads"], "seconds": round(seconds, 2),
+               "images_per_s": round(totals["ok"] / seconds, 2) if totals["ok"] and seconds > 0 else None}
+    if totals["failed"]:
+        reasons = failure_reasons(out, ids)
+        logger.warning(f"{totals['failed']} image(s) failed (see {out / MANIFEST}), e.g. " + "; ".join(reasons[:3]))
+    if errors:
+        message = f"{len(errors)} of {len(plan.shards)} shard(s) failed; first error: {errors[0]!r}"
+        raise RuntimeError(message) from errors[0]
+    print(f"pseudo-labels: {summary['ok']} written, {summary['skipped']} already there, {summary['failed']} failed, "
+          f"{summary['seconds']} s, model loaded {summary['model_loads']} time(s)")
+
+    if has_masks(dataset) and ids == list(dataset.ids):
+        summary["mIoU"] = evaluate(config, predictions=out, split=split, artifact_key="pseudo-labels-evaluation")["mIoU"]
+    labelled = [i for i in ids if (out / f"{i}.png").is_file()][:config.flow.examples]
+    if config.flow.examples:
+        create_markdown_artifact(examples_markdown(dataset, out, labelled, f"Pseudo-labels: {len(labelled)} examples"),
+                                 key="pseudo-labels-examples", description=f"example overlays from {out}")
+    return summary

@@ -1,0 +1,274 @@
+"""The Prefect flows against a temporary Prefect server: shards on threads and on a local Dask
+cluster, skip-on-disk, artifacts, kill and resume, failures, the inbox, the whole pipeline.
+
+One ``prefect_test_harness`` serves the module (it takes ~10 s to start); every test uses a
+tiny random ViT on 20 generated 48×48 images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+from prefect.testing.utilities import prefect_test_harness
+from PIL import Image
+
+from flows.inbox import label_inbox
+from flows.pipeline import pipeline
+from flows.pseudo_labels import pseudo_labels
+from flows.training import train_segmenter
+from wsss.config import config_to_yaml, load_config
+from wsss.data.label_png import read_label_png
+from wsss.orchestration.shards import read_manifest
+from wsss.train.classifier import train_classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN_IDS = 16  # 20 images, val_fraction 0.2
+
+
+def flow_config(tmp: Path, *extra: str):
+    """A tiny run in ``tmp``: 20 synthetic 48×48 images, a 2-block ViT, shards of 4."""
+    return load_config(None, [
+        f"run_dir={tmp / 'run'}", f"data.root={tmp / 'data'}", "data.synth.num_images=20",
+        "data.synth.image_size=48", "model.img_size=48", "model.patch_size=8", "model.embed_dim=32",
+        "model.depth=2", "model.num_heads=2", "train.device=cpu", "train.classifier.epochs=1",
+        "train.classifier.batch_size=8", "train.classifier.warmup_epochs=0", "refine.label.opening=3",
+        "refine.crf.enabled=true", "refine.crf.workers=1", "flow.shard_size=4", "flow.torch_threads=1",
+        "flow.retries=1", "flow.retry_delay_seconds=0", "flow.examples=2", "train.segmenter.steps=4",
+        "train.segmenter.batch_size=2", "train.segmenter.dpt.features=16", "train.segmenter.threads=1",
+        "predict.batch_size=4", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A temporary Prefect server and home (results, cache records) for this module."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, prefect_api):
+    """(folder, config, classifier.pt, reference labels of the training split by the thread runner)."""
+    tmp = tmp_path_factory.mktemp("flows")
+    config = flow_config(tmp)
+    checkpoint = train_classifier(config, progress=False)
+    summary = pseudo_labels(config, checkpoint=checkpoint, out_dir=tmp / "threads")
+    assert summary["ok"] == TRAIN_IDS and summary["failed"] == 0
+    return tmp, config, checkpoint, summary
+
+
+def labels_in(folder: Path) -> dict[str, np.ndarray]:
+    return {p.stem: read_label_png(p) for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
+
+
+def api_read(path: str, body: dict) -> list[dict]:
+    """POST a read to the API with a complete body (this server answers 422 to the client's
+    null filters, and an empty flow-run filter matches nothing)."""
+    response = httpx.post(f"{PREFECT_API_URL.value()}/{path}", json={"offset": 0, "limit": 50, **body}, timeout=30)
+    response.raise_for_status()
+    return response.json()
+
+
+def latest_artifact(key: str) -> dict:
+    found = api_read("artifacts/filter", {"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": 1})
+    assert found, f"no artifact {key!r}"
+    return found[0]
+
+
+def shard_task_runs(state) -> list[dict]:
+    """The label-shard task runs of the flow run that ended in ``state``."""
+    flow_run_id = str(state.state_details.flow_run_id)
+    runs = api_read("task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    return [run for run in runs if run["name"].startswith("label-shard")]
+
+
+def shard_states(state) -> list[str]:
+    return sorted(run["state_name"] for run in shard_task_runs(state))
+
+
+def task_run_counts(state) -> list[int]:
+    """Attempts of each label-shard task of the flow run that ended in ``state``."""
+    return sorted(run["run_count"] for run in shard_task_runs(state))
+
+
+def test_threads_run_writes_labels_manifest_and_artifacts(trained):
+    tmp, config, _, summary = trained
+    out = tmp / "threads"
+    assert summary["model_loads"] <= config.flow.max_workers  # once per worker thread, not per shard
+    assert 0.0 <= summary["mIoU"] <= 1.0
+    manifest = read_manifest(out / "manifest.jsonl")
+    assert len(manifest) == TRAIN_IDS and all(e["status"] == "ok" for e in manifest.values())
+    assert json.loads((out / "source.json").read_text())["cam"]["method"] == "getam"
+    assert latest_artifact("pseudo-labels-progress")["data"] == 100.0
+    table = latest_artifact("pseudo-labels-evaluation")["data"]
+    rows = json.loads(table) if isinstance(table, str) else table
+    assert rows[-1]["class"] == "mean" and rows[-1]["IoU %"] == round(100 * summary["mIoU"], 1)
+    markdown = latest_artifact("pseudo-labels-examples")["data"]
+    assert markdown.count("data:image/png;base64,") == 2 and "ground truth" in markdown
+
+
+@pytest.mark.slow
+def test_dask_cluster_equals_thread_runner(trained):
+    tmp, config, checkpoint, _ = trained
+    dask = config.model_copy(update={"flow": config.flow.model_copy(update={"task_runner": "dask", "max_workers": 2})})
+    summary = pseudo_labels(dask, checkpoint=checkpoint, out_dir=tmp / "dask")
+    assert summary["ok"] == TRAIN_IDS and 1 <= summary["model_loads"] <= 2
+    reference, labels = labels_in(tmp / "threads"), labels_in(tmp / "dask")
+    assert sorted(labels) == sorted(reference)
+    for image_id, label in reference.items():
+        assert np.array_equal(labels[image_id], label), image_id
+
+
+def test_rerun_skips_finished_images_and_redoes_deleted_ones(trained, tmp_path):
+    tmp, config, checkpoint, _ = trained
+    out = tmp_path / "labels"
+    shutil.copytree(tmp / "threads", out)
+    lines = (out / "manifest.jsonl").read_text().count("\n")
+    for run in range(2):  # the first run finds every shard complete on disk; the second, in the cache
+        state = pseudo_labels(config, checkpoint=checkpoint, out_dir=out, return_state=True)
+        summary = state.result()
+        assert (summary["ok"], summary["skipped"], summary["model_loads"]) == (0, TRAIN_IDS, 0)
+        assert (out / "manifest.jsonl").read_text().count("\n") == lines
+        assert shard_states(state) == (["Completed"] * 4 if run == 0 else ["Cached"] * 4)
+    victim = sorted(out.glob("*.png"))[3]
+    reference = read_label_png(victim)
+    victim.unlink()  # the cached shard holding it must run again: the cache key sees what is missing
+    summary = pseudo_labels(config, checkpoint=checkpoint, out_dir=out)
+    assert (summary["ok"], summary["skipped"]) == (1, TRAIN_IDS - 1)
+    assert np.array_equal(read_label_png(victim), reference)
+    other = config.model_copy(update={"cam": config.cam.model_copy(update={"method": "rollout"})})
+    with pytest.raises(ValueError, match="another cam"):
+        pseudo_labels(other, checkpoint=checkpoint, out_dir=out)
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_without_redoing_or_corrupting(trained, tmp_path, prefect_api):
+    tmp, config, checkpoint, _ = trained
+    slow = flow_config(tmp, "flow.shard_size=1", "flow.max_workers=1")
+    config_file, out = tmp_path / "config.yaml", tmp_path / "labels"
+    config_file.write_text(config_to_yaml(slow))
+    env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "home")}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "flows", "run", "pseudo-labels", "--config", str(config_file),
+         "--param", f"out_dir={out}", "--param", f"checkpoint={checkpoint}"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 180
+    try:
+        while len(read_manifest(out / "manifest.jsonl")) < 3:
+            assert process.poll() is None, "the flow ended before it could be killed"
+            assert time.monotonic() < deadline, "the flow wrote no labels in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    done = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.glob("[!.]*.png")}
+    assert 3 <= len(done) < TRAIN_IDS, "the kill did not land mid-run"
+
+    summary = pseudo_labels(slow, checkpoint=checkpoint, out_dir=out)
+    assert summary["skipped"] == len(done) and summary["ok"] == TRAIN_IDS - len(done)
+    for name, (mtime, data) in done.items():  # finished images were not redone
+        assert (out / name).stat().st_mtime_ns == mtime and (out / name).read_bytes() == data
+    reference, labels = labels_in(tmp / "threads"), labels_in(out)
+    assert sorted(labels) == sorted(reference) and not list(out.glob(".*.png"))
+    for image_id, label in reference.items():
+        assert np.array_equal(labels[image_id], label), image_id
+    manifest = read_manifest(out / "manifest.jsonl")
+    assert sorted(manifest) == sorted(reference) and all(e["status"] == "ok" for e in manifest.values())
+
+
+def test_corrupt_image_fails_alone_and_only_io_errors_retry(trained, tmp_path):
+    tmp, config, checkpoint, _ = trained
+    data = tmp_path / "data"
+    shutil.copytree(tmp / "data", data)
+    train_ids = (data / "splits" / "train.txt").read_text().split()
+    corrupt = data / "images" / f"{train_ids[5]}.jpg"
+    corrupt.write_bytes(corrupt.read_bytes()[:200])  # truncated JPEG
+    local = config.model_copy(update={"data": config.data.model_copy(update={"root": data})})
+    summary = pseudo_labels(local, checkpoint=checkpoint, out_dir=tmp_path / "labels")
+    assert (summary["ok"], summary["failed"]) == (TRAIN_IDS - 1, 1)
+    entry = read_manifest(tmp_path / "labels" / "manifest.jsonl")[train_ids[5]]
+    assert entry["status"] == "failed" and "cannot decode" in entry["reason"]
+
+    # an I/O error (a folder where a label should go) is retried, then fails its shard and the flow
+    blocked = tmp_path / "blocked"
+    (blocked / f"{train_ids[0]}.png").mkdir(parents=True)
+    state = pseudo_labels(config, checkpoint=checkpoint, out_dir=blocked, return_state=True)
+    assert state.is_failed() and "1 of 4 shard(s) failed" in state.message
+    assert task_run_counts(state) == [1, 1, 1, 1 + config.flow.retries]
+    # any other error (the checkpoint's classes do not fit the data set) is not retried
+    (data / "classes.txt").write_text("a\nb\nc\nd\ne\nf\n")
+    state = pseudo_labels(local, checkpoint=checkpoint, out_dir=tmp_path / "other", return_state=True)
+    assert state.is_failed() and "classes" in state.message
+    assert task_run_counts(state) == [1, 1, 1, 1]
+
+
+def add_to_inbox(inbox: Path, data: Path, ids: list[str]) -> None:
+    """Copy images of the generated set into the inbox and append their rows to tags.csv."""
+    (inbox / "images").mkdir(parents=True, exist_ok=True)
+    rows = {line.split(",")[0]: line for line in (data / "tags.csv").read_text().splitlines()[1:]}
+    tags = inbox / "tags.csv"
+    if not tags.is_file():
+        tags.write_text("image,tags\n")
+    with tags.open("a") as handle:
+        for image_id in ids:
+            shutil.copy(data / "images" / f"{image_id}.jpg", inbox / "images")
+            handle.write(rows[f"{image_id}.jpg"] + "\n")
+
+
+def test_label_inbox_labels_only_what_is_new(trained, tmp_path):
+    tmp, config, checkpoint, _ = trained
+    inbox = tmp_path / "inbox"
+    segmenter = train_segmenter(config)
+    settings = config.model_copy(update={"flow": config.flow.model_copy(update={"inbox": config.flow.inbox.model_copy(
+        update={"folder": inbox, "out": tmp_path / "out", "classifier": checkpoint, "segmenter": segmenter,
+                "settle_seconds": 0.0})})})
+    ids = (tmp / "data" / "splits" / "val.txt").read_text().split()
+    add_to_inbox(inbox, tmp / "data", ids[:2])
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(inbox / "images" / "untagged.png")
+    (inbox / "images" / "broken.jpg").write_bytes(b"not an image")
+    with (inbox / "tags.csv").open("a") as handle:
+        handle.write("broken.jpg,disk\n")
+    first = label_inbox(settings)
+    assert (first["labelled"], first["failed"], first["untagged"], first["predicted"]) == (2, 1, 1, 2)
+    assert read_label_png(tmp_path / "out" / "predictions" / f"{ids[0]}.png").shape == (48, 48)
+    labels = tmp_path / "out" / "labels"
+    stamps = {p.name: p.stat().st_mtime_ns for p in labels.glob("*.png")}
+    assert (inbox / "classes.txt").read_text().split() == ["disk", "square", "triangle", "star", "ring", "cross"]
+
+    add_to_inbox(inbox, tmp / "data", ids[2:3])
+    second = label_inbox(settings)
+    assert (second["labelled"], second["failed"], second["predicted"]) == (1, 0, 1)  # broken: unchanged, not retried
+    assert {p.name: p.stat().st_mtime_ns for p in labels.glob("*.png") if p.name in stamps} == stamps
+    lines = [json.loads(line) for line in (labels / "manifest.jsonl").read_text().splitlines()]
+    assert [(e["id"], e["status"]) for e in lines] == [
+        ("broken", "failed"), (ids[0], "ok"), (ids[1], "ok"), (ids[2], "ok")]
+
+    shutil.copy(tmp / "data" / "images" / f"{ids[3]}.jpg", inbox / "images" / "broken.jpg")  # fixed
+    third = label_inbox(settings)
+    assert (third["labelled"], third["failed"]) == (1, 0)
+
+
+def test_pipeline_end_to_end(tmp_path, prefect_api):
+    config = flow_config(tmp_path, "flow.examples=1")
+    summary = pipeline(config, methods=["getam", "rollout"])
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert [row["method"] for row in report["stages"]] == ["getam", "rollout", "trivial baseline"]
+    assert 0.0 <= report["segmenter"]["mIoU"] <= 100.0 and report["segmenter"]["mIoU"] == summary["segmenter_mIoU"]
+    assert report["pseudo_labels"]["ok"] == TRAIN_IDS and report["images_per_s"]["pseudo_labels"] > 0
+    assert set(report["timings_s"]) >= {"train_classifier", "pseudo_labels", "train_segmenter", "stage_table", "total"}
+    assert set(report["checks"]) == {"getam_beats_baselines", "getam_beats_trivial",
+                                     "segmenter_beats_baselines_and_trivial"}
+    page = (tmp_path / "run" / "report.html").read_text()
+    assert "segmenter (single_stage)" in page and "trivial baseline" in page

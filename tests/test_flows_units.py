@@ -1,0 +1,98 @@
+"""The flows' building blocks without a Prefect server: shard planning, the shard cache key,
+the label folder's source marker, the manifest, the inbox scan, the report's checks."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsss.data.folder import FolderDataset
+from wsss.data.label_png import write_label_png
+from wsss.orchestration.inbox import scan_inbox
+from wsss.orchestration.report import checks
+from wsss.orchestration.runners import WhenShardLabelled
+from wsss.orchestration.shards import (
+    claim_label_dir, image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
+)
+
+
+def test_plan_cuts_all_ids_and_notes_finished_ones(folder_dataset, tmp_path):
+    dataset = FolderDataset(folder_dataset)
+    write_label_png(tmp_path / "img1.png", np.zeros((4, 4), np.uint8))
+    plan = plan_shards(dataset, dataset.ids, tmp_path, shard_size=4)
+    assert [[i for i, _ in shard] for shard in plan.shards] == [["img0", "img1", "img2", "img3"], ["img4", "img5"]]
+    assert plan.done == {"img1"} and plan.pending(plan.shards[0]) == 3 and plan.pending(plan.shards[1]) == 2
+    assert plan.shards[0][0][1]["tags"] == ["disk"] and plan.shards[0][0][1]["size"] > 0
+    with pytest.raises(ValueError, match="shard_size=0"):
+        plan_shards(dataset, dataset.ids, tmp_path, shard_size=0)
+
+
+def test_shard_cache_key_only_when_labelled_and_follows_the_images(folder_dataset, tmp_path):
+    dataset = FolderDataset(folder_dataset)
+    shard = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]
+    inputs = {"shard": shard, "out_dir": tmp_path, "digest": "abc"}
+    policy = WhenShardLabelled()
+    assert policy.compute_key(None, inputs, {}) is None  # nothing labelled: no key, the task runs
+    write_label_png(tmp_path / "img0.png", np.zeros((4, 4), np.uint8))
+    assert unlabelled(shard, tmp_path) == ["img1"] and policy.compute_key(None, inputs, {}) is None
+    write_label_png(tmp_path / "img1.png", np.zeros((4, 4), np.uint8))
+    key = policy.compute_key(None, inputs, {})
+    assert key is not None and key == policy.compute_key(None, dict(inputs), {})
+    assert policy.compute_key(None, {**inputs, "digest": "other"}, {}) != key  # another checkpoint
+    image = folder_dataset / "images" / "img0.png"
+    os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # the image was replaced
+    touched = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]
+    assert policy.compute_key(None, {**inputs, "shard": touched}, {}) != key
+
+
+def test_label_folder_refuses_another_source(tmp_path):
+    source = {"checkpoint_sha256": "abc", "cam": {"method": "getam"}, "refine": {}}
+    assert claim_label_dir(tmp_path, source) is None
+    assert claim_label_dir(tmp_path, dict(source)) is None
+    other = {**source, "cam": {"method": "rollout"}}
+    with pytest.raises(ValueError, match="another cam; finishing the folder would mix"):
+        claim_label_dir(tmp_path, other)
+    assert "another cam" in claim_label_dir(tmp_path, other, strict=False)
+    assert json.loads((tmp_path / "source.json").read_text()) == other
+
+
+def test_reconcile_records_labels_found_on_disk(tmp_path):
+    (tmp_path / "manifest.jsonl").write_text('{"id": "a", "status": "ok", "reason": ""}\n'
+                                             '{"id": "b", "status": "failed", "reason": "x"}\n{"id": "c", "sta')
+    assert reconcile_manifest(tmp_path, {"a", "b", "d"}) == 2
+    entries = read_manifest(tmp_path / "manifest.jsonl")
+    assert {i: e["status"] for i, e in entries.items()} == {"a": "ok", "b": "ok", "d": "ok"}
+    assert reconcile_manifest(tmp_path, {"a", "b", "d"}) == 0
+
+
+def test_inbox_scan_sorts_ready_arriving_missing_untagged(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for name in ("old", "new", "loose"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / f"{name}.png")
+    past = time.time() - 60
+    os.utime(images / "old.png", (past, past))
+    (tmp_path / "classes.txt").write_text("disk\n")
+    (tmp_path / "tags.csv").write_text("image,tags\nold.png,disk\nnew.png,disk\ngone.png,disk\n")
+    scan = scan_inbox(tmp_path, settle_seconds=5)
+    assert (scan.ready, scan.arriving, scan.missing, scan.untagged) == (["old"], ["new"], ["gone"], ["loose"])
+    (tmp_path / "tags.csv").unlink()
+    scan = scan_inbox(tmp_path, settle_seconds=5)
+    assert scan.dataset is None and scan.ready == [] and scan.untagged == ["loose", "new", "old"]
+
+
+def test_report_checks():
+    rows = [{"method": "getam", "+CRF": 60.0}, {"method": "rollout", "+CRF": 50.0},
+            {"method": "trivial baseline", "+CRF": 40.0}]
+    assert checks(rows, 65.0) == {"getam_beats_baselines": True, "getam_beats_trivial": True,
+                                  "segmenter_beats_baselines_and_trivial": True}
+    rows[1]["+CRF"] = 61.0
+    assert checks(rows, 55.0) == {"getam_beats_baselines": False, "getam_beats_trivial": True,
+                                  "segmenter_beats_baselines_and_trivial": False}
+    assert checks([], None) == {"getam_beats_baselines": None, "getam_beats_trivial": None,
+                                "segmenter_beats_baselines_and_trivial": None}

@@ -1,0 +1,15 @@
+"""What the Prefect flows in ``flows/`` need beyond the pipeline's own code.
+
+The flows only orchestrate; the logic they rely on lives here, importable by every worker
+process (threads, a process pool, Dask):
+
+    runners   the task runner named by ``config.flow`` (threads, processes, Dask)
+    workers   the classifier and pseudo-labeller, loaded once per worker and cached
+    shards    planning the work: what is finished on disk, shards of pending images, the
+              manifest, the label folder's source marker
+    artifacts the Markdown and table content of the flows' Prefect artifacts
+    inbox     the watched folder of ``label_inbox``
+    segmenter the two calls into the segmenter (training and prediction)
+    report    the pipeline's report.json and report.html
+    server    a local ``prefect server start`` for schedules
+"""

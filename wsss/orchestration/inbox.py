@@ -1,0 +1,133 @@
+"""The watched folder of the ``label_inbox`` flow.
+
+The inbox is a data set in the plain folder format that grows:
+
+    INBOX/images/       new images arrive here (any name; the id is the file stem)
+    INBOX/tags.csv      header ``image,tags``; a row per image (tags separated by ';')
+    INBOX/classes.txt   written from the classifier on the first run when absent
+
+An image is *ready* once it is listed in tags.csv, its file exists, and the file has not
+changed for ``settle_seconds`` (a file still being copied is left for the next run). Files
+without a row are *untagged*, rows without a file are *missing*; both wait. An image that
+failed (e.g. a corrupt file) is not tried again until its file or its tags change: the
+fingerprints of failures are kept in OUT/labels/failed_fingerprints.json.
+
+Outputs (``flow.inbox.out``, default RUN/inbox):
+
+    OUT/labels/<id>.png, OUT/labels/manifest.jsonl             pseudo-labels (pseudo_labels flow)
+    OUT/predictions/<id>.png, OUT/predictions/manifest.jsonl   segmenter predictions, when one exists
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsss.config import Config, DataConfig
+from wsss.data.folder import CLASSES_FILE, TAGS_FILE, FolderDataset, read_classes
+from wsss.data.images import IMAGE_EXTENSIONS
+from wsss.orchestration.shards import MANIFEST, image_fingerprint, read_manifest, write_json
+
+
+@dataclass
+class InboxPaths:
+    """Where the inbox flow reads and writes, resolved from ``config.flow.inbox``."""
+
+    folder: Path
+    labels: Path
+    predictions: Path
+    classifier: Path
+    segmenter: Path
+
+    @classmethod
+    def of(cls, config: Config) -> "InboxPaths":
+        from wsss.orchestration.segmenter import default_segmenter
+        from wsss.train.classifier import ClassifierRun
+
+        inbox = config.flow.inbox
+        out = Path(inbox.out or Path(config.run_dir) / "inbox")
+        return cls(folder=Path(inbox.folder), labels=out / "labels", predictions=out / "predictions",
+                   classifier=Path(inbox.classifier or ClassifierRun(Path(config.run_dir) / "classifier").final),
+                   segmenter=Path(inbox.segmenter or default_segmenter(config)))
+
+
+def inbox_config(config: Config) -> Config:
+    """``config`` with its data set replaced by the inbox folder (every image, no splits)."""
+    data = DataConfig(format="folder", root=config.flow.inbox.folder, train_split=None, val_split=None)
+    return config.model_copy(update={"data": data})
+
+
+def ensure_classes(folder: Path, classifier: Path) -> list[str]:
+    """The inbox's class names; on first use, classes.txt is written from the classifier's."""
+    path = folder / CLASSES_FILE
+    if path.is_file():
+        return read_classes(path)
+    from wsss.train.checkpoint import load_checkpoint
+
+    classes = list(load_checkpoint(classifier)["classes"])
+    folder.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(classes) + "\n", encoding="utf-8")
+    return classes
+
+
+@dataclass
+class InboxScan:
+    """What the inbox holds right now (ids in tags.csv order; untagged: file stems)."""
+
+    dataset: FolderDataset | None
+    ready: list[str] = field(default_factory=list)
+    arriving: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    untagged: list[str] = field(default_factory=list)
+
+
+def scan_inbox(folder: Path, settle_seconds: float, now: float | None = None) -> InboxScan:
+    """Sort the inbox's images into ready, arriving, missing and untagged (see the module
+    docstring). Raises DatasetError for a malformed tags.csv or classes.txt."""
+    now = time.time() if now is None else now
+    images = folder / "images"
+    files = sorted(p for p in images.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS) if images.is_dir() else []
+    if not (folder / TAGS_FILE).is_file():
+        return InboxScan(dataset=None, untagged=[p.stem for p in files])
+    dataset = FolderDataset(folder)
+    scan = InboxScan(dataset=dataset)
+    for image_id in dataset.ids:
+        path = Path(dataset.image_path(image_id))
+        try:
+            age = now - path.stat().st_mtime
+        except FileNotFoundError:
+            scan.missing.append(image_id)
+            continue
+        (scan.ready if age >= settle_seconds else scan.arriving).append(image_id)
+    listed = set(dataset.ids)
+    scan.untagged = [p.stem for p in files if p.stem not in listed]
+    return scan
+
+
+FAILURES = "failed_fingerprints.json"
+
+
+def unchanged_failures(dataset: FolderDataset, ids: list[str], labels_dir: Path) -> set[str]:
+    """The ids that failed in an earlier run and whose file and tags are unchanged since (they
+    would fail again; they are tried once they change)."""
+    path = labels_dir / FAILURES
+    if not path.is_file():
+        return set()
+    remembered = json.loads(path.read_text(encoding="utf-8"))
+    return {i for i in ids if i in remembered and remembered[i] == image_fingerprint(dataset, i)}
+
+
+def remember_failures(fingerprints: dict[str, dict], labels_dir: Path) -> None:
+    """After a run over the ids of ``fingerprints`` (taken before it): keep the fingerprints of
+    those whose latest manifest entry is "failed", forget those that are now labelled."""
+    path = labels_dir / FAILURES
+    remembered = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    entries = read_manifest(labels_dir / MANIFEST)
+    for image_id, fingerprint in fingerprints.items():
+        if entries.get(image_id, {}).get("status") == "failed":
+            remembered[image_id] = fingerprint
+        else:
+            remembered.pop(image_id, None)
+    write_json(path, remembered)

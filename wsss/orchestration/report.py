@@ -1,0 +1,119 @@
+"""The pipeline's report: RUN/report.json (machine-readable) and RUN/report.html.
+
+report.json:
+
+    stages          rows of the stage table (mIoU in percent): GETAM and every baseline at
+                    raw → +PAMR → +saliency, conflict → +CRF, and the trivial baseline
+    segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, ...)
+    pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s)
+    timings_s       seconds per pipeline step, and their sum ("total")
+    images_per_s    throughput of the pseudo-label flow and of the stage table
+    checks          whether GETAM's labels and the segmenter beat the baselines and the trivial one
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from wsss.data import open_dataset
+from wsss.eval.stages import STAGES, run_stages, stage_report
+from wsss.orchestration.shards import has_masks, write_json
+from wsss.report import Report, write_report
+from wsss.train.checkpoint import resolve_device
+from wsss.train.classifier import load_classifier
+
+TRIVIAL = "trivial baseline"
+
+
+def checks(stage_rows: list[dict], segmenter_miou: float | None, method: str = "getam") -> dict:
+    """Does ``method``'s final stage beat every baseline's and the trivial baseline, and does the
+    segmenter (mIoU in percent) beat them too? Missing rows give None."""
+    final = {row["method"]: row.get("+CRF") for row in stage_rows}
+    ours = final.get(method)
+    baselines = [v for name, v in final.items() if name not in (method, TRIVIAL) and v is not None]
+    trivial = final.get(TRIVIAL)
+    best_other = max(baselines + ([trivial] if trivial is not None else []), default=None)
+    return {
+        f"{method}_beats_baselines": None if ours is None or not baselines else bool(ours > max(baselines)),
+        f"{method}_beats_trivial": None if ours is None or trivial is None else bool(ours > trivial),
+        "segmenter_beats_baselines_and_trivial":
+            None if segmenter_miou is None or best_other is None else bool(segmenter_miou > best_other),
+    }
+
+
+def report_json(stage_rows: list[dict], segmenter_scores: dict | None, segmenter_mode: str, pseudo: dict,
+                timings: dict, stage_images: int, config_dump: dict) -> dict:
+    """The content of report.json (see the module docstring); scores in percent."""
+    segmenter = None
+    seg_miou = None
+    if segmenter_scores is not None:
+        seg_miou = 100.0 * segmenter_scores["mIoU"]
+        segmenter = {"mode": segmenter_mode, "mIoU": seg_miou,
+                     "IoU": {k: None if v is None else 100.0 * v for k, v in segmenter_scores["IoU"].items()},
+                     "pixel_accuracy": 100.0 * segmenter_scores["pixel_accuracy"],
+                     "images": segmenter_scores.get("images")}
+    pseudo = dict(pseudo)
+    if pseudo.get("mIoU") is not None:
+        pseudo["mIoU"] = 100.0 * pseudo["mIoU"]
+    methods = sum(1 for row in stage_rows if row["method"] != TRIVIAL)
+    stage_seconds = timings.get("stage_table")
+    return {
+        "stages": stage_rows,
+        "stage_columns": list(STAGES),
+        "segmenter": segmenter,
+        "pseudo_labels": pseudo,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "images_per_s": {
+            "pseudo_labels": pseudo.get("images_per_s"),
+            "stage_table": round(stage_images * methods / stage_seconds, 2) if stage_seconds else None,
+        },
+        "checks": checks(stage_rows, seg_miou),
+        "config": config_dump,
+    }
+
+
+def add_segmenter(report, segmenter_scores: dict | None, segmenter_mode: str) -> None:
+    """Append the segmenter's row to a ``wsss.report.Report``'s stage table and its per-class IoU."""
+    if segmenter_scores is None:
+        return
+    name = f"segmenter ({segmenter_mode})"
+    report.stages.append({"method": name, "segmenter": 100.0 * segmenter_scores["mIoU"]})
+    report.per_class_iou[name] = dict(segmenter_scores["IoU"])
+
+
+def write_pipeline_report(config, checkpoint: str | os.PathLike, methods: list[str], segmenter_scores: dict | None,
+                          pseudo: dict, timings: dict[str, float]) -> dict:
+    """Run the stage table of ``methods`` with the classifier at ``checkpoint`` on the
+    validation split (when it has masks), print it, and write RUN/report.html and
+    RUN/report.json; returns the JSON content."""
+    run_dir = Path(config.run_dir)
+    split = config.data.val_split
+    dataset = open_dataset(config.data, split)
+    mode = config.train.segmenter.mode
+    notes = [f"data set: {config.data.root} ({config.data.format}); stage table and segmenter on split {split}, "
+             f"pseudo-labels on split {config.data.train_split}",
+             f"classifier: {checkpoint}; saliency: {config.refine.saliency.source}; CRF in the pseudo-labels: "
+             f"{config.refine.crf.enabled}",
+             "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
+    if has_masks(dataset):
+        model, _, _ = load_classifier(checkpoint, resolve_device(config.train.device))
+        started = time.perf_counter()
+        results = run_stages(model, config, dataset, methods, batch_size=config.cam.batch_size, progress=False)
+        timings = {**timings, "stage_table": time.perf_counter() - started}
+        print(results.text_table())
+        report = stage_report(results, "wsss pipeline: pseudo-label stages and segmenter", notes)
+        rows, images = results.rows(), results.num_images
+    else:
+        notes.append(f"split {split} has no masks: no stage table, no segmenter score")
+        report, rows, images = Report(title="wsss pipeline", notes=notes), [], 0
+    timings = {**timings, "total": sum(timings.values())}
+    add_segmenter(report, segmenter_scores, mode)
+    if segmenter_scores is not None:
+        print(f"segmenter ({mode}) mIoU on {split}: {100 * segmenter_scores['mIoU']:.1f} %")
+    content = report_json(rows, segmenter_scores, mode, pseudo, timings, images, config.model_dump(mode="json"))
+    write_report(run_dir / "report.html", report)
+    write_json(run_dir / "report.json", content)
+    print(f"report: {run_dir / 'report.html'} and {run_dir / 'report.json'}")
+    return content

@@ -1,0 +1,59 @@
+"""How the flows' tasks run: the task runner chosen by ``config.flow.task_runner``, which
+failures are retried, and when a shard's result may come from the cache.
+
+    threads     ThreadPoolTaskRunner(max_workers): one process; each thread loads its own model
+    processes   ProcessPoolTaskRunner(max_workers): worker processes on this machine
+    dask        prefect-dask's DaskTaskRunner: the scheduler at ``dask_address``, or a local
+                cluster of ``max_workers`` single-threaded worker processes
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
+
+from wsss.config import FlowConfig
+from wsss.orchestration.shards import unlabelled
+
+RUNNERS = ("threads", "processes", "dask")
+
+
+def make_task_runner(flow: FlowConfig) -> TaskRunner:
+    """A new, not yet started task runner for ``flow`` (use it as a context manager)."""
+    if flow.task_runner == "threads":
+        return ThreadPoolTaskRunner(max_workers=flow.max_workers)
+    if flow.task_runner == "processes":
+        return ProcessPoolTaskRunner(max_workers=flow.max_workers)
+    if flow.task_runner == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if flow.dask_address:
+            return DaskTaskRunner(address=flow.dask_address)
+        return DaskTaskRunner(cluster_kwargs={
+            "n_workers": flow.max_workers, "threads_per_worker": 1, "processes": True, "dashboard_address": None,
+        })
+    raise ValueError(f"flow.task_runner={flow.task_runner!r}: expected one of {', '.join(RUNNERS)}")
+
+
+def retry_on_io_error(task, task_run, state) -> bool:
+    """Prefect ``retry_condition_fn``: retry a task only when it failed with an ``OSError``
+    (disk, network file system, connection); a ValueError or any other error is final."""
+    return isinstance(state.data, OSError)
+
+
+@dataclass
+class WhenShardLabelled(CachePolicy):
+    """Cache policy of a shard task (inputs ``shard`` and ``out_dir``): the key of ``policy``
+    (inputs, which hold the checkpoint digest and the images' fingerprints, + the task's
+    source) once every image of the shard has its label on disk; no key while one is missing,
+    so a cached result never stands in for labels that are not there (deleted, or failed)."""
+
+    policy: CachePolicy = field(default_factory=lambda: INPUTS + TASK_SOURCE)
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
+        if unlabelled(inputs["shard"], Path(inputs["out_dir"])):
+            return None
+        return self.policy.compute_key(task_ctx, inputs, flow_parameters, **kwargs)

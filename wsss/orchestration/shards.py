@@ -1,0 +1,189 @@
+"""Planning pseudo-label work from what is on disk.
+
+A label folder (as ``wsss pseudo-label`` writes it) holds ``<id>.png`` per finished image and
+``manifest.jsonl`` with every image's outcome. What counts as finished is decided on disk,
+never from Prefect's database: an image is done when its PNG exists (PNGs are written
+atomically, so an existing one is complete).
+
+Shards are cut from the full id list, so a shard's inputs are the same from run to run; each
+image travels with a fingerprint (size and mtime of its file, and its tags), so a shard's
+cache key changes when one of its images is replaced or re-tagged.
+
+``source.json`` records what made the labels (checkpoint digest, map method, refinement
+settings): finishing a folder with other settings would mix two kinds of labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from wsss.data.base import Dataset, DatasetError
+from wsss.data.batching import Manifest
+
+MANIFEST = "manifest.jsonl"
+SOURCE = "source.json"
+
+
+def has_masks(dataset: Dataset) -> bool:
+    """True when the data set's first image has a mask file (masks come for all or none)."""
+    if not dataset.ids:
+        return False
+    path = dataset.mask_path(dataset.ids[0])
+    return path is not None and Path(path).is_file()
+
+
+def image_fingerprint(dataset: Dataset, image_id: str) -> dict:
+    """{"size", "mtime_ns", "tags"} of one image; size/mtime None for a missing file, tags the
+    names as written (or the error that reading them raised)."""
+    path = Path(dataset.image_path(image_id))
+    try:
+        stat = path.stat()
+        size, mtime = stat.st_size, stat.st_mtime_ns
+    except FileNotFoundError:
+        size = mtime = None
+    try:
+        tags: list[str] | str = dataset.tag_names(image_id)
+    except (DatasetError, OSError) as error:
+        tags = f"error: {error}"
+    return {"size": size, "mtime_ns": mtime, "tags": tags}
+
+
+@dataclass
+class Plan:
+    """The work of one pseudo-label run: ``shards`` cut from all ids in the order given (each a
+    list of [id, fingerprint] pairs, so a shard's inputs stay the same from run to run), and
+    the ids already labelled on disk."""
+
+    total: int
+    done: set[str] = field(default_factory=set)
+    shards: list[list[list]] = field(default_factory=list)
+
+    def pending(self, shard: list[list]) -> int:
+        """How many images of ``shard`` have no label yet."""
+        return sum(1 for image_id, _ in shard if image_id not in self.done)
+
+
+def plan_shards(dataset: Dataset, ids: list[str], out_dir: str | os.PathLike, shard_size: int) -> Plan:
+    """Cut ``ids`` into shards of at most ``shard_size`` and note which are finished
+    (``out_dir/<id>.png`` exists)."""
+    if shard_size < 1:
+        raise ValueError(f"shard_size={shard_size}: expected at least 1")
+    out = Path(out_dir)
+    items = [[image_id, image_fingerprint(dataset, image_id)] for image_id in ids]
+    return Plan(total=len(ids), done={i for i in ids if (out / f"{i}.png").is_file()},
+                shards=[items[i:i + shard_size] for i in range(0, len(items), shard_size)])
+
+
+def unlabelled(shard: list[list], out_dir: str | os.PathLike) -> list[str]:
+    """The ids of ``shard`` whose label is not on disk."""
+    out = Path(out_dir)
+    return [image_id for image_id, _ in shard if not (out / f"{image_id}.png").is_file()]
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
+    """The latest entry of every id in a manifest (lines that are not JSON objects are skipped)."""
+    path = Path(path)
+    entries: dict[str, dict] = {}
+    if not path.is_file():
+        return entries
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(entry, dict) and "id" in entry:
+                entries[entry["id"]] = entry
+    return entries
+
+
+def failure_reasons(out_dir: str | os.PathLike, ids: list[str]) -> list[str]:
+    """"id: reason" for each of ``ids`` whose latest manifest entry is "failed", in the order of ``ids``."""
+    entries = read_manifest(Path(out_dir) / MANIFEST)
+    return [f"{i}: {entries[i]['reason']}" for i in ids if entries.get(i, {}).get("status") == "failed"]
+
+
+def reconcile_manifest(out_dir: str | os.PathLike, done: set[str]) -> int:
+    """Before a run appends to the manifest: end a cut-off last line (so the next record starts
+    on a line of its own), and record as ok the finished ids whose latest entry is not "ok" (a
+    run stopped between writing a label and recording it); returns how many were recorded."""
+    out = Path(out_dir)
+    path = out / MANIFEST
+    if path.is_file() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+    entries = read_manifest(path)
+    missing = sorted(i for i in done if entries.get(i, {}).get("status") != "ok")
+    if missing:
+        with Manifest(path) as manifest:
+            for image_id in missing:
+                manifest.record(image_id, "ok", "label found on disk; its run stopped before recording it")
+    return len(missing)
+
+
+def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
+    """Delete half-written label files (``.<id>.*.png``, left by a killed run); returns the count.
+
+    Only safe while no other run writes into ``out_dir`` (the flows label a folder from one
+    run at a time)."""
+    removed = 0
+    for path in Path(out_dir).glob(".*.png"):
+        path.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def label_source(config, digest: str) -> dict:
+    """What determines the labels: the checkpoint's digest, the map method, the refinement
+    settings (without the CRF's worker count, which does not change results)."""
+    return {
+        "checkpoint_sha256": digest,
+        "cam": config.cam.model_dump(mode="json", exclude={"batch_size"}),
+        "refine": config.refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
+    }
+
+
+def claim_label_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:
+    """Make ``out_dir`` a label folder of ``source``.
+
+    A new folder gets ``source.json``. A folder made with another source raises ValueError
+    when ``strict`` (naming what differs); otherwise the marker is updated and a note saying
+    what changed is returned (earlier labels stay as they are).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / SOURCE
+    note = None
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{marker}: not valid JSON ({error}); delete it to relabel this folder") from error
+        changed = sorted(key for key in set(previous) | set(source) if previous.get(key) != source.get(key))
+        if not changed:
+            return None
+        note = f"{out}: labels so far were made with another {', '.join(changed)}"
+        if strict:
+            raise ValueError(
+                f"{note}; finishing the folder would mix two kinds of labels. Use another output folder, "
+                f"or delete {out} to relabel everything"
+            )
+    write_json(marker, source)
+    return note
+
+
+def write_json(path: str | os.PathLike, content: dict) -> Path:
+    """Write JSON atomically (temporary file + rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        json.dump(content, handle, indent=1)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,84 @@
+"""Models loaded once per worker, never passed as task arguments.
+
+A task receives the checkpoint's path and digest (a few bytes to hash and to send to a Dask
+worker); ``worker_labeler`` loads the classifier on the first call in a worker and keeps it
+for every later shard of the same checkpoint and settings. The cache is per thread: a
+classifier captures attention through hooks on its own modules, so two threads must not share
+one instance (a process-pool or Dask worker runs one task at a time and loads it once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from wsss.data.base import Dataset
+
+if TYPE_CHECKING:
+    from wsss.refine.chain import PseudoLabeler
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+_DIGEST_LOCK = threading.Lock()
+_local = threading.local()
+
+
+def checkpoint_digest(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes (hex), remembered per (path, size, mtime) in this process."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _DIGEST_LOCK:
+        if key not in _DIGESTS:
+            digest = hashlib.sha256()
+            with path.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            _DIGESTS[key] = digest.hexdigest()
+        return _DIGESTS[key]
+
+
+@dataclass
+class WorkerLabeler:
+    """What a shard task needs: the chain with its classifier, and the data set it labels."""
+
+    labeler: PseudoLabeler
+    dataset: Dataset
+    loaded: bool  # True when this call loaded the model (False: it came from the cache)
+
+
+def worker_labeler(config, split: str | None, checkpoint: str | os.PathLike, digest: str) -> WorkerLabeler:
+    """The PseudoLabeler of ``config`` with the classifier at ``checkpoint`` (whose SHA-256 is
+    ``digest``) and the data set ``config.data`` / ``split``, cached in this thread.
+
+    A call with another checkpoint, digest, split or other settings replaces the cached one.
+    Raises ValueError when the checkpoint's classes differ from the data set's.
+    """
+    import torch
+
+    from wsss.data import open_dataset
+    from wsss.refine.chain import PseudoLabeler
+    from wsss.train.checkpoint import resolve_device
+    from wsss.train.classifier import load_classifier
+
+    settings = config.model_dump_json(include={"data", "cam", "refine", "train"})
+    key = (str(checkpoint), digest, split, settings)
+    cached = getattr(_local, "entry", None)
+    if cached is not None and cached[0] == key:
+        return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)
+    if config.flow.torch_threads:
+        torch.set_num_threads(config.flow.torch_threads)
+    if checkpoint_digest(checkpoint) != digest:
+        raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {digest[:12]} expected)")
+    dataset = open_dataset(config.data, split)
+    model, classes, _ = load_classifier(checkpoint, resolve_device(config.train.device))
+    if classes != dataset.classes:
+        raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({config.data.root})")
+    entry = WorkerLabeler(PseudoLabeler(model, config, dataset), dataset, loaded=True)
+    _local.entry = (key, entry)
+    return entry
