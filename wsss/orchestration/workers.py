@@ -79,6 +79,10 @@ def worker_labeler(config, split: str | None, checkpoint: str | os.PathLike, dig
     model, classes, _ = load_classifier(checkpoint, resolve_device(config.train.device))
     if classes != dataset.classes:
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({config.data.root})")
-    entry = WorkerLabeler(PseudoLabeler(model, config, dataset), dataset, loaded=True)
+    # The task runner's workers are the parallelism: each runs its CRF in its own process
+    # (a CRF pool per batch would cost more to start than the CRF itself).
+    worker_config = config.model_copy(deep=True)
+    worker_config.refine.crf.workers = 1
+    entry = WorkerLabeler(PseudoLabeler(model, worker_config, dataset), dataset, loaded=True)
     _local.entry = (key, entry)
     return entry

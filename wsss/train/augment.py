@@ -9,7 +9,7 @@ import numpy as np
 
 
 def random_resized_crop(
-    image: np.ndarray, size: int, rng: np.random.Generator, scale=(0.5, 1.0), ratio=(3 / 4, 4 / 3)
+    image: np.ndarray, size: int, rng: np.random.Generator, scale=(0.7, 1.0), ratio=(3 / 4, 4 / 3)
 ) -> np.ndarray:
     """Crop a random area share in ``scale`` and aspect ratio in ``ratio``, resize to size×size.
 
