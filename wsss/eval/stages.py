@@ -8,7 +8,9 @@ shared by all methods.
 
 from __future__ import annotations
 
+import multiprocessing
 from concurrent.futures import Executor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +25,7 @@ from wsss.data.trivial_baseline import trivial_baseline_label
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
 from wsss.refine.chain import ChainResult, PseudoLabeler
+from wsss.refine.crf import crf_pool
 from wsss.refine.saliency import SaliencySource, saliency_source
 
 STAGES = ("raw", "+PAMR", "+saliency, conflict", "+CRF")
@@ -125,32 +128,35 @@ def run_stages(
     num = dataset.num_classes + 1
     results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num))
     failures: dict[str, str] = {}
-    for name in methods:
-        kwargs = {"start_block": config.cam.start_block} if name == "getam" else {}
-        labeler = PseudoLabeler(model, config, dataset, method=make_map_method(name, **kwargs), saliency=shared,
-                                executor=executor)
-        stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
-                              {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
-        kept: list = []
-        batches = same_size_batches(dataset, dataset.ids, batch_size, lambda i, r: failures.setdefault(i, r))
-        bar = tqdm(total=len(dataset.ids), desc=f"stages: {name}", unit="img", disable=not progress)
-        for batch in batches:
-            result = labeler(batch)
-            for i, sample in enumerate(batch):
-                gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
-                _sweep_update(stages.raw, result.raw[i], gt)
-                _sweep_update(stages.pamr, result.refined[i], gt)
-                stages.rule.update(result.rule[i], gt)
-                stages.crf.update(result.labels[i], gt)
-                if name == methods[0]:
-                    results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
-                    results.num_images += 1
-                if len(kept) < examples:
-                    kept.append((sample, result, i))
-            bar.update(len(batch))
-        bar.close()
-        results.methods[name] = stages
-        results.examples[name] = kept
+    with ExitStack() as stack:
+        if executor is None and config.refine.crf.workers > 1 and not multiprocessing.current_process().daemon:
+            executor = stack.enter_context(crf_pool(config.refine.crf.workers))  # one pool for every batch
+        for name in methods:
+            kwargs = {"start_block": config.cam.start_block} if name == "getam" else {}
+            labeler = PseudoLabeler(model, config, dataset, method=make_map_method(name, **kwargs), saliency=shared,
+                                    executor=executor)
+            stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
+                                  {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
+            kept: list = []
+            batches = same_size_batches(dataset, dataset.ids, batch_size, lambda i, r: failures.setdefault(i, r))
+            bar = tqdm(total=len(dataset.ids), desc=f"stages: {name}", unit="img", disable=not progress)
+            for batch in batches:
+                result = labeler(batch)
+                for i, sample in enumerate(batch):
+                    gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
+                    _sweep_update(stages.raw, result.raw[i], gt)
+                    _sweep_update(stages.pamr, result.refined[i], gt)
+                    stages.rule.update(result.rule[i], gt)
+                    stages.crf.update(result.labels[i], gt)
+                    if name == methods[0]:
+                        results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
+                        results.num_images += 1
+                    if len(kept) < examples:
+                        kept.append((sample, result, i))
+                bar.update(len(batch))
+            bar.close()
+            results.methods[name] = stages
+            results.examples[name] = kept
     return results
 
 

@@ -91,7 +91,12 @@ def _job(args: tuple[np.ndarray, np.ndarray, _Params, float]) -> np.ndarray:
     return _inference(image, probs, params, min_prob)
 
 
-def _pool(workers: int) -> ProcessPoolExecutor:
+def crf_pool(workers: int) -> ProcessPoolExecutor:
+    """A process pool for the CRF (forkserver with numpy and pydensecrf preloaded, else spawn).
+
+    Pass it as ``executor`` to the CRF functions (or to PseudoLabeler) when calling them batch
+    after batch: starting a pool costs more than the CRF of a small batch.
+    """
     if "forkserver" in multiprocessing.get_all_start_methods():
         context = multiprocessing.get_context("forkserver")
         # Forked workers then start with these imported (takes effect if the server is not up yet).
@@ -133,7 +138,7 @@ def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], co
     if executor is not None:
         return list(executor.map(_job, jobs))
     workers = min(workers, len(jobs))
-    with _pool(workers) as pool:
+    with crf_pool(workers) as pool:
         return list(pool.map(_job, jobs, chunksize=max(1, math.ceil(len(jobs) / (4 * workers)))))
 
 
