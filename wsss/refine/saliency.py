@@ -33,7 +33,6 @@ raises ImageReadError naming it. Note: training crops/flips must be applied to
 from __future__ import annotations
 
 import abc
-import json
 import os
 import tempfile
 from collections.abc import Sequence
@@ -47,7 +46,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from wsss.data.base import Dataset, DatasetError, Sample
-from wsss.data.images import ImageReadError, read_gray01
+from wsss.data.images import read_gray01
 from wsss.models.attention_capture import TokenLayout
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
@@ -250,26 +249,26 @@ def write_saliency_maps(
     Returns counts {ok, skipped, failed}.
     """
     from wsss.attention.dataset_maps import model_input_size, model_stride
+    from wsss.data.batching import Manifest, same_size_batches
     from wsss.data.tensors import image_to_tensor, resize_image
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stride = model_stride(source.model) if isinstance(source, TokenCutSaliency) else 1
-    counts = {"ok": 0, "skipped": 0, "failed": 0}
-    pending: list[Sample] = []
+    with Manifest(out / "manifest.jsonl") as manifest:
+        todo = []
+        for image_id in dataset.ids:
+            if (out / f"{image_id}.png").is_file():
+                manifest.skip()
+            else:
+                todo.append(image_id)
+        bar = tqdm(total=len(todo), desc=f"{source.name} saliency", unit="img", disable=not progress)
 
-    with (out / "manifest.jsonl").open("a", encoding="utf-8") as manifest:
+        def failed(image_id: str, reason: str) -> None:
+            manifest.record(image_id, "failed", reason)
+            bar.update(1)
 
-        def record(image_id: str, status: str, reason: str = "") -> None:
-            counts[status] += 1
-            manifest.write(json.dumps({"id": image_id, "status": status, "reason": reason}) + "\n")
-            manifest.flush()
-
-        def flush() -> None:
-            if not pending:
-                return
-            batch = list(pending)
-            pending.clear()
+        def write(batch: list[Sample]) -> None:
             size = model_input_size(batch[0].image.shape[:2], stride)
             try:
                 images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
@@ -277,31 +276,19 @@ def write_saliency_maps(
             except (ValueError, RuntimeError) as error:  # RuntimeError: e.g. eigh not converging
                 if len(batch) > 1:  # find the image that fails: retry one at a time
                     for sample in batch:
-                        pending.append(sample)
-                        flush()
+                        write([sample])
                     return
-                record(batch[0].id, "failed", f"{type(error).__name__}: {error}")
+                failed(batch[0].id, f"{type(error).__name__}: {error}")
                 return
             for sample, mask in zip(batch, masks):
                 if mask is None:
-                    record(sample.id, "failed", "no saliency for this image")
+                    failed(sample.id, "no saliency for this image")
                     continue
                 _write_png_atomic(out / f"{sample.id}.png", mask.cpu().numpy())
-                record(sample.id, "ok")
+                manifest.record(sample.id, "ok")
+                bar.update(1)
 
-        for image_id in tqdm(dataset.ids, desc=f"{source.name} saliency", unit="img", disable=not progress):
-            if (out / f"{image_id}.png").is_file():
-                counts["skipped"] += 1
-                continue
-            try:
-                sample = dataset.load(image_id)
-            except (ImageReadError, DatasetError, FileNotFoundError) as error:
-                record(image_id, "failed", str(error))
-                continue
-            if pending and pending[0].image.shape[:2] != sample.image.shape[:2]:
-                flush()
-            pending.append(sample)
-            if len(pending) == batch_size:
-                flush()
-        flush()
-    return counts
+        for batch in same_size_batches(dataset, todo, batch_size, failed, needs_tags=False):
+            write(batch)
+        bar.close()
+        return dict(manifest.counts)
