@@ -19,12 +19,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
+from typing import get_args
 
-from wsss.config import ConfigError, config_to_yaml, load_config
+from wsss.config import CamConfig, ConfigError, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
 from wsss.models.classifier import PretrainedWeightsError
+
+MAP_METHOD_NAMES = get_args(CamConfig.model_fields["method"].annotation)  # getam and the baselines
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -33,6 +36,16 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
         help="override one setting, e.g. --set refine.pamr.iterations=5 (repeatable)",
     )
+
+
+def _add_classifier_run_args(parser: argparse.ArgumentParser, out_help: str,
+                             dataset_help: str = "a VOC2012 folder or a plain folder data set") -> None:
+    """--checkpoint, --dataset, --split and --out: the arguments of every command that runs a
+    trained classifier over a data set."""
+    parser.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
+    parser.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    parser.add_argument("--split", default=None, help="only this split (default: every image)")
+    parser.add_argument("--out", type=Path, required=True, help=out_help)
 
 
 def _config(args):
@@ -332,11 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.set_defaults(func=cmd_predict)
 
     cam = commands.add_parser("cam", help="attention maps (GETAM or a baseline) for every image of a data set")
-    cam.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
-    cam.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
-    cam.add_argument("--split", default=None, help="only this split (default: every image)")
-    cam.add_argument("--out", type=Path, required=True, help="output folder (maps/, overlays/, manifest.jsonl)")
-    cam.add_argument("--method", choices=["getam", "attention", "rollout", "relevance", "gradcam"], default=None,
+    _add_classifier_run_args(cam, "output folder (maps/, overlays/, manifest.jsonl)")
+    cam.add_argument("--method", choices=MAP_METHOD_NAMES, default=None,
                      help="map method (default: cam.method of the config)")
     cam.add_argument("--no-overlays", action="store_true", help="write the .npz maps only")
     _add_config_args(cam)
@@ -351,30 +361,21 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_evaluate)
 
     saliency = commands.add_parser("saliency", help="built-in TokenCut saliency maps (0/255 PNGs) for a data set")
-    saliency.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
-    saliency.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
-    saliency.add_argument("--split", default=None, help="only this split (default: every image)")
-    saliency.add_argument("--out", type=Path, required=True, help="output folder (<id>.png, manifest.jsonl)")
+    _add_classifier_run_args(saliency, "output folder (<id>.png, manifest.jsonl)")
     saliency.add_argument("--objects", type=int, default=None,
                           help="objects per image, MaskCut-style (default: refine.saliency.tokencut_objects)")
     _add_config_args(saliency)
     saliency.set_defaults(func=cmd_saliency)
 
     pseudo = commands.add_parser("pseudo-label", help="maps → PAMR → saliency/label rule → CRF → label PNGs")
-    pseudo.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
-    pseudo.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
-    pseudo.add_argument("--split", default=None, help="only this split (default: every image)")
-    pseudo.add_argument("--out", type=Path, required=True, help="output folder (<id>.png, manifest.jsonl)")
-    pseudo.add_argument("--method", choices=["getam", "attention", "rollout", "relevance", "gradcam"], default=None)
+    _add_classifier_run_args(pseudo, "output folder (<id>.png, manifest.jsonl)")
+    pseudo.add_argument("--method", choices=MAP_METHOD_NAMES, default=None)
     pseudo.add_argument("--save-maps", action="store_true", help="also write the refined maps as maps/<id>.npz")
     _add_config_args(pseudo)
     pseudo.set_defaults(func=cmd_pseudo_label)
 
     report = commands.add_parser("report", help="stage table of GETAM and the baselines, and the HTML report")
-    report.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
-    report.add_argument("--dataset", type=Path, required=True, help="a data set with masks")
-    report.add_argument("--split", default=None, help="only this split (default: every image)")
-    report.add_argument("--out", type=Path, required=True, help="output folder (report.html, stages.json)")
+    _add_classifier_run_args(report, "output folder (report.html, stages.json)", dataset_help="a data set with masks")
     report.add_argument("--methods", default="getam,attention,rollout,relevance,gradcam",
                         help="comma-separated map methods (default: GETAM and all baselines)")
     _add_config_args(report)
