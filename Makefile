@@ -1,12 +1,13 @@
 # Two set-up commands (README quick start): `make demo` and `make test`.
 # Each creates .venv and installs the project on first use; later runs skip the install
-# unless pyproject.toml changed.
+# unless pyproject.toml changed. --no-compile: pip skips byte-compiling the ~6 GB it installs
+# (torch's CUDA build); Python compiles only the modules it imports, on first import.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RUN_DIR ?= runs/demo
-PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off
+PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off --no-compile
 
 export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false

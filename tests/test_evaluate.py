@@ -8,6 +8,7 @@ from wsss.cli import main
 from wsss.data import FolderDataset
 from wsss.data.label_png import read_label_png, write_label_png
 from wsss.eval.evaluate import evaluate_label_dir, labels_from_maps, sweep_map_thresholds
+from wsss.eval.stages import evenly_spaced
 
 
 def test_perfect_and_broken_predictions(folder_dataset, tmp_path, capsys):
@@ -42,3 +43,9 @@ def test_threshold_sweep_finds_the_separating_threshold(folder_dataset, tmp_path
     best, curve = sweep_map_thresholds(tmp_path / "maps", dataset, thresholds=(0.2, 0.5, 0.9), progress=False)
     assert best.threshold == 0.5 and best.confusion.miou == pytest.approx(1.0)
     assert curve[0.2] < 1.0 and curve[0.9] < 1.0
+
+
+def test_evenly_spaced_picks_the_stage_table_images():
+    ids = [f"img{i}" for i in range(10)]
+    assert evenly_spaced(ids, 3) == ["img0", "img3", "img6"]
+    assert evenly_spaced(ids, None) == ids and evenly_spaced(ids, 20) == ids

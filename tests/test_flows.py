@@ -261,14 +261,21 @@ def test_label_inbox_labels_only_what_is_new(trained, tmp_path):
 
 
 def test_pipeline_end_to_end(tmp_path, prefect_api):
-    config = flow_config(tmp_path, "flow.examples=1")
+    config = flow_config(tmp_path, "flow.examples=1", "predict.crf=true", "report.stage_images=3")
     summary = pipeline(config, methods=["getam", "rollout"])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     assert [row["method"] for row in report["stages"]] == ["getam", "rollout", "trivial baseline"]
-    assert 0.0 <= report["segmenter"]["mIoU"] <= 100.0 and report["segmenter"]["mIoU"] == summary["segmenter_mIoU"]
+    assert report["stage_images"] == 3
+    segmenter = report["segmenter"]
+    assert 0.0 <= segmenter["mIoU"] <= 100.0 and segmenter["mIoU"] == summary["segmenter_mIoU"]
+    metrics = json.loads((tmp_path / "run" / "segmenter" / "metrics.json").read_text())  # from training
+    assert segmenter["predict"]["crf"] is True
+    assert segmenter["mIoU_without_crf"] == 100.0 * metrics["segmenter_without_crf"]["mIoU"]
+    assert segmenter["inloop_labels_mIoU"] == 100.0 * metrics["pseudo_labels"]["mIoU"]
     assert report["pseudo_labels"]["ok"] == TRAIN_IDS and report["images_per_s"]["pseudo_labels"] > 0
     assert set(report["timings_s"]) >= {"train_classifier", "pseudo_labels", "train_segmenter", "stage_table", "total"}
     assert set(report["checks"]) == {"getam_beats_baselines", "getam_beats_trivial",
                                      "segmenter_beats_baselines_and_trivial"}
     page = (tmp_path / "run" / "report.html").read_text()
-    assert "segmenter (single_stage)" in page and "trivial baseline" in page
+    assert "segmenter (single_stage, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
+    assert "trivial baseline" in page

@@ -38,10 +38,12 @@ def test_report_writes_stage_table_and_page(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"), "--split", "val",
                  "--out", str(out), "--methods", "getam,rollout", "--set", "refine.crf.workers=1",
-                 "--set", "refine.label.opening=3"]) == 0
+                 "--set", "refine.label.opening=3", "--set", "report.stage_images=3"]) == 0
     text = capsys.readouterr().out
     assert "getam" in text and "rollout" in text and "trivial baseline" in text
-    rows = json.loads((out / "stages.json").read_text())["rows"]
+    stages = json.loads((out / "stages.json").read_text())
+    assert stages["images"] == 3  # report.stage_images of the split's 5
+    rows = stages["rows"]
     assert [r["method"] for r in rows] == ["getam", "rollout", "trivial baseline"]
     for row in rows[:2]:
         assert all(0.0 <= row[k] <= 100.0 for k in ("raw", "+PAMR", "+saliency, conflict", "+CRF"))

@@ -84,10 +84,16 @@ def test_evaluate_segmenter_equals_scoring_its_pngs(segmenter, tmp_path):
     config = segmenter_config(tmp_path)
     dataset = open_dataset(config.data, "val")
     out = tmp_path / "pred"
-    result = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, out_dir=out, progress=False)
+    scores = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, out_dir=out, progress=False)
     again = evaluate_label_dir(out, dataset, progress=False)
-    assert np.array_equal(result.confusion.matrix, again.confusion.matrix) and not again.missing
-    assert result.confusion.matrix.sum() == sum(dataset[i].mask.size for i in range(len(dataset)))
+    assert scores.final is scores.argmax  # no CRF: one score
+    assert np.array_equal(scores.final.confusion.matrix, again.confusion.matrix) and not again.missing
+    assert scores.final.confusion.matrix.sum() == sum(dataset[i].mask.size for i in range(len(dataset)))
+    with_crf = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, crf=config.refine.crf,
+                                  out_dir=tmp_path / "crf", progress=False)
+    assert np.array_equal(with_crf.argmax.confusion.matrix, scores.final.confusion.matrix)  # the argmax is kept
+    again = evaluate_label_dir(tmp_path / "crf", dataset, progress=False)
+    assert np.array_equal(with_crf.final.confusion.matrix, again.confusion.matrix)  # the PNGs are the CRF's
 
 
 def test_cli_train_then_predict_with_crf(tmp_path, capsys):

@@ -256,7 +256,8 @@ def cmd_report(args) -> int:
              f"conflict {config.refine.label.conflict}, opening {config.refine.label.opening}; "
              f"PAMR {config.refine.pamr.iterations} iterations, dilations {config.refine.pamr.dilations}"]
     path = write_report(args.out / "report.html", stage_report(results, "wsss: pseudo-label stages", notes))
-    (args.out / "stages.json").write_text(json.dumps({"rows": results.rows(), "notes": notes}, indent=1))
+    (args.out / "stages.json").write_text(json.dumps({"rows": results.rows(), "images": results.num_images,
+                                                      "notes": notes}, indent=1))
     print(f"report: {path}")
     return 0
 

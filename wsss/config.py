@@ -224,6 +224,14 @@ class PredictConfig(_Section):
         return value
 
 
+class ReportConfig(_Section):
+    """The stage table (wsss report, and the pipeline's last step)."""
+
+    stage_images: int | None = Field(
+        None, ge=1, description="score the stage table on this many images of the split, evenly spaced (None: all)"
+    )
+
+
 class TrainConfig(_Section):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, ...")
     classifier: ClassifierTrainConfig = ClassifierTrainConfig()
@@ -270,6 +278,7 @@ class Config(_Section):
     refine: RefineConfig = RefineConfig()
     train: TrainConfig = TrainConfig()
     predict: PredictConfig = PredictConfig()
+    report: ReportConfig = ReportConfig()
     flow: FlowConfig = FlowConfig()
 
 

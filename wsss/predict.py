@@ -5,7 +5,7 @@
     labels = probs_to_labels(images, probs, crf_config)   # H×W uint8 each: 0, 1..C
 
     predict_folder(predictor, "photos/", "out/")          # wsss predict: out/<stem>.png
-    evaluate_segmenter(predictor, dataset)                # confusion matrix against the masks
+    evaluate_segmenter(predictor, dataset)                # scores against the masks (with/without CRF)
 
 Any image size: at each scale the image is resized to the nearest multiple of the model's
 stride, and the softmax is resized back to the image (bilinear) before averaging.
@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -34,7 +35,7 @@ from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import Evaluation
 from wsss.models.dpt import Segmenter
 
-__all__ = ["Predictor", "probs_to_labels", "predict_folder", "evaluate_segmenter"]
+__all__ = ["Predictor", "probs_to_labels", "predict_folder", "evaluate_segmenter", "SegmenterScores"]
 
 
 class Predictor:
@@ -139,6 +140,14 @@ def predict_folder(
         return dict(manifest.counts)
 
 
+class SegmenterScores(NamedTuple):
+    """final: the labels ``evaluate_segmenter`` writes (the CRF's when one was given, else the
+    argmax); argmax: the argmax of the averaged probabilities (the same object without CRF)."""
+
+    final: Evaluation
+    argmax: Evaluation
+
+
 def evaluate_segmenter(
     predictor: Predictor,
     dataset: Dataset,
@@ -146,29 +155,36 @@ def evaluate_segmenter(
     batch_size: int = 8,
     out_dir: str | os.PathLike | None = None,
     progress: bool = True,
-) -> Evaluation:
-    """Score the predictions on every image of ``dataset`` against its masks.
+) -> SegmenterScores:
+    """Score the predictions on every image of ``dataset`` against its masks, with and (when
+    ``crf`` is given) without the CRF.
 
-    out_dir: also write the predictions there as <id>.png (for ``wsss evaluate`` or viewing).
-    Images that cannot be read are listed in ``missing``; a data set without masks raises
-    DatasetError.
+    out_dir: also write the final predictions there as <id>.png (for ``wsss evaluate`` or
+    viewing). Images that cannot be read are listed in ``missing``; a data set without masks
+    raises DatasetError.
     """
-    result = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
+    argmax = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
+    final = argmax if crf is None else Evaluation(ConfusionMatrix(dataset.num_classes + 1))
     out = None if out_dir is None else Path(out_dir)
     bar = tqdm(total=len(dataset.ids), desc="evaluating segmenter", unit="img", disable=not progress)
 
     def failed(image_id: str, reason: str) -> None:
-        result.missing[image_id] = reason
+        argmax.missing[image_id] = final.missing[image_id] = reason
         bar.update(1)
 
     for batch in same_size_batches(dataset, dataset.ids, batch_size, failed, needs_tags=False):
         images = [sample.image for sample in batch]
-        for sample, label in zip(batch, probs_to_labels(images, predictor(images), crf)):
+        probs = predictor(images)
+        plain = probs_to_labels(images, probs)
+        labels = plain if crf is None else probs_to_labels(images, probs, crf)
+        for sample, label, plain_label in zip(batch, labels, plain):
             if sample.mask is None:
                 raise DatasetError(f"image {sample.id}: no mask to evaluate against")
-            result.confusion.update(label, sample.mask)
+            final.confusion.update(label, sample.mask)
+            if crf is not None:
+                argmax.confusion.update(plain_label, sample.mask)
             if out is not None:
                 write_label_png(out / f"{sample.id}.png", label)
         bar.update(len(batch))
     bar.close()
-    return result
+    return SegmenterScores(final, argmax)

@@ -19,7 +19,7 @@ from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import read_label_png
 from wsss.eval.confusion import ConfusionMatrix
 
-DEFAULT_THRESHOLDS = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
+DEFAULT_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, *np.round(np.arange(0.05, 0.96, 0.05), 2))
 
 
 @dataclass

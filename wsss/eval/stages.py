@@ -107,6 +107,14 @@ def _sweep_update(sweep: dict[float, ConfusionMatrix], maps: torch.Tensor, gt: n
         matrix.update(np.where(peak > t, label, 0).astype(np.uint8), gt)
 
 
+def evenly_spaced(ids: list[str], count: int | None) -> list[str]:
+    """``count`` of ``ids`` spread evenly over the list (all of them when count is None or
+    not smaller than the list)."""
+    if count is None or count >= len(ids):
+        return list(ids)
+    return [ids[i * len(ids) // count] for i in range(count)]
+
+
 def run_stages(
     model: torch.nn.Module,
     config,
@@ -117,7 +125,8 @@ def run_stages(
     examples: int = 6,
     progress: bool = True,
 ) -> StageResults:
-    """Score every method of ``methods`` at every stage on ``dataset`` (which needs masks).
+    """Score every method of ``methods`` at every stage on ``dataset`` (which needs masks), or
+    on ``config.report.stage_images`` of its images, evenly spaced.
 
     ``config.refine.crf`` parameters are used for the +CRF stage whether or not the CRF is
     enabled in the config (the stage table always shows it).
@@ -128,6 +137,7 @@ def run_stages(
     num = dataset.num_classes + 1
     results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num))
     failures: dict[str, str] = {}
+    ids = evenly_spaced(dataset.ids, config.report.stage_images)
     with ExitStack() as stack:
         if executor is None and config.refine.crf.workers > 1 and not multiprocessing.current_process().daemon:
             executor = stack.enter_context(crf_pool(config.refine.crf.workers))  # one pool for every batch
@@ -138,8 +148,8 @@ def run_stages(
             stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
                                   {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
             kept: list = []
-            batches = same_size_batches(dataset, dataset.ids, batch_size, lambda i, r: failures.setdefault(i, r))
-            bar = tqdm(total=len(dataset.ids), desc=f"stages: {name}", unit="img", disable=not progress)
+            batches = same_size_batches(dataset, ids, batch_size, lambda i, r: failures.setdefault(i, r))
+            bar = tqdm(total=len(ids), desc=f"stages: {name}", unit="img", disable=not progress)
             for batch in batches:
                 result = labeler(batch)
                 for i, sample in enumerate(batch):

@@ -4,7 +4,10 @@ report.json:
 
     stages          rows of the stage table (mIoU in percent): GETAM and every baseline at
                     raw → +PAMR → +saliency, conflict → +CRF, and the trivial baseline
-    segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, ...)
+    stage_images    how many validation images the stage table scored (report.stage_images)
+    segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, ...),
+                    its inference settings, its mIoU without the CRF (when predict.crf is on) and
+                    the mIoU of its in-loop pseudo-labels on the same images (single stage)
     pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s)
     timings_s       seconds per pipeline step, and their sum ("total")
     images_per_s    throughput of the pseudo-label flow and of the stage table
@@ -13,6 +16,7 @@ report.json:
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -43,9 +47,27 @@ def checks(stage_rows: list[dict], segmenter_miou: float | None, method: str = "
     }
 
 
+def segmenter_training_metrics(config) -> dict:
+    """From the segmenter run's metrics.json (written at the end of training): its inference
+    settings, its mIoU without the CRF and its in-loop labels' mIoU, in percent ({} when the
+    file is missing)."""
+    from wsss.train.segmenter import SegmenterRun
+
+    path = SegmenterRun.of(config).metrics
+    if not path.is_file():
+        return {}
+    metrics = json.loads(path.read_text())
+    extra = {"predict": metrics.get("predict")}
+    for key, name in (("segmenter_without_crf", "mIoU_without_crf"), ("pseudo_labels", "inloop_labels_mIoU")):
+        if metrics.get(key) is not None:
+            extra[name] = 100.0 * metrics[key]["mIoU"]
+    return extra
+
+
 def report_json(stage_rows: list[dict], segmenter_scores: dict | None, segmenter_mode: str, pseudo: dict,
-                timings: dict, stage_images: int, config_dump: dict) -> dict:
-    """The content of report.json (see the module docstring); scores in percent."""
+                timings: dict, stage_images: int, config_dump: dict, segmenter_extra: dict | None = None) -> dict:
+    """The content of report.json (see the module docstring); scores in percent.
+    segmenter_extra: ``segmenter_training_metrics``' entries, added to the segmenter's."""
     segmenter = None
     seg_miou = None
     if segmenter_scores is not None:
@@ -53,7 +75,7 @@ def report_json(stage_rows: list[dict], segmenter_scores: dict | None, segmenter
         segmenter = {"mode": segmenter_mode, "mIoU": seg_miou,
                      "IoU": {k: None if v is None else 100.0 * v for k, v in segmenter_scores["IoU"].items()},
                      "pixel_accuracy": 100.0 * segmenter_scores["pixel_accuracy"],
-                     "images": segmenter_scores.get("images")}
+                     "images": segmenter_scores.get("images"), **(segmenter_extra or {})}
     pseudo = dict(pseudo)
     if pseudo.get("mIoU") is not None:
         pseudo["mIoU"] = 100.0 * pseudo["mIoU"]
@@ -62,6 +84,7 @@ def report_json(stage_rows: list[dict], segmenter_scores: dict | None, segmenter
     return {
         "stages": stage_rows,
         "stage_columns": list(STAGES),
+        "stage_images": stage_images,
         "segmenter": segmenter,
         "pseudo_labels": pseudo,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
@@ -74,12 +97,18 @@ def report_json(stage_rows: list[dict], segmenter_scores: dict | None, segmenter
     }
 
 
-def add_segmenter(report, segmenter_scores: dict | None, segmenter_mode: str) -> None:
-    """Append the segmenter's row to a ``wsss.report.Report``'s stage table and its per-class IoU."""
+def add_segmenter(report, segmenter_scores: dict | None, segmenter_mode: str, extra: dict) -> None:
+    """Append the segmenter's rows to a ``wsss.report.Report``'s stage table (with and without
+    the CRF, and its in-loop labels, as far as ``extra`` has them) and its per-class IoU."""
     if segmenter_scores is None:
         return
-    name = f"segmenter ({segmenter_mode})"
+    crf = bool((extra.get("predict") or {}).get("crf"))
+    name = f"segmenter ({segmenter_mode}{', +CRF' if crf else ''})"
     report.stages.append({"method": name, "segmenter": 100.0 * segmenter_scores["mIoU"]})
+    if "mIoU_without_crf" in extra:
+        report.stages.append({"method": f"segmenter ({segmenter_mode}), no CRF", "segmenter": extra["mIoU_without_crf"]})
+    if "inloop_labels_mIoU" in extra:
+        report.stages.append({"method": "its in-loop pseudo-labels", "segmenter": extra["inloop_labels_mIoU"]})
     report.per_class_iou[name] = dict(segmenter_scores["IoU"])
 
 
@@ -109,10 +138,17 @@ def write_pipeline_report(config, checkpoint: str | os.PathLike, methods: list[s
         notes.append(f"split {split} has no masks: no stage table, no segmenter score")
         report, rows, images = Report(title="wsss pipeline", notes=notes), [], 0
     timings = {**timings, "total": sum(timings.values())}
-    add_segmenter(report, segmenter_scores, mode)
+    extra = segmenter_training_metrics(config) if segmenter_scores is not None else {}
+    add_segmenter(report, segmenter_scores, mode, extra)
     if segmenter_scores is not None:
-        print(f"segmenter ({mode}) mIoU on {split}: {100 * segmenter_scores['mIoU']:.1f} %")
-    content = report_json(rows, segmenter_scores, mode, pseudo, timings, images, config.model_dump(mode="json"))
+        parts = [f"segmenter ({mode}) mIoU on {split}: {100 * segmenter_scores['mIoU']:.1f} %"]
+        if "mIoU_without_crf" in extra:
+            parts.append(f"without the CRF {extra['mIoU_without_crf']:.1f} %")
+        if "inloop_labels_mIoU" in extra:
+            parts.append(f"its in-loop pseudo-labels {extra['inloop_labels_mIoU']:.1f} %")
+        print("; ".join(parts))
+    content = report_json(rows, segmenter_scores, mode, pseudo, timings, images, config.model_dump(mode="json"),
+                          extra)
     write_report(run_dir / "report.html", report)
     write_json(run_dir / "report.json", content)
     print(f"report: {run_dir / 'report.html'} and {run_dir / 'report.json'}")

@@ -425,12 +425,16 @@ def _evaluate_run(segmenter: Segmenter, config, classes: list[str], run: Segment
     segmenter.eval()
     p = config.predict
     predictor = Predictor(segmenter, p.scales, p.flip)
-    result = evaluate_segmenter(predictor, val_set, crf=config.refine.crf if p.crf else None, batch_size=p.batch_size,
+    scores = evaluate_segmenter(predictor, val_set, crf=config.refine.crf if p.crf else None, batch_size=p.batch_size,
                                 out_dir=run.val_predictions, progress=progress)
+    result = scores.final
     metrics = {"mode": config.train.segmenter.mode, "split": config.data.val_split, "images": len(val_set.ids),
                "predict": p.model_dump(mode="json"), "segmenter": result.to_dict(classes)}
     print(f"\nsegmenter ({config.train.segmenter.mode}) on split {config.data.val_split}:")
     print(result.summary(classes))
+    if p.crf:
+        metrics["segmenter_without_crf"] = scores.argmax.to_dict(classes)
+        print(f"without the CRF: mIoU {scores.argmax.confusion.miou:.4f}")
     if config.train.segmenter.mode == "single_stage":
         labels = evaluate_inloop_labels(segmenter, config, val_set, batch_size=p.batch_size, progress=progress)
         metrics["pseudo_labels"] = labels.to_dict(classes)
