@@ -25,7 +25,7 @@ from wsss.config import CamConfig, ConfigError, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
-from wsss.models.classifier import PretrainedWeightsError
+from wsss.models.errors import PretrainedWeightsError
 
 MAP_METHOD_NAMES = get_args(CamConfig.model_fields["method"].annotation)  # getam and the baselines
 

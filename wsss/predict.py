@@ -34,6 +34,7 @@ from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import Evaluation
 from wsss.models.dpt import Segmenter
+from wsss.refine.crf import crf_executor
 
 __all__ = ["Predictor", "probs_to_labels", "predict_folder", "evaluate_segmenter", "SegmenterScores"]
 
@@ -73,14 +74,15 @@ class Predictor:
         return (total / (len(self.scales) * (2 if self.flip else 1))).cpu()
 
 
-def probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf=None) -> list[np.ndarray]:
+def probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf=None, executor=None) -> list[np.ndarray]:
     """B×(C+1)×H×W probabilities → B label maps H×W uint8 (0 background, 1..C): the argmax, or
-    the dense CRF's labels on the RGB images when ``crf`` (a ``wsss.config.CrfConfig``) is given."""
+    the dense CRF's labels on the RGB images when ``crf`` (a ``wsss.config.CrfConfig``) is given
+    (in ``executor``, e.g. from ``wsss.refine.crf.crf_executor``, when one is given)."""
     if crf is None:
         return list(probs.argmax(dim=1).to(torch.uint8).numpy())
     from wsss.refine.crf import crf_label_maps
 
-    refined = crf_label_maps(list(images), list(probs.numpy()), crf)
+    refined = crf_label_maps(list(images), list(probs.numpy()), crf, executor=executor)
     return [label.astype(np.uint8) for label in refined]
 
 
@@ -109,7 +111,7 @@ def predict_folder(
     out = Path(out_dir)
     files = _image_files(Path(images_dir))
     out.mkdir(parents=True, exist_ok=True)
-    with Manifest(out / "manifest.jsonl") as manifest:
+    with Manifest(out / "manifest.jsonl") as manifest, crf_executor(crf) as executor:
         bar = tqdm(total=len(files), desc="predicting", unit="img", disable=not progress)
         pending: list[tuple[str, np.ndarray]] = []
 
@@ -117,7 +119,7 @@ def predict_folder(
             if not pending:
                 return
             images = [image for _, image in pending]
-            for (stem, _), label in zip(pending, probs_to_labels(images, predictor(images), crf)):
+            for (stem, _), label in zip(pending, probs_to_labels(images, predictor(images), crf, executor)):
                 write_label_png(out / f"{stem}.png", label)
                 manifest.record(stem, "ok")
             bar.update(len(pending))
@@ -172,19 +174,20 @@ def evaluate_segmenter(
         argmax.missing[image_id] = final.missing[image_id] = reason
         bar.update(1)
 
-    for batch in same_size_batches(dataset, dataset.ids, batch_size, failed, needs_tags=False):
-        images = [sample.image for sample in batch]
-        probs = predictor(images)
-        plain = probs_to_labels(images, probs)
-        labels = plain if crf is None else probs_to_labels(images, probs, crf)
-        for sample, label, plain_label in zip(batch, labels, plain):
-            if sample.mask is None:
-                raise DatasetError(f"image {sample.id}: no mask to evaluate against")
-            final.confusion.update(label, sample.mask)
-            if crf is not None:
-                argmax.confusion.update(plain_label, sample.mask)
-            if out is not None:
-                write_label_png(out / f"{sample.id}.png", label)
-        bar.update(len(batch))
+    with crf_executor(crf) as executor:
+        for batch in same_size_batches(dataset, dataset.ids, batch_size, failed, needs_tags=False):
+            images = [sample.image for sample in batch]
+            probs = predictor(images)
+            plain = probs_to_labels(images, probs)
+            labels = plain if crf is None else probs_to_labels(images, probs, crf, executor)
+            for sample, label, plain_label in zip(batch, labels, plain):
+                if sample.mask is None:
+                    raise DatasetError(f"image {sample.id}: no mask to evaluate against")
+                final.confusion.update(label, sample.mask)
+                if crf is not None:
+                    argmax.confusion.update(plain_label, sample.mask)
+                if out is not None:
+                    write_label_png(out / f"{sample.id}.png", label)
+            bar.update(len(batch))
     bar.close()
     return SegmenterScores(final, argmax)

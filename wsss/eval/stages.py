@@ -8,7 +8,6 @@ shared by all methods.
 
 from __future__ import annotations
 
-import multiprocessing
 from concurrent.futures import Executor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from wsss.data.trivial_baseline import trivial_baseline_label
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
 from wsss.refine.chain import ChainResult, PseudoLabeler
-from wsss.refine.crf import crf_pool
+from wsss.refine.crf import crf_executor
 from wsss.refine.saliency import SaliencySource, saliency_source
 
 STAGES = ("raw", "+PAMR", "+saliency, conflict", "+CRF")
@@ -139,8 +138,8 @@ def run_stages(
     failures: dict[str, str] = {}
     ids = evenly_spaced(dataset.ids, config.report.stage_images)
     with ExitStack() as stack:
-        if executor is None and config.refine.crf.workers > 1 and not multiprocessing.current_process().daemon:
-            executor = stack.enter_context(crf_pool(config.refine.crf.workers))  # one pool for every batch
+        if executor is None:
+            executor = stack.enter_context(crf_executor(config.refine.crf))  # one pool for every batch
         for name in methods:
             kwargs = {"start_block": config.cam.start_block} if name == "getam" else {}
             labeler = PseudoLabeler(model, config, dataset, method=make_map_method(name, **kwargs), saliency=shared,

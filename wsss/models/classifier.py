@@ -14,11 +14,9 @@ import timm
 import torch
 from torch import nn
 
+from wsss.models.errors import PretrainedWeightsError
+
 _HEAD_PREFIXES = ("head.", "head_dist.", "fc_norm.")
-
-
-class PretrainedWeightsError(ValueError):
-    """A pretrained weights file that is missing or does not fit the model."""
 
 
 def create_classifier(model_config, num_classes: int) -> nn.Module:

@@ -43,6 +43,7 @@ def predict_ids(config, checkpoint: str | os.PathLike, dataset: Dataset, ids: li
     """Segment ``ids`` of ``dataset`` with the segmenter at ``checkpoint`` (settings:
     ``config.predict``) into OUT/<id>.png; returns counts {ok, skipped, failed}."""
     from wsss.predict import Predictor, probs_to_labels
+    from wsss.refine.crf import crf_executor
     from wsss.train.checkpoint import resolve_device
     from wsss.train.segmenter import load_segmenter
 
@@ -53,7 +54,7 @@ def predict_ids(config, checkpoint: str | os.PathLike, dataset: Dataset, ids: li
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes}")
     predictor = Predictor(segmenter, settings.scales, settings.flip)
     crf = config.refine.crf if settings.crf else None
-    with Manifest(out / "manifest.jsonl") as manifest:
+    with Manifest(out / "manifest.jsonl") as manifest, crf_executor(crf) as executor:
         todo = []
         for image_id in ids:
             if (out / f"{image_id}.png").is_file():
@@ -64,7 +65,7 @@ def predict_ids(config, checkpoint: str | os.PathLike, dataset: Dataset, ids: li
                                     lambda image_id, reason: manifest.record(image_id, "failed", reason), needs_tags=False)
         for batch in batches:
             images = [sample.image for sample in batch]
-            for sample, label in zip(batch, probs_to_labels(images, predictor(images), crf)):
+            for sample, label in zip(batch, probs_to_labels(images, predictor(images), crf, executor)):
                 write_label_png(out / f"{sample.id}.png", label)
                 manifest.record(sample.id, "ok")
         return dict(manifest.counts)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import math
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -25,7 +26,7 @@ import numpy as np
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
-__all__ = ["crf_refine", "crf_label_maps", "crf_pseudo_labels", "label_probs"]
+__all__ = ["crf_refine", "crf_label_maps", "crf_pseudo_labels", "label_probs", "crf_pool", "crf_executor"]
 
 IGNORE_INDEX = 255  # = wsss.data.label_png.IGNORE_INDEX (not imported: keeps workers light)
 
@@ -104,6 +105,18 @@ def crf_pool(workers: int) -> ProcessPoolExecutor:
     else:
         context = multiprocessing.get_context("spawn")
     return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+
+
+@contextmanager
+def crf_executor(config: CrfConfig | None) -> Iterator[Executor | None]:
+    """One CRF pool for a whole run of many batches, or None (in-process) when there is no
+    CRF (``config`` None), ``config.workers`` is 1, or this process is a daemon (a pool worker
+    may not start children). Pass what it yields as ``executor``."""
+    if config is None or config.workers <= 1 or multiprocessing.current_process().daemon:
+        yield None
+        return
+    with crf_pool(config.workers) as pool:
+        yield pool
 
 
 def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
