@@ -272,6 +272,10 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     assert segmenter["predict"]["crf"] is True
     assert segmenter["mIoU_without_crf"] == 100.0 * metrics["segmenter_without_crf"]["mIoU"]
     assert segmenter["inloop_labels_mIoU"] == 100.0 * metrics["pseudo_labels"]["mIoU"]
+    rollout, trivial = report["stages"][1]["+CRF"], report["stages"][-1]["+CRF"]
+    on_same = segmenter["mIoU_on_stage_images"]  # the 3 stage-table images of the 4 validation images
+    assert 0.0 <= on_same <= 100.0
+    assert report["checks"]["segmenter_beats_baselines_and_trivial"] == (on_same > max(rollout, trivial))
     assert report["pseudo_labels"]["ok"] == TRAIN_IDS and report["images_per_s"]["pseudo_labels"] > 0
     assert set(report["timings_s"]) >= {"train_classifier", "pseudo_labels", "train_segmenter", "stage_table", "total"}
     assert set(report["checks"]) == {"getam_beats_baselines", "getam_beats_trivial",

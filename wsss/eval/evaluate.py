@@ -63,14 +63,15 @@ def _ground_truth(dataset: Dataset, image_id: str) -> np.ndarray:
     return read_label_png(path)
 
 
-def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: bool = True) -> Evaluation:
-    """Score PRED_DIR/<id>.png against the masks of every image of ``dataset``.
+def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: bool = True,
+                       ids: list[str] | None = None) -> Evaluation:
+    """Score PRED_DIR/<id>.png against the masks of every image of ``dataset`` (or of ``ids``).
 
     A missing prediction or one of another size is recorded in ``missing`` and not scored.
     """
     pred_dir = Path(pred_dir)
     result = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
-    for image_id in tqdm(dataset.ids, desc="evaluating", unit="img", disable=not progress):
+    for image_id in tqdm(dataset.ids if ids is None else ids, desc="evaluating", unit="img", disable=not progress):
         path = pred_dir / f"{image_id}.png"
         if not path.is_file():
             result.missing[image_id] = "no prediction"
