@@ -74,12 +74,7 @@ def dataset_maps(
     (out / "maps").mkdir(parents=True, exist_ok=True)
     stride = model_stride(model)
     with Manifest(out / "manifest.jsonl") as manifest:
-        todo = []
-        for image_id in dataset.ids:
-            if (out / "maps" / f"{image_id}.npz").is_file():
-                manifest.skip()
-            else:
-                todo.append(image_id)
+        todo = manifest.unfinished(dataset.ids, lambda image_id: out / "maps" / f"{image_id}.npz")
         bar = tqdm(total=len(todo), desc=f"{method.name} maps", unit="img", disable=not progress)
 
         def failed(image_id: str, reason: str) -> None:

@@ -32,6 +32,16 @@ class Manifest:
     def skip(self) -> None:
         self.counts["skipped"] += 1
 
+    def unfinished(self, ids: Iterable[str], output: Callable[[str], Path]) -> list[str]:
+        """The ids whose ``output(id)`` file does not exist yet; the others count as skipped."""
+        todo = []
+        for image_id in ids:
+            if output(image_id).is_file():
+                self.skip()
+            else:
+                todo.append(image_id)
+        return todo
+
     def close(self) -> None:
         self._handle.close()
 

@@ -55,12 +55,7 @@ def predict_ids(config, checkpoint: str | os.PathLike, dataset: Dataset, ids: li
     predictor = Predictor(segmenter, settings.scales, settings.flip)
     crf = config.refine.crf if settings.crf else None
     with Manifest(out / "manifest.jsonl") as manifest, crf_executor(crf) as executor:
-        todo = []
-        for image_id in ids:
-            if (out / f"{image_id}.png").is_file():
-                manifest.skip()
-            else:
-                todo.append(image_id)
+        todo = manifest.unfinished(ids, lambda image_id: out / f"{image_id}.png")
         batches = same_size_batches(dataset, todo, settings.batch_size,
                                     lambda image_id, reason: manifest.record(image_id, "failed", reason), needs_tags=False)
         for batch in batches:

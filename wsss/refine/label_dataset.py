@@ -36,12 +36,7 @@ def label_dataset(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     with Manifest(out / "manifest.jsonl") as manifest:
-        todo = []
-        for image_id in ids if ids is not None else dataset.ids:
-            if (out / f"{image_id}.png").is_file():
-                manifest.skip()
-            else:
-                todo.append(image_id)
+        todo = manifest.unfinished(ids if ids is not None else dataset.ids, lambda image_id: out / f"{image_id}.png")
         bar = tqdm(total=len(todo), desc="pseudo-labels", unit="img", disable=not progress)
 
         def failed(image_id: str, reason: str) -> None:

@@ -256,12 +256,7 @@ def write_saliency_maps(
     out.mkdir(parents=True, exist_ok=True)
     stride = model_stride(source.model) if isinstance(source, TokenCutSaliency) else 1
     with Manifest(out / "manifest.jsonl") as manifest:
-        todo = []
-        for image_id in dataset.ids:
-            if (out / f"{image_id}.png").is_file():
-                manifest.skip()
-            else:
-                todo.append(image_id)
+        todo = manifest.unfinished(dataset.ids, lambda image_id: out / f"{image_id}.png")
         bar = tqdm(total=len(todo), desc=f"{source.name} saliency", unit="img", disable=not progress)
 
         def failed(image_id: str, reason: str) -> None:
