@@ -223,13 +223,15 @@ def cmd_pseudo_label(args) -> int:
 
     from wsss.eval.evaluate import evaluate_label_dir
     from wsss.refine.chain import PseudoLabeler
+    from wsss.refine.crf import crf_executor
     from wsss.refine.label_dataset import label_dataset
 
     config, _, model, dataset = _classifier_and_dataset(args)
     if args.method:
         config.cam.method = args.method
-    labeler = PseudoLabeler(model, config, dataset)
-    counts = label_dataset(labeler, dataset, args.out, batch_size=config.cam.batch_size, save_maps=args.save_maps)
+    with crf_executor(config.refine.crf if config.refine.crf.enabled else None) as executor:  # one pool per run
+        labeler = PseudoLabeler(model, config, dataset, executor=executor)
+        counts = label_dataset(labeler, dataset, args.out, batch_size=config.cam.batch_size, save_maps=args.save_maps)
     print(f"pseudo-labels in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
           f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'}); saliency: {labeler.saliency.name}")
     if any(dataset.mask_path(i) is not None for i in dataset.ids[:1]):

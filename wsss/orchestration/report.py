@@ -142,7 +142,7 @@ def write_pipeline_report(config, checkpoint: str | os.PathLike, methods: list[s
         rows, images = results.rows(), results.num_images
     else:
         notes.append(f"split {split} has no masks: no stage table, no segmenter score")
-        report, rows, images = Report(title="wsss pipeline", notes=notes), [], 0
+        report, rows, images, stage_ids = Report(title="wsss pipeline", notes=notes), [], 0, []
     timings = {**timings, "total": sum(timings.values())}
     extra = segmenter_training_metrics(config) if segmenter_scores is not None else {}
     if segmenter_scores is not None and rows:  # the checks compare on the stage table's images
