@@ -143,13 +143,12 @@ def _scales_arg(text: str) -> list[float]:
 
 
 def cmd_cam(args) -> int:
-    from wsss.attention import make_map_method
+    from wsss.attention import configured_map_method
     from wsss.attention.dataset_maps import dataset_maps
 
     config, device, model, dataset = _classifier_and_dataset(args)
     method_name = args.method or config.cam.method
-    kwargs = {"start_block": config.cam.start_block} if method_name == "getam" else {}
-    method = make_map_method(method_name, **kwargs)
+    method = configured_map_method(config.cam, method_name)
     counts = dataset_maps(model, method, dataset, args.out, batch_size=config.cam.batch_size, device=device,
                           overlays=not args.no_overlays)
     print(f"{method_name} maps in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "

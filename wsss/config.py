@@ -70,6 +70,15 @@ class CamConfig(_Section):
     method: Literal["getam", "attention", "rollout", "relevance", "gradcam"] = "getam"
     start_block: int | None = Field(None, ge=0, description="first block used (None: depth // 2)")
     batch_size: int = Field(16, ge=1)
+    scales: list[float] = Field([1.0], min_length=1, description="offline maps: average over these input scales")
+    flip: bool = Field(False, description="offline maps: also average over the left-right mirrored image")
+
+    @field_validator("scales")
+    @classmethod
+    def _positive_scales(cls, value: list[float]) -> list[float]:
+        if any(not s > 0 for s in value):
+            raise ValueError(f"scales must be positive, got {value}")
+        return value
 
 
 class PamrConfig(_Section):

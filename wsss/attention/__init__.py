@@ -10,6 +10,7 @@ from wsss.attention.baselines import (
     make_map_method,
 )
 from wsss.attention.getam import GETAM, getam
+from wsss.attention.views import MultiViewMaps, configured_map_method
 
 __all__ = [
     "AttentionMapMethod",
@@ -22,4 +23,6 @@ __all__ = [
     "PatchGradCAM",
     "MAP_METHODS",
     "make_map_method",
+    "MultiViewMaps",
+    "configured_map_method",
 ]

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from wsss.attention import make_map_method
+from wsss.attention import configured_map_method
 from wsss.data.base import Dataset, Sample
 from wsss.data.batching import same_size_batches
 from wsss.data.label_png import read_label_png
@@ -141,8 +141,7 @@ def run_stages(
         if executor is None:
             executor = stack.enter_context(crf_executor(config.refine.crf))  # one pool for every batch
         for name in methods:
-            kwargs = {"start_block": config.cam.start_block} if name == "getam" else {}
-            labeler = PseudoLabeler(model, config, dataset, method=make_map_method(name, **kwargs), saliency=shared,
+            labeler = PseudoLabeler(model, config, dataset, method=configured_map_method(config.cam, name), saliency=shared,
                                     executor=executor)
             stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
                                   {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))

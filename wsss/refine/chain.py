@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.attention import make_map_method
+from wsss.attention import configured_map_method
 from wsss.attention.base import AttentionMapMethod
+from wsss.attention.views import MultiViewMaps
 from wsss.attention.batched_grad import tag_slots
 from wsss.attention.dataset_maps import model_input_size, model_stride, normalise_maps
 from wsss.data.base import Dataset, Sample
@@ -75,15 +76,12 @@ class PseudoLabeler:
         model: nn.Module,
         config,
         dataset: Dataset | None = None,
-        method: AttentionMapMethod | None = None,
+        method: AttentionMapMethod | MultiViewMaps | None = None,
         saliency: SaliencySource | None = None,
         executor: Executor | None = None,
     ):
         self.model, self.config, self.executor = model, config, executor
-        if method is None:
-            kwargs = {"start_block": config.cam.start_block} if config.cam.method == "getam" else {}
-            method = make_map_method(config.cam.method, **kwargs)
-        self.method = method
+        self.method = configured_map_method(config.cam) if method is None else method
         self.saliency = saliency or saliency_source(config.refine.saliency, model=model, dataset=dataset)
         self.stride = model_stride(model)
         self.device = next(model.parameters()).device

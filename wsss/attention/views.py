@@ -1,0 +1,79 @@
+"""Maps averaged over several views of each image: rescaled copies and their mirror images.
+
+The usual WSSS protocol for offline pseudo-labels: run the map method on the image at a few
+scales (each rounded to a multiple of the model's patch stride) and mirrored left-right, bring
+every view's maps back to the input size (mirrored back, bilinear ``align_corners=True``),
+normalise each view's maps by their max (DESIGN step 4), and average. A peaky map that lands
+on a different discriminative patch in each view then covers more of the object.
+
+    method = configured_map_method(config.cam)        # bare method when there is one view
+    maps = method(model, images, labels)              # B×C×H×W
+
+Only the offline chain uses views (``wsss cam``, ``wsss pseudo-label``, the flows, the stage
+table). The single-stage training loop differentiates its own forward of the training crop and
+so takes GETAM of that one view, as the paper does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from wsss.attention.base import AttentionMapMethod
+from wsss.attention.baselines import make_map_method
+from wsss.attention.dataset_maps import model_input_size, model_stride, normalise_maps
+
+__all__ = ["MultiViewMaps", "configured_map_method"]
+
+
+class MultiViewMaps:
+    """A map method averaged over ``scales`` × (the image, and its mirror when ``flip``).
+
+    Called like the method it wraps: ``(model, images B×3×H×W, labels B×C) → B×C×H×W`` float
+    in [0, 1] (each view normalised by its max before averaging; untagged classes 0).
+    ``name`` is the wrapped method's.
+    """
+
+    def __init__(self, method: AttentionMapMethod, scales: Sequence[float] = (1.0,), flip: bool = False):
+        scales = [float(s) for s in scales]
+        if not scales or any(not s > 0 for s in scales):
+            raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
+        self.method, self.scales, self.flip = method, scales, bool(flip)
+        self.name = method.name
+
+    @property
+    def num_views(self) -> int:
+        return len(self.scales) * (2 if self.flip else 1)
+
+    def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+        if images.dim() != 4:
+            raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
+        H, W = images.shape[-2:]
+        stride = model_stride(model)
+        total = None
+        for scale in self.scales:
+            size = model_input_size((round(H * scale), round(W * scale)), stride)
+            view = images if size == (H, W) else F.interpolate(
+                images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+            for mirrored in (False, True) if self.flip else (False,):
+                maps = self.method(model, view.flip(-1) if mirrored else view, labels)
+                if mirrored:
+                    maps = maps.flip(-1)
+                if maps.shape[-2:] != (H, W):
+                    maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=True)
+                maps = normalise_maps(maps)
+                total = maps if total is None else total + maps
+        return total / self.num_views
+
+
+def configured_map_method(cam, name: str | None = None) -> AttentionMapMethod | MultiViewMaps:
+    """The map method of a ``wsss.config.CamConfig``: ``name`` (default ``cam.method``), with
+    ``cam.start_block`` for GETAM, averaged over ``cam.scales`` and ``cam.flip`` when that is more
+    than the single view ``[1.0]`` without flip (then the bare method is returned)."""
+    name = name or cam.method
+    method = make_map_method(name, **({"start_block": cam.start_block} if name == "getam" else {}))
+    if list(cam.scales) == [1.0] and not cam.flip:
+        return method
+    return MultiViewMaps(method, cam.scales, cam.flip)
