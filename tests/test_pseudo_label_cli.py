@@ -38,7 +38,7 @@ def test_report_writes_stage_table_and_page(tmp_path, capsys):
     out = tmp_path / "report"
     assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"), "--split", "val",
                  "--out", str(out), "--methods", "getam,rollout", "--set", "refine.crf.workers=1",
-                 "--set", "refine.label.opening=3", "--set", "report.stage_images=3"]) == 0
+                 "--set", "refine.label.opening=3", "--set", "report.stage_images=3", "--set", "cam.flip=true"]) == 0
     text = capsys.readouterr().out
     assert "getam" in text and "rollout" in text and "trivial baseline" in text
     stages = json.loads((out / "stages.json").read_text())
@@ -49,3 +49,4 @@ def test_report_writes_stage_table_and_page(tmp_path, capsys):
         assert all(0.0 <= row[k] <= 100.0 for k in ("raw", "+PAMR", "+saliency, conflict", "+CRF"))
     page = (out / "report.html").read_text()
     assert "Stages" in page and "Per-class IoU" in page and page.count("data:image/png") >= 5
+    assert "map views: scale 1, mirrored" in page

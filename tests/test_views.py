@@ -66,3 +66,10 @@ def test_bad_scales_are_refused():
         MultiViewMaps(GETAM(), scales=[])
     with pytest.raises(pydantic.ValidationError, match="scales must be positive"):
         CamConfig(scales=[-1.0])
+
+
+def test_reports_name_the_views():
+    from wsss.attention.views import describe_views
+
+    assert describe_views(CamConfig()) == "map views: scale 1"
+    assert describe_views(CamConfig(scales=[1.0, 1.5], flip=True)) == "map views: scales 1, 1.5, mirrored"

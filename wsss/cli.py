@@ -243,6 +243,7 @@ def cmd_pseudo_label(args) -> int:
 def cmd_report(args) -> int:
     import json
 
+    from wsss.attention.views import describe_views
     from wsss.eval.stages import run_stages, stage_report
     from wsss.report import write_report
 
@@ -252,6 +253,7 @@ def cmd_report(args) -> int:
     print(results.text_table())
     notes = [f"data set: {args.dataset}, split {args.split or 'all'}, {results.num_images} images",
              f"checkpoint: {args.checkpoint}",
+             describe_views(config.cam),
              f"saliency source: {config.refine.saliency.source}",
              f"label rule: alpha {config.refine.label.alpha}, tau {config.refine.label.tau}, "
              f"conflict {config.refine.label.conflict}, opening {config.refine.label.opening}; "

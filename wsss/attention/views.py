@@ -25,7 +25,7 @@ from wsss.attention.base import AttentionMapMethod
 from wsss.attention.baselines import make_map_method
 from wsss.attention.dataset_maps import model_input_size, model_stride, normalise_maps
 
-__all__ = ["MultiViewMaps", "configured_map_method"]
+__all__ = ["MultiViewMaps", "configured_map_method", "describe_views"]
 
 
 class MultiViewMaps:
@@ -77,3 +77,9 @@ def configured_map_method(cam, name: str | None = None) -> AttentionMapMethod | 
     if list(cam.scales) == [1.0] and not cam.flip:
         return method
     return MultiViewMaps(method, cam.scales, cam.flip)
+
+
+def describe_views(cam) -> str:
+    """One line for reports: the views of a ``CamConfig``, e.g. "map views: scales 1.0, mirrored"."""
+    scales = ", ".join(f"{s:g}" for s in cam.scales)
+    return f"map views: scale{'s' if len(cam.scales) > 1 else ''} {scales}{', mirrored' if cam.flip else ''}"

@@ -22,6 +22,7 @@ import os
 import time
 from pathlib import Path
 
+from wsss.attention.views import describe_views
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
 from wsss.eval.stages import STAGES, evenly_spaced, run_stages, stage_report
@@ -128,8 +129,8 @@ def write_pipeline_report(config, checkpoint: str | os.PathLike, methods: list[s
     mode = config.train.segmenter.mode
     notes = [f"data set: {config.data.root} ({config.data.format}); stage table and segmenter on split {split}, "
              f"pseudo-labels on split {config.data.train_split}",
-             f"classifier: {checkpoint}; saliency: {config.refine.saliency.source}; CRF in the pseudo-labels: "
-             f"{config.refine.crf.enabled}",
+             f"classifier: {checkpoint}; {describe_views(config.cam)}; saliency: {config.refine.saliency.source}; "
+             f"CRF in the pseudo-labels: {config.refine.crf.enabled}",
              "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
     if has_masks(dataset):
         model, _, _ = load_classifier(checkpoint, resolve_device(config.train.device))
