@@ -6,9 +6,9 @@ DeiT-S/16 (random weights) at 224, two tagged classes per image. Per batch size,
 the same process and interleaved over the repeats (minimum per-image time is reported):
 
 - forward:  one forward, no grad, timm's fused attention (for scale);
-- floor:    one forward with the attention of blocks ≥ start captured, then per tag slot one
-            plain ``autograd.grad`` over the whole batch w.r.t. those attention tensors
-            (the least work any GETAM implementation has to do);
+- floor:    one forward with what GETAM captures (blocks ≥ start; the attention outputs, fused
+            attention kept: ``ClsRowCapture``), then per tag slot one plain ``autograd.grad``
+            over the whole batch w.r.t. those tensors (the least backward work of this path);
 - batched:  ``wsss.getam`` (one forward + one vmapped backward over the K tag slots + maps);
 - loop:     ``wsss.attention.reference.getam_reference`` (per image, per class
             ``backward(retain_graph=True)``); at large batches only ``--loop-images`` images are
@@ -39,9 +39,8 @@ import torch
 
 from wsss.attention.batched_grad import slot_selector, tag_slots
 from wsss.attention.base import eval_mode
-from wsss.attention.getam import getam
+from wsss.attention.getam import GETAM, getam
 from wsss.attention.reference import getam_reference
-from wsss.models.attention_capture import AttentionCapture
 
 
 # --- peak memory -----------------------------------------------------------------------------
@@ -128,15 +127,13 @@ def forward_only(model, x, labels):
 
 def floor(model, x, labels):
     """One forward (blocks ≥ start captured) + per tag slot one plain backward of the batch."""
-    depth = len(model.blocks)
     slots = tag_slots(labels)
-    with eval_mode(model), torch.enable_grad(), \
-            AttentionCapture(model, blocks=range(depth // 2, depth)) as cap:
+    with eval_mode(model), torch.enable_grad(), GETAM().capture(model) as cap:  # what batched GETAM captures
         logits = model(x)
         sel = slot_selector(slots, logits.shape[1], logits.dtype)
         K = slots.shape[1]
         for k in range(K):
-            torch.autograd.grad(logits, cap.attentions, sel[k], retain_graph=k < K - 1)
+            torch.autograd.grad(logits, cap.grad_targets, sel[k], retain_graph=k < K - 1)
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -207,9 +204,7 @@ def bench_batch(model, B: int, args) -> dict:
 
 
 def _forward_grad(model, x):
-    depth = len(model.blocks)
-    with eval_mode(model), torch.enable_grad(), \
-            AttentionCapture(model, blocks=range(depth // 2, depth)):
+    with eval_mode(model), torch.enable_grad(), GETAM().capture(model):
         model(x)
 
 
@@ -273,7 +268,7 @@ def main(argv=None) -> None:
                       + (f", loop/batched {speedup:.1f} ({'meets' if speedup >= 10 else 'MISSES'}"
                          " ≥ 10)" if B == 8 else ""))
     print("\ncolumns: forward = no-grad fused forward; fwd+cap = forward with grad and blocks ≥ "
-          "L/2 captured (unfused); floor = fwd+cap + one plain backward per tag slot; batched = "
+          "L/2 captured as GETAM captures them (fused attention kept); floor = fwd+cap + one plain backward per tag slot; batched = "
           "wsss.getam; loop = paper's per-(image, class) backward loop")
     print("\n".join(notes))
     print("targets:\n" + "\n".join(checks))

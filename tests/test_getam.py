@@ -137,3 +137,34 @@ def test_fallback_per_slot_when_vmap_fails(monkeypatch):
     with pytest.warns(RuntimeWarning, match="one backward per tag slot"):
         out = getam(model, x, LABELS)
     assert _rel_err(out, expected) <= 1e-5
+
+
+def test_getam_keeps_fused_attention_and_falls_back_when_dropout_is_live():
+    from wsss.models.attention_capture import AttentionCapture
+    from wsss.models.cls_row_capture import ClsRowCapture
+
+    model = FAMILIES["vit"][0]()
+    method = GETAM(1)
+    assert isinstance(method.capture(model.eval()), ClsRowCapture)
+    model.train()
+    assert isinstance(method.capture(model), ClsRowCapture)  # attn_drop p = 0: still exact
+    for block in model.blocks:
+        block.attn.attn_drop.p = 0.1
+    assert isinstance(method.capture(model), AttentionCapture)  # dropout inside the fused kernel
+    assert isinstance(method.capture(model.eval()), ClsRowCapture)
+
+
+def test_cls_row_path_equals_full_matrices_with_frozen_parameters():
+    """The training loop and a frozen backbone: same maps from both captures, no .grad written."""
+    from wsss.attention.base import AttentionMapMethod
+
+    model, x = FAMILIES["vit"][0]().eval(), torch.randn(3, 3, 64, 64)
+    for p in model.parameters():
+        p.requires_grad_(False)
+    fast = getam(model, x, LABELS, start_block=1)
+    full_method = GETAM(1)
+    full_method.capture = lambda m: AttentionMapMethod.capture(full_method, m)  # the N×N path
+    full = full_method(model, x, LABELS)
+    assert fast.abs().max() > 0 and _rel_err(fast, full) <= 1e-5
+    assert all(p.grad is None for p in model.parameters())
+    assert all(b.attn.fused_attn for b in model.blocks)

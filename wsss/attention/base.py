@@ -48,9 +48,11 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 class MapInputs:
     """What a method sees (B images, K tag slots, N tokens, P = h·w patches, D channels).
 
-    attentions: ``B×heads×N×N`` per block of ``method.attention_blocks`` (in order).
-    attention_grads: ``K×B×heads×N×N`` per block, ∂(logit of each image's k-th tag)/∂A;
-        ``None`` unless ``method.needs_attention_grads``.
+    attentions: ``B×heads×N×N`` per block of ``method.attention_blocks`` (in order); only the
+        cls row, ``B×heads×1×N``, when the method's capture is a ``ClsRowCapture``.
+    attention_grads: ``K×B×heads×N×N`` per block, ∂(logit of each image's k-th tag)/∂A
+        (``K×B×heads×1×N`` with a ``ClsRowCapture``); ``None`` unless
+        ``method.needs_attention_grads``.
     tokens: ``B×N×D`` outputs of ``method.token_blocks`` (Grad-CAM), else empty.
     token_grads: ``K×B×N×D`` per token block, or ``None``.
     layout: prefix-token count and patch grid.
@@ -115,8 +117,10 @@ class AttentionMapMethod(ABC):
             logits = model(images)
             return self.maps_from_capture(model, logits, cap, labels, images.shape[-2:])
 
-    def capture(self, model: nn.Module) -> AttentionCapture:
-        """The :class:`AttentionCapture` this method needs (enter it around the forward)."""
+    def capture(self, model: nn.Module) -> AttentionCapture | ClsRowCapture:
+        """The capture this method needs (enter it around the forward): an
+        :class:`AttentionCapture` of its blocks, or a :class:`ClsRowCapture` for a method that
+        reads only cls rows."""
         depth = len(vit_blocks(model))
         if self.needs_cls_token and getattr(model, "cls_token", None) is None:
             raise ValueError(f"{self.name} reads the cls-token attention row, but "
@@ -128,7 +132,7 @@ class AttentionMapMethod(ABC):
         self,
         model: nn.Module,
         logits: Tensor,
-        capture: AttentionCapture,
+        capture: AttentionCapture | ClsRowCapture,
         labels: Tensor,
         image_size: Sequence[int],
         retain_graph: bool = False,
@@ -149,13 +153,13 @@ class AttentionMapMethod(ABC):
             if a.shape[-1] != layout.num_tokens:
                 raise RuntimeError(f"captured {a.shape[-1]} tokens, layout expects "
                                    f"{layout.num_prefix_tokens}+{layout.grid} = {layout.num_tokens}")
-        targets = (attentions if self.needs_attention_grads else []) + \
-                  (tokens if self.needs_token_grads else [])
+        att_targets = capture.grad_targets if self.needs_attention_grads else []
+        targets = att_targets + (tokens if self.needs_token_grads else [])
         grads = slot_gradients(logits, slots, targets, retain_graph) if targets else []
-        n_att = len(attentions) if self.needs_attention_grads else 0
+        n_att = len(att_targets)
         inputs = MapInputs(
             attentions=[a.detach() for a in attentions],
-            attention_grads=grads[:n_att] if self.needs_attention_grads else None,
+            attention_grads=capture.attention_grads(grads[:n_att]) if self.needs_attention_grads else None,
             tokens=[t.detach() for t in tokens],
             token_grads=grads[n_att:] if self.needs_token_grads else None,
             layout=layout,

@@ -7,8 +7,9 @@ For class c and every block b ≥ start (default L//2, the paper's blocks 6..11 
 
 with A_b the post-softmax attention (heads×N×N) and y_c the pre-sigmoid logit. All (image,
 tagged class) pairs of a batch come from one batched backward (see ``batched_grad``); only
-the cls row of A_b and ∇A_b is read, and only blocks ≥ start are captured (the others keep
-timm's fused attention and the backward stops at block ``start``).
+the cls row of A_b and ∇A_b is read, so the capture is a ``ClsRowCapture``: every block keeps
+timm's fused attention, the backward differentiates the attention outputs and stops at block
+``start``, and the cls rows are rebuilt from q, k, v.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from wsss.attention.base import AttentionMapMethod, MapInputs
+from wsss.models.attention_capture import vit_blocks
+from wsss.models.cls_row_capture import ClsRowCapture
 
 __all__ = ["GETAM", "getam"]
 
@@ -38,6 +41,14 @@ class GETAM(AttentionMapMethod):
             raise ValueError(f"start_block {self.start_block} out of range for a model with "
                              f"{depth} blocks (valid: {-depth}..{depth - 1} or None)")
         return range(start, depth)
+
+    def capture(self, model: nn.Module):
+        """GETAM reads only cls rows: a :class:`ClsRowCapture` (fused attention kept) where the
+        model allows it, else the base class's full :class:`AttentionCapture`."""
+        blocks = self.attention_blocks(len(vit_blocks(model)))
+        if getattr(model, "cls_token", None) is not None and ClsRowCapture.supports(model, blocks):
+            return ClsRowCapture(model, blocks)
+        return super().capture(model)
 
     def patch_scores(self, inputs: MapInputs) -> Tensor:
         """``K×B×P`` = ReLU(Σ_b G_b) on the cls row, patch columns."""

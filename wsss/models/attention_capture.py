@@ -163,6 +163,15 @@ class AttentionCapture:
                                "inside the context first")
         return [self._out[b] for b in self.output_blocks]
 
+    @property
+    def grad_targets(self) -> list[Tensor]:
+        """What to differentiate the logits w.r.t. for attention gradients: the attentions."""
+        return self.attentions
+
+    def attention_grads(self, grads: list[Tensor]) -> list[Tensor]:
+        """Gradients w.r.t. :attr:`grad_targets` are already ∂y/∂A: ``K×B×heads×N×N`` each."""
+        return grads
+
     def clear(self) -> None:
         """Drop the recorded tensors (hooks stay)."""
         self._attn.clear()
