@@ -23,7 +23,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttentionCapture", "TokenLayout", "token_layout", "vit_blocks"]
+__all__ = ["AttentionCapture", "HookedCapture", "TokenLayout", "token_layout", "vit_blocks"]
 
 
 def vit_blocks(model: nn.Module) -> Sequence[nn.Module]:
@@ -105,7 +105,56 @@ def _normalise_indices(indices: Iterable[int] | None, depth: int, what: str) -> 
     return sorted(set(out))
 
 
-class AttentionCapture:
+class HookedCapture:
+    """The life cycle shared by the capture context managers: ``_attach`` registers the hooks
+    on enter (and timm's gradient checkpointing is switched off, since blocks re-run in the
+    backward would not be the recorded ones); on exit every hook is removed, ``_restore`` puts
+    back what ``_attach`` changed, checkpointing is restored and the records are dropped."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._checkpointing: bool | None = None
+
+    def _attach(self) -> None:
+        """Register the hooks (append them to ``self._handles``)."""
+        raise NotImplementedError
+
+    def _restore(self) -> None:
+        """Undo what ``_attach`` changed besides the hooks (default: nothing)."""
+
+    def clear(self) -> None:
+        """Drop the recorded tensors (hooks stay)."""
+        raise NotImplementedError
+
+    def __enter__(self):
+        if self._handles:
+            raise RuntimeError(f"{type(self).__name__} is not re-entrant")
+        try:
+            self._attach()
+            if getattr(self.model, "grad_checkpointing", False):
+                self._checkpointing = True
+                self.model.grad_checkpointing = False
+        except BaseException:
+            self._release()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+        self._restore()
+        if self._checkpointing is not None:
+            self.model.grad_checkpointing = self._checkpointing
+            self._checkpointing = None
+        self.clear()
+
+
+class AttentionCapture(HookedCapture):
     """Context manager recording attention (and optionally block outputs) of a timm ViT.
 
     ``with AttentionCapture(model, blocks=[6, 7]) as cap: logits = model(x)`` then
@@ -132,7 +181,7 @@ class AttentionCapture:
         outputs: Iterable[int] = (),
         requires_grad: bool = False,
     ) -> None:
-        self.model = model
+        super().__init__(model)
         self._blocks = vit_blocks(model)
         depth = len(self._blocks)
         self.blocks = _normalise_indices(blocks, depth, "attention block")
@@ -140,9 +189,7 @@ class AttentionCapture:
         self.requires_grad = requires_grad
         self._attn: dict[int, Tensor] = {}
         self._out: dict[int, Tensor] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._fused: dict[int, bool] = {}
-        self._checkpointing: bool | None = None
 
     # --- records -----------------------------------------------------------------------------
     @property
@@ -189,41 +236,17 @@ class AttentionCapture:
     def _on_output(self, index: int, module: nn.Module, args, output: Tensor) -> None:
         self._out[index] = self._track(output)
 
-    def __enter__(self) -> "AttentionCapture":
-        if self._handles:
-            raise RuntimeError("AttentionCapture is not re-entrant")
-        try:
-            for b in self.blocks:
-                attn = self._blocks[b].attn
-                if hasattr(attn, "fused_attn"):
-                    self._fused[b] = attn.fused_attn
-                    attn.fused_attn = False
-                self._handles.append(
-                    attn.attn_drop.register_forward_hook(partial(self._on_attention, b)))
-            for b in self.output_blocks:
-                self._handles.append(
-                    self._blocks[b].register_forward_hook(partial(self._on_output, b)))
-            # timm's checkpoint_seq re-runs blocks in backward: the recorded tensors would not
-            # be the ones the logits depend on. Switch it off while capturing.
-            if getattr(self.model, "grad_checkpointing", False):
-                self._checkpointing = True
-                self.model.grad_checkpointing = False
-        except BaseException:
-            self._release()
-            raise
-        return self
+    def _attach(self) -> None:
+        for b in self.blocks:
+            attn = self._blocks[b].attn
+            if hasattr(attn, "fused_attn"):
+                self._fused[b] = attn.fused_attn
+                attn.fused_attn = False
+            self._handles.append(attn.attn_drop.register_forward_hook(partial(self._on_attention, b)))
+        for b in self.output_blocks:
+            self._handles.append(self._blocks[b].register_forward_hook(partial(self._on_output, b)))
 
-    def __exit__(self, *exc) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
+    def _restore(self) -> None:
         for b, flag in self._fused.items():
             self._blocks[b].attn.fused_attn = flag
         self._fused.clear()
-        if self._checkpointing is not None:
-            self.model.grad_checkpointing = self._checkpointing
-            self._checkpointing = None
-        self.clear()

@@ -27,14 +27,14 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-from wsss.models.attention_capture import _normalise_indices, vit_blocks
+from wsss.models.attention_capture import HookedCapture, _normalise_indices, vit_blocks
 
 __all__ = ["ClsRowCapture"]
 
 _PARTS = ("qkv", "q_norm", "k_norm", "norm")
 
 
-class ClsRowCapture:
+class ClsRowCapture(HookedCapture):
     """Context manager recording what the cls row of the attention of ``blocks`` needs.
 
     ``with ClsRowCapture(model, blocks) as cap: logits = model(x)``, then differentiate the
@@ -44,15 +44,13 @@ class ClsRowCapture:
     """
 
     def __init__(self, model: nn.Module, blocks: Iterable[int] | None = None) -> None:
-        self.model = model
+        super().__init__(model)
         self._blocks = vit_blocks(model)
         self.blocks = _normalise_indices(blocks, len(self._blocks), "attention block")
         self._q: dict[int, Tensor] = {}
         self._k: dict[int, Tensor] = {}
         self._v: dict[int, Tensor] = {}
         self._o: dict[int, Tensor] = {}
-        self._handles: list[torch.utils.hooks.RemovableHandle] = []
-        self._checkpointing: bool | None = None
 
     @staticmethod
     def supports(model: nn.Module, blocks: Iterable[int] | None = None) -> bool:
@@ -129,34 +127,12 @@ class ClsRowCapture:
             o.requires_grad_(True)  # frozen model: make O a graph leaf the logits depend on
         self._o[b] = o
 
-    def __enter__(self) -> "ClsRowCapture":
-        if self._handles:
-            raise RuntimeError("ClsRowCapture is not re-entrant")
-        try:
-            for b in self.blocks:
-                attn = self._blocks[b].attn
-                self._handles += [
-                    attn.q_norm.register_forward_hook(partial(self._on_q, b)),
-                    attn.k_norm.register_forward_hook(partial(self._on_k, b)),
-                    attn.qkv.register_forward_hook(partial(self._on_qkv, b)),
-                    attn.norm.register_forward_pre_hook(partial(self._on_heads_output, b)),
-                ]
-            if getattr(self.model, "grad_checkpointing", False):  # re-run blocks would not be the recorded ones
-                self._checkpointing = True
-                self.model.grad_checkpointing = False
-        except BaseException:
-            self._release()
-            raise
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles.clear()
-        if self._checkpointing is not None:
-            self.model.grad_checkpointing = self._checkpointing
-            self._checkpointing = None
-        self.clear()
+    def _attach(self) -> None:
+        for b in self.blocks:
+            attn = self._blocks[b].attn
+            self._handles += [
+                attn.q_norm.register_forward_hook(partial(self._on_q, b)),
+                attn.k_norm.register_forward_hook(partial(self._on_k, b)),
+                attn.qkv.register_forward_hook(partial(self._on_qkv, b)),
+                attn.norm.register_forward_pre_hook(partial(self._on_heads_output, b)),
+            ]
