@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -57,10 +58,12 @@ class MultiViewMaps:
             size = model_input_size((round(H * scale), round(W * scale)), stride)
             view = images if size == (H, W) else F.interpolate(
                 images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-            for mirrored in (False, True) if self.flip else (False,):
-                maps = self.method(model, view.flip(-1) if mirrored else view, labels)
-                if mirrored:
-                    maps = maps.flip(-1)
+            if self.flip:  # the image and its mirror in one call (maps never mix images)
+                both = self.method(model, torch.cat([view, view.flip(-1)]), torch.cat([labels, labels]))
+                views = [both[:len(images)], both[len(images):].flip(-1)]
+            else:
+                views = [self.method(model, view, labels)]
+            for maps in views:
                 if maps.shape[-2:] != (H, W):
                     maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=True)
                 maps = normalise_maps(maps)
@@ -80,6 +83,6 @@ def configured_map_method(cam, name: str | None = None) -> AttentionMapMethod | 
 
 
 def describe_views(cam) -> str:
-    """One line for reports: the views of a ``CamConfig``, e.g. "map views: scales 1.0, mirrored"."""
+    """One line for reports: the views of a ``CamConfig``, e.g. "map views: scales 1, 1.5, mirrored"."""
     scales = ", ".join(f"{s:g}" for s in cam.scales)
     return f"map views: scale{'s' if len(cam.scales) > 1 else ''} {scales}{', mirrored' if cam.flip else ''}"

@@ -71,7 +71,11 @@ class StageResults:
     methods: dict[str, MethodStages] = field(default_factory=dict)
     trivial: ConfusionMatrix | None = None
     examples: dict[str, list[tuple[Sample, ChainResult, int]]] = field(default_factory=dict)
-    num_images: int = 0
+    ids: list[str] = field(default_factory=list)  # the images scored (unreadable ones left out)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.ids)
 
     def rows(self) -> list[dict]:
         """Stage-table rows (mIoU in percent), one per method, plus the trivial baseline."""
@@ -158,7 +162,7 @@ def run_stages(
                     stages.crf.update(result.labels[i], gt)
                     if name == methods[0]:
                         results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
-                        results.num_images += 1
+                        results.ids.append(sample.id)
                     if len(kept) < examples:
                         kept.append((sample, result, i))
                 bar.update(len(batch))

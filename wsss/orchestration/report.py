@@ -25,7 +25,7 @@ from pathlib import Path
 from wsss.attention.views import describe_views
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
-from wsss.eval.stages import STAGES, evenly_spaced, run_stages, stage_report
+from wsss.eval.stages import STAGES, run_stages, stage_report
 from wsss.orchestration.segmenter import validation_predictions
 from wsss.orchestration.shards import has_masks, write_json
 from wsss.report import Report, write_report
@@ -136,7 +136,7 @@ def write_pipeline_report(config, checkpoint: str | os.PathLike, methods: list[s
         model, _, _ = load_classifier(checkpoint, resolve_device(config.train.device))
         started = time.perf_counter()
         results = run_stages(model, config, dataset, methods, batch_size=config.cam.batch_size, progress=False)
-        stage_ids = evenly_spaced(dataset.ids, config.report.stage_images)
+        stage_ids = results.ids
         timings = {**timings, "stage_table": time.perf_counter() - started}
         print(results.text_table())
         report = stage_report(results, "wsss pipeline: pseudo-label stages and segmenter", notes)
