@@ -5,6 +5,8 @@ import re
 import numpy as np
 from PIL import Image
 
+from wsss.eval.confusion import ConfusionMatrix
+from wsss.eval.stages import MethodStages, StageResults
 from wsss.report import Example, Report, bar_chart_svg, write_report
 
 
@@ -34,3 +36,29 @@ def test_bar_chart_skips_missing_values():
     svg = bar_chart_svg({"a": {"x": 0.5, "y": None}})
     assert svg.count("<rect") == 2  # one bar + one legend swatch
     assert ">50.0<" in svg
+
+
+def _matrix(correct: int, wrong: int) -> ConfusionMatrix:
+    """2-class confusion matrix of ``correct`` right and ``wrong`` wrong pixels (mIoU falls with ``wrong``)."""
+    matrix = ConfusionMatrix(2)
+    gt = np.array([[0] * correct + [1] * correct + [1] * wrong], dtype=np.uint8)
+    pred = np.array([[0] * correct + [1] * correct + [0] * wrong], dtype=np.uint8)
+    matrix.update(pred, gt)
+    return matrix
+
+
+def test_stage_drops_name_the_steps_that_do_not_help():
+    def stages(raw, pamr, rule, crf):
+        return MethodStages({0.5: _matrix(10, raw)}, {0.5: _matrix(10, pamr)}, _matrix(10, rule), _matrix(10, crf))
+
+    results = StageResults(classes=["a"], saliency="tokencut")
+    results.methods["getam"] = stages(6, 2, 4, 3)  # +saliency is worse than +PAMR, the rest better
+    results.methods["rollout"] = stages(6, 5, 4, 3)  # every step helps
+    drops = results.drops()
+    assert len(drops) == 3 and drops[0].startswith("getam: +saliency, conflict ")
+    assert "below +PAMR" in drops[0] and "oracle threshold" in drops[1] and "TokenCut" in drops[2]
+    assert "where a step does not help:" in results.text_table()
+
+    results.methods.pop("getam")
+    results.saliency = "none"
+    assert results.drops() == [] and "does not help" not in results.text_table()

@@ -72,6 +72,7 @@ class StageResults:
     trivial: ConfusionMatrix | None = None
     examples: dict[str, list[tuple[Sample, ChainResult, int]]] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)  # the images scored (unreadable ones left out)
+    saliency: str = "none"  # the saliency source of the label stage (refine.saliency.source)
 
     @property
     def num_images(self) -> int:
@@ -89,6 +90,27 @@ class StageResults:
             rows.append({"method": "trivial baseline", "+CRF": 100 * self.trivial.miou})
         return rows
 
+    def drops(self) -> list[str]:
+        """Where a refinement step does not help: one line per method and stage whose mIoU is
+        below the previous stage's, then what such a drop means (empty when every step helps)."""
+        lines = []
+        for name, stages in self.methods.items():
+            scores = [(stage, 100 * matrix.miou) for stage, matrix in stages.matrices().items()]
+            for (before, a), (stage, b) in zip(scores, scores[1:]):
+                if b < a:
+                    lines.append(f"{name}: {stage} {b:.1f} is below {before} {a:.1f}")
+        if not lines:
+            return []
+        lines.append("raw and +PAMR are scored at the background threshold that is best against the ground "
+                     "truth (the usual protocol for maps); the label stages are made without it, so part of a "
+                     "drop at '+saliency, conflict' is the loss of that oracle threshold")
+        if self.saliency == "tokencut":
+            lines.append("saliency: TokenCut on the classifier's last-block keys; on a ViT trained from tags "
+                         "(not self-supervised, as DINO is) the cut often follows colour regions instead of "
+                         "objects, and pixels it leaves out become background; compare with "
+                         "--set refine.saliency.source=none (background from alpha alone)")
+        return lines
+
     def text_table(self) -> str:
         header = f"{'method':<18}" + "".join(f"{s:>22}" for s in STAGES)
         lines = [f"mIoU (%) on {self.num_images} images; raw and +PAMR at their best background threshold", header]
@@ -99,6 +121,9 @@ class StageResults:
             lines.append(f"{name:<18}" + "".join(cells))
         if self.trivial is not None:
             lines.append(f"{'trivial baseline':<18}{100 * self.trivial.miou:22.1f}  (every non-background-coloured pixel → the tag)")
+        drops = self.drops()
+        if drops:
+            lines += ["where a step does not help:", *(f"  {line}" for line in drops)]
         return "\n".join(lines)
 
 
@@ -138,7 +163,7 @@ def run_stages(
     config.refine.crf.enabled = True
     shared = SharedSaliency(saliency_source(config.refine.saliency, model=model, dataset=dataset))
     num = dataset.num_classes + 1
-    results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num))
+    results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num), saliency=shared.name)
     failures: dict[str, str] = {}
     ids = evenly_spaced(dataset.ids, config.report.stage_images)
     with ExitStack() as stack:
@@ -186,7 +211,8 @@ def stage_report(results: StageResults, title: str, notes: list[str]):
     }
     if results.trivial is not None:
         per_class["trivial baseline"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in results.trivial.iou]))
-    report = Report(title=title, stages=results.rows(), per_class_iou=per_class, notes=notes)
+    report = Report(title=title, stages=results.rows(), per_class_iou=per_class,
+                    notes=[*notes, *(f"where a step does not help: {line}" for line in results.drops())])
     first = next(iter(results.examples), None)
     for sample, result, i in results.examples.get(first, []):
         tags = ", ".join(results.classes[c] for c in np.flatnonzero(sample.tags))
