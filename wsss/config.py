@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
     """A configuration file or override that does not validate."""
+
+
+def _positive_scales(value: list[float]) -> list[float]:
+    if any(not s > 0 for s in value):
+        raise ValueError(f"scales must be positive, got {value}")
+    return value
+
+
+Scales = Annotated[list[float], AfterValidator(_positive_scales)]  # input scale factors, all > 0
 
 
 class _Section(BaseModel):
@@ -70,15 +79,8 @@ class CamConfig(_Section):
     method: Literal["getam", "attention", "rollout", "relevance", "gradcam"] = "getam"
     start_block: int | None = Field(None, ge=0, description="first block used (None: depth // 2)")
     batch_size: int = Field(16, ge=1)
-    scales: list[float] = Field([1.0], min_length=1, description="offline maps: average over these input scales")
+    scales: Scales = Field([1.0], min_length=1, description="offline maps: average over these input scales")
     flip: bool = Field(False, description="offline maps: also average over the left-right mirrored image")
-
-    @field_validator("scales")
-    @classmethod
-    def _positive_scales(cls, value: list[float]) -> list[float]:
-        if any(not s > 0 for s in value):
-            raise ValueError(f"scales must be positive, got {value}")
-        return value
 
 
 class PamrConfig(_Section):
@@ -220,17 +222,10 @@ class SegmenterTrainConfig(_Section):
 class PredictConfig(_Section):
     """Segmenter inference (wsss predict, and the validation score at the end of training)."""
 
-    scales: list[float] = Field([1.0], min_length=1, description="input scales whose softmax is averaged")
+    scales: Scales = Field([1.0], min_length=1, description="input scales whose softmax is averaged")
     flip: bool = Field(True, description="also average the horizontally flipped input")
     crf: bool = Field(False, description="dense CRF on the averaged probabilities (kernels: refine.crf)")
     batch_size: int = Field(8, ge=1, description="images of one size per forward")
-
-    @field_validator("scales")
-    @classmethod
-    def _positive_scales(cls, value: list[float]) -> list[float]:
-        if any(s <= 0 for s in value):
-            raise ValueError(f"scales must be positive, got {value}")
-        return value
 
 
 class ReportConfig(_Section):
