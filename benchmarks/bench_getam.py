@@ -37,7 +37,8 @@ from collections.abc import Callable
 import timm
 import torch
 
-from wsss.attention.batched_grad import slot_selector, tag_slots
+from wsss.attention.batched_grad import slot_selector
+from wsss.attention.slots import tag_slots
 from wsss.attention.base import eval_mode
 from wsss.attention.getam import GETAM, getam
 from wsss.attention.reference import getam_reference

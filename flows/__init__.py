@@ -1,15 +1,36 @@
 """Prefect flows of wsss. They orchestrate; the work is done by the ``wsss`` package.
 
-    pseudo_labels     pseudo-labels for a data set, one task per shard of images
-    train_classifier  the tag classifier
-    train_segmenter   the segmenter
-    evaluate          label PNGs against a data set's masks
     pipeline          data → classifier → pseudo-labels → segmenter → evaluation → report
-    label_inbox       the scheduled flow: labels what is new in a watched folder
+    pseudo-labels     pseudo-labels for a data set, one task per shard of images
+    train-classifier  the tag classifier
+    train-segmenter   the segmenter
+    evaluate          label PNGs against a data set's masks
+    label-inbox       the scheduled flow: labels what is new in a watched folder
 
 The flow modules do not use ``from __future__ import annotations``: a deployed flow's
 parameters are validated from its annotations, which must be the classes themselves.
 
-Run one from Python (``from flows.pipeline import pipeline; pipeline(load_config(...))``),
-or from the shell: ``python -m flows --help``.
+Run one from the shell with ``wsss flow run NAME`` (``python -m flows`` is the same command
+line), serve the inbox with ``wsss flow serve``, or call it from Python
+(``from flows.pipeline import pipeline; pipeline(load_config(...))``).
 """
+
+import importlib
+
+# name on the command line → (module, flow function)
+FLOWS = {
+    "pipeline": ("flows.pipeline", "pipeline"),
+    "pseudo-labels": ("flows.pseudo_labels", "pseudo_labels"),
+    "train-classifier": ("flows.training", "train_classifier"),
+    "train-segmenter": ("flows.training", "train_segmenter"),
+    "evaluate": ("flows.evaluate", "evaluate"),
+    "label-inbox": ("flows.inbox", "label_inbox"),
+}
+
+
+def load_flow(name: str):
+    """The flow function registered as ``name`` (a key of FLOWS)."""
+    if name not in FLOWS:
+        raise ValueError(f"flow {name!r}: expected one of {', '.join(sorted(FLOWS))}")
+    module, attribute = FLOWS[name]
+    return getattr(importlib.import_module(module), attribute)

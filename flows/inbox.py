@@ -16,8 +16,10 @@ from prefect.cache_policies import NO_CACHE
 
 from flows.pseudo_labels import pseudo_labels
 from wsss.config import Config
+from wsss.data.folder import FolderDataset
+from wsss.layout import RunLayout
 from wsss.orchestration.inbox import (
-    InboxPaths, ensure_classes, inbox_config, remember_failures, scan_inbox, unchanged_failures,
+    InboxPaths, ensure_classes, inbox_data, remember_failures, scan_inbox, unchanged_failures,
 )
 from wsss.orchestration.segmenter import predict_ids
 from wsss.orchestration.shards import image_fingerprint
@@ -26,9 +28,8 @@ from wsss.orchestration.shards import image_fingerprint
 @task(name="predict-new", cache_policy=NO_CACHE)
 def predict_new(config: Config, paths: InboxPaths, ids: list[str]) -> dict:
     """Segmenter predictions for ``ids`` of the inbox into OUT/predictions; returns the counts."""
-    from wsss.data.folder import FolderDataset
-
-    return predict_ids(config, paths.segmenter, FolderDataset(paths.folder), ids, paths.predictions)
+    return predict_ids(paths.segmenter, FolderDataset(paths.folder), ids, paths.predictions, config.predict,
+                       config.refine.crf, config.train.device)
 
 
 @flow(name="label-inbox", log_prints=True)
@@ -37,7 +38,7 @@ def label_inbox(config: Config = Config()) -> dict:
     ready, arriving, missing, untagged (image counts in the inbox), labelled, failed,
     predicted."""
     logger = get_run_logger()
-    paths = InboxPaths.of(config)
+    paths = InboxPaths.of(config.flow.inbox, RunLayout(config.run_dir), config.train.segmenter.mode)
     if not paths.classifier.is_file():
         raise FileNotFoundError(f"no classifier at {paths.classifier}: train one first (make demo, or the "
                                 "train_classifier flow) or set flow.inbox.classifier")
@@ -48,7 +49,7 @@ def label_inbox(config: Config = Config()) -> dict:
     if scan.arriving or scan.missing or scan.untagged:
         logger.info(f"waiting: {len(scan.arriving)} image(s) still changing, {len(scan.missing)} listed without a "
                     f"file, {len(scan.untagged)} without a row in tags.csv")
-    settings = inbox_config(config)
+    settings = config.model_copy(update={"data": inbox_data(config.flow.inbox)})
     unlabelled = [i for i in scan.ready if not (paths.labels / f"{i}.png").is_file()]
     failed_before = unchanged_failures(scan.dataset, unlabelled, paths.labels)
     new = [i for i in unlabelled if i not in failed_before]

@@ -1,27 +1,33 @@
 """The ``pipeline`` flow: the whole job, end to end.
 
     data (the demo set is generated when missing) → train_classifier → pseudo_labels (training
-    split) → train_segmenter → evaluate (segmenter, validation split) → stage table and report
+    split) → train_segmenter (its backbone from this run's classifier when
+    ``train.segmenter.init`` says ``classifier``) → the segmenter scored once on the validation
+    split → stage table and report
 
 Every step resumes: training continues from last.pt, finished pseudo-labels are skipped, so a
 re-run after an interruption does only what is left. Writes RUN/report.html and
-RUN/report.json (see ``wsss.orchestration.report``).
+RUN/report.json (``wsss.report.build``).
 """
 
 import time
 from pathlib import Path
 
 from prefect import flow, task
+from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from flows.evaluate import evaluate
 from flows.pseudo_labels import pseudo_labels
 from flows.training import train_classifier, train_segmenter
+from wsss.attention.views import describe_views
 from wsss.config import Config
 from wsss.data import open_dataset
-from wsss.orchestration.report import write_pipeline_report
-from wsss.orchestration.segmenter import validation_predictions
+from wsss.layout import RunLayout
+from wsss.orchestration.artifacts import evaluation_rows
+from wsss.orchestration.reporting import stage_table_report
+from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
 from wsss.orchestration.shards import has_masks
+from wsss.report.build import SegmenterResult
 
 ALL_METHODS = ["getam", "attention", "rollout", "relevance", "gradcam"]
 
@@ -35,11 +41,36 @@ def prepare_data(config: Config) -> dict:
     return {"train": len(train), "val": len(val), "val_has_masks": has_masks(val)}
 
 
+@task(name="evaluate-segmenter", cache_policy=NO_CACHE)
+def evaluate_segmenter(config: Config, checkpoint: Path) -> SegmenterResult | None:
+    """The segmenter scored once on the validation split, and its table artifact."""
+    run = RunLayout(config.run_dir)
+    mode = config.train.segmenter.mode
+    result = score_segmenter(checkpoint, config.data, config.predict, config.cam, config.refine, mode,
+                             config.train.device, run.segmenter(mode), progress=False)
+    if result is not None:
+        scores = {**result.scores.final().to_dict(result.classes), "images": result.images}
+        create_table_artifact(table=evaluation_rows(scores), key="segmenter-evaluation",
+                              description=f"segmenter ({mode}) on {config.data.root} ({config.data.val_split}): "
+                                          f"mIoU {100 * scores['mIoU']:.1f} %")
+    return result
+
+
 @task(name="stage-table-and-report", cache_policy=NO_CACHE)
-def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str], segmenter_scores: dict | None,
+def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str], segmenter: SegmenterResult | None,
                            pseudo: dict, timings: dict[str, float]) -> dict:
     """The stage table on the validation split, and RUN/report.html + RUN/report.json."""
-    return write_pipeline_report(config, checkpoint, methods, segmenter_scores, pseudo, timings)
+    run, data = RunLayout(config.run_dir), config.data
+    notes = [f"data set: {data.root} ({data.format}); stage table and segmenter on split {data.val_split}, "
+             f"pseudo-labels on split {data.train_split}",
+             f"classifier: {checkpoint}; {describe_views(config.cam)}; saliency: {config.refine.saliency.source}; "
+             f"CRF in the pseudo-labels: {config.refine.crf.enabled}",
+             "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
+    return stage_table_report(checkpoint, open_dataset(data, data.val_split), config.cam, config.refine, methods,
+                              config.train.device, run.report_json, run.report_html,
+                              "wsss pipeline: pseudo-label stages and segmenter", notes,
+                              stage_images=config.report.stage_images, segmenter=segmenter, pseudo=pseudo,
+                              timings=timings, config=config.model_dump(mode="json"))
 
 
 @flow(name="pipeline", log_prints=True)
@@ -47,6 +78,7 @@ def pipeline(config: Config = Config(), methods: list[str] = ALL_METHODS) -> dic
     """Run the whole job for ``config``; ``methods``: the map methods of the stage table
     (GETAM first, then the baselines). Returns the report's paths and headline numbers
     (mIoU in percent), the checks, and the seconds the steps took."""
+    run = RunLayout(config.run_dir)
     timings: dict[str, float] = {}
 
     def timed(name, call, *args, **kwargs):
@@ -57,16 +89,14 @@ def pipeline(config: Config = Config(), methods: list[str] = ALL_METHODS) -> dic
 
     data = timed("data", prepare_data, config)
     classifier = timed("train_classifier", train_classifier, config)
-    labels_dir = config.train.segmenter.labels_dir or Path(config.run_dir) / "pseudo_labels"
-    pseudo = timed("pseudo_labels", pseudo_labels, config, checkpoint=classifier, out_dir=labels_dir)
-    segmenter = timed("train_segmenter", train_segmenter, config)
-    segmenter_scores = None
-    if data["val_has_masks"]:  # training wrote its predictions of the validation split
-        segmenter_scores = timed("evaluate_segmenter", evaluate, config, predictions=validation_predictions(config),
-                                 split=config.data.val_split, artifact_key="segmenter-evaluation")
-    report = stage_table_and_report(config, classifier, methods, segmenter_scores, pseudo, timings)
-    run_dir = Path(config.run_dir)
-    return {"report_html": str(run_dir / "report.html"), "report_json": str(run_dir / "report.json"),
+    settings = config.train.segmenter
+    pseudo = timed("pseudo_labels", pseudo_labels, config, checkpoint=classifier,
+                   out_dir=labels_dir(settings, run) or run.pseudo_labels)
+    init = classifier if settings.init == "classifier" else backbone_init(settings.init, run)  # the one just trained
+    segmenter = timed("train_segmenter", train_segmenter, config, init=init)
+    scored = timed("evaluate_segmenter", evaluate_segmenter, config, segmenter) if data["val_has_masks"] else None
+    report = stage_table_and_report(config, classifier, methods, scored, pseudo, timings)
+    return {"report_html": str(run.report_html), "report_json": str(run.report_json),
             "classifier": str(classifier), "segmenter": str(segmenter),
             "segmenter_mIoU": None if report["segmenter"] is None else report["segmenter"]["mIoU"],
             "pseudo_labels_mIoU": report["pseudo_labels"].get("mIoU"), "checks": report["checks"],

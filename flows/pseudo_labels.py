@@ -24,14 +24,15 @@ from prefect.futures import as_completed
 from flows.evaluate import evaluate
 from wsss.config import Config
 from wsss.data import open_dataset
+from wsss.data.runner import MANIFEST
+from wsss.layout import RunLayout
 from wsss.orchestration.artifacts import examples_markdown
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
 from wsss.orchestration.shards import (
-    MANIFEST, claim_label_dir, failure_reasons, has_masks, label_source, plan_shards, reconcile_manifest,
+    claim_label_dir, failure_reasons, has_masks, label_source, plan_shards, reconcile_manifest,
     remove_stale_temporaries, unlabelled,
 )
 from wsss.orchestration.workers import checkpoint_digest, worker_labeler
-from wsss.train.classifier import ClassifierRun
 
 
 @task(name="label-shard", cache_policy=WhenShardLabelled(), retry_condition_fn=retry_on_io_error, persist_result=True)
@@ -40,20 +41,16 @@ def label_shard(config: Config, split: str | None, shard: list[list], out_dir: P
     """Label the images of ``shard`` ([id, fingerprint] pairs) that have no label in ``out_dir``
     yet; returns the counts {ok, skipped, failed} and ``loads`` (1 when this task loaded the
     classifier)."""
-    from wsss.refine.label_dataset import label_dataset
+    from wsss.refine.write_labels import write_pseudo_labels
 
     todo = unlabelled(shard, out_dir)
     if not todo:
         return {"ok": 0, "skipped": len(shard), "failed": 0, "loads": 0}
-    worker = worker_labeler(config, split, checkpoint, digest)
-    counts = label_dataset(worker.labeler, worker.dataset, out_dir, batch_size=config.cam.batch_size, ids=todo,
-                           progress=False)
+    worker = worker_labeler(config.data, split, config.cam, config.refine, config.train.device, checkpoint, digest,
+                            torch_threads=config.flow.torch_threads)
+    counts = write_pseudo_labels(worker.labeler, worker.dataset, out_dir, batch_size=config.cam.batch_size, ids=todo,
+                                 progress=False)
     return {**counts, "loads": int(worker.loaded)}
-
-
-def default_checkpoint(config: Config) -> Path:
-    """Where ``train_classifier`` leaves the classifier of ``config``."""
-    return ClassifierRun(Path(config.run_dir) / "classifier").final
 
 
 @flow(name="pseudo-labels", log_prints=True)
@@ -68,8 +65,9 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
     """
     logger = get_run_logger()
     split = split or config.data.train_split
-    checkpoint = Path(checkpoint or default_checkpoint(config))
-    out = Path(out_dir or Path(config.run_dir) / "pseudo_labels")
+    run = RunLayout(config.run_dir)
+    checkpoint = Path(checkpoint or run.classifier.final)
+    out = Path(out_dir or run.pseudo_labels)
     digest = checkpoint_digest(checkpoint)
     dataset = open_dataset(config.data, split)
     if ids is None:
@@ -77,7 +75,7 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
     unknown = sorted(set(ids) - set(dataset.ids))
     if unknown:
         raise ValueError(f"ids not in {config.data.root} (split {split}): {unknown[:5]}")
-    note = claim_label_dir(out, label_source(config, digest), strict=strict_source)
+    note = claim_label_dir(out, label_source(config.cam, config.refine, digest), strict=strict_source)
     if note:
         logger.warning(f"{note}; earlier labels are kept, new ones use the current settings")
     removed = remove_stale_temporaries(out)
@@ -125,7 +123,7 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
           f"{summary['seconds']} s, model loaded {summary['model_loads']} time(s)")
 
     if has_masks(dataset) and ids == list(dataset.ids):
-        summary["mIoU"] = evaluate(config, predictions=out, split=split, artifact_key="pseudo-labels-evaluation")["mIoU"]
+        summary["mIoU"] = evaluate(out, config, split=split, artifact_key="pseudo-labels-evaluation")["mIoU"]
     labelled = [i for i in ids if (out / f"{i}.png").is_file()][:config.flow.examples]
     if config.flow.examples:
         create_markdown_artifact(examples_markdown(dataset, out, labelled, f"Pseudo-labels: {len(labelled)} examples"),

@@ -8,7 +8,7 @@ from PIL import Image
 from wsss.cli import main
 from wsss.config import load_config
 from wsss.data import DatasetError, FolderDataset, VocDataset, detect_format, open_dataset
-from wsss.data.check import check_dataset
+from wsss.eval.check import check_dataset
 from wsss.data.folder import read_tags_csv
 from wsss.data.images import ImageNotes, ImageReadError, read_rgb
 from wsss.data.label_png import colorize, read_label_png, voc_palette, write_label_png

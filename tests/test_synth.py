@@ -9,7 +9,7 @@ import pytest
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import read_label_png
 from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset
-from wsss.data.trivial_baseline import (
+from wsss.eval.trivial_baseline import (
     background_distance,
     evaluate_trivial_baseline,
     trivial_baseline_label,

@@ -10,7 +10,13 @@
     wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
     wsss pseudo-label --checkpoint F --dataset D --out DIR     the whole chain → label PNGs
     wsss report --checkpoint F --dataset D --out DIR           stage table + report.html
+    wsss saliency --checkpoint F --dataset D --out DIR         built-in TokenCut saliency maps
     wsss demo        [--out DIR]                                the pipeline flow on the demo data (configs/demo.yaml)
+    wsss flow run NAME [--param K=V ...]                        run one Prefect flow once (pipeline, pseudo-labels, ...)
+    wsss flow serve  [--start-server] [--port 4200]             serve label-inbox on its schedule
+
+Every command that reads settings takes ``--config FILE`` and ``--set key.path=value``; a bad
+setting, data set, checkpoint or input prints ``error: ...`` naming it and exits with status 2.
 """
 
 from __future__ import annotations
@@ -21,11 +27,11 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from wsss.config import CamConfig, ConfigError, config_to_yaml, load_config
+from wsss.config import CamConfig, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
-from wsss.models.errors import PretrainedWeightsError
+from wsss.layout import RunLayout
 
 MAP_METHOD_NAMES = get_args(CamConfig.model_fields["method"].annotation)  # getam and the baselines
 
@@ -71,7 +77,7 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_check(args) -> int:
-    from wsss.data.check import check_dataset
+    from wsss.eval.check import check_dataset
 
     fmt = args.format if args.format != "auto" else detect_format(args.dataset)
     dataset = VocDataset(args.dataset, split=args.split) if fmt == "voc" else FolderDataset(args.dataset, split=args.split)
@@ -90,43 +96,48 @@ def cmd_data_check(args) -> int:
 def cmd_train_classifier(args) -> int:
     from wsss.train.classifier import train_classifier
 
-    path = train_classifier(_config(args), restart=args.restart)
+    config = _config(args)
+    path = train_classifier(config.data, config.model, config.train.classifier, config.train.device,
+                            RunLayout(config.run_dir).classifier, restart=args.restart)
     print(f"classifier written to {path}")
     return 0
 
 
 def cmd_train_segmenter(args) -> int:
+    from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
     from wsss.train.segmenter import train_segmenter
 
-    try:
-        path = train_segmenter(_config(args), restart=args.restart, stop_after=args.stop_after)
-    except ValueError as error:  # bad config, checkpoint, labels folder, crop size, ...: no traceback
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"segmenter written to {path}")
+    config = _config(args)
+    run, settings = RunLayout(config.run_dir), config.train.segmenter
+    files = run.segmenter(settings.mode)
+    path = train_segmenter(config.data, config.model, settings, config.cam, config.refine, config.train.device, files,
+                           init=backbone_init(settings.init, run), labels_dir=labels_dir(settings, run),
+                           restart=args.restart, stop_after=args.stop_after)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    print(f"segmenter written to {path}")
+    if path == files.final:
+        score_segmenter(path, config.data, config.predict, config.cam, config.refine, settings.mode, config.train.device,
+                        files)
     return 0
 
 
 def cmd_predict(args) -> int:
-    from wsss.predict import Predictor, predict_folder
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.segmenter import load_segmenter
+    from wsss.data.image_folder import ImageFolder
+    from wsss.models.checkpoint import load_segmenter, resolve_device
+    from wsss.predict import Predictor, predict_dataset
 
     config = _config(args)
     settings = config.predict
     scales = settings.scales if args.scales is None else args.scales
     flip = settings.flip if args.flip is None else args.flip
     crf = config.refine.crf if (settings.crf if args.crf is None else args.crf) else None
-    try:
-        segmenter, classes, _ = load_segmenter(args.checkpoint, resolve_device(config.train.device))
-        predictor = Predictor(segmenter, scales, flip)
-        counts = predict_folder(predictor, args.images, args.out, crf=crf, batch_size=settings.batch_size)
-    except (ValueError, FileNotFoundError) as error:  # not a segmenter checkpoint, no images, ...
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    print(f"predictions in {args.out}: {counts['ok']} written, {counts['failed']} failed "
-          f"(see {args.out / 'manifest.jsonl'}); scales {scales}, flip {flip}, CRF {crf is not None}; "
+    segmenter, classes, _ = load_segmenter(args.checkpoint, resolve_device(config.train.device))
+    images = ImageFolder(args.images, classes)
+    counts = predict_dataset(Predictor(segmenter, scales, flip), images, args.out, crf=crf,
+                             batch_size=settings.batch_size)
+    print(f"predictions in {args.out}: {counts['ok']} written, {counts['skipped']} already there, {counts['failed']} "
+          f"failed (see {args.out / 'manifest.jsonl'}); scales {scales}, flip {flip}, CRF {crf is not None}; "
           f"labels 0 background, {', '.join(f'{i + 1} {c}' for i, c in enumerate(classes))}")
     return 0 if counts["failed"] == 0 else 1
 
@@ -144,13 +155,13 @@ def _scales_arg(text: str) -> list[float]:
 
 def cmd_cam(args) -> int:
     from wsss.attention import configured_map_method
-    from wsss.attention.dataset_maps import dataset_maps
+    from wsss.attention.dataset_maps import write_dataset_maps
 
     config, device, model, dataset = _classifier_and_dataset(args)
     method_name = args.method or config.cam.method
     method = configured_map_method(config.cam, method_name)
-    counts = dataset_maps(model, method, dataset, args.out, batch_size=config.cam.batch_size, device=device,
-                          overlays=not args.no_overlays)
+    counts = write_dataset_maps(model, method, dataset, args.out, batch_size=config.cam.batch_size, device=device,
+                                overlays=not args.no_overlays)
     print(f"{method_name} maps in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
           f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'})")
     return 0 if counts["failed"] == 0 else 1
@@ -183,9 +194,8 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_saliency(args) -> int:
+    from wsss.models.checkpoint import load_classifier, resolve_device
     from wsss.refine.saliency import TokenCutSaliency, write_saliency_maps
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.classifier import load_classifier
 
     config = _config(args)
     settings = config.refine.saliency
@@ -205,8 +215,7 @@ def cmd_saliency(args) -> int:
 
 def _classifier_and_dataset(args):
     """(config, device, model, dataset) for commands that take --checkpoint and --dataset."""
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.classifier import load_classifier
+    from wsss.models.checkpoint import load_classifier, resolve_device
 
     config = _config(args)
     device = resolve_device(config.train.device)
@@ -218,50 +227,42 @@ def _classifier_and_dataset(args):
 
 
 def cmd_pseudo_label(args) -> int:
-    import json
-
     from wsss.eval.evaluate import evaluate_label_dir
-    from wsss.refine.chain import PseudoLabeler
+    from wsss.files import write_json
+    from wsss.refine.chain import offline_labeler
     from wsss.refine.crf import crf_executor
-    from wsss.refine.label_dataset import label_dataset
+    from wsss.refine.write_labels import write_pseudo_labels
 
     config, _, model, dataset = _classifier_and_dataset(args)
-    if args.method:
-        config.cam.method = args.method
+    cam = config.cam.model_copy(update={"method": args.method}) if args.method else config.cam
     with crf_executor(config.refine.crf if config.refine.crf.enabled else None) as executor:  # one pool per run
-        labeler = PseudoLabeler(model, config, dataset, executor=executor)
-        counts = label_dataset(labeler, dataset, args.out, batch_size=config.cam.batch_size, save_maps=args.save_maps)
+        labeler = offline_labeler(model, cam, config.refine, dataset, executor=executor)
+        counts = write_pseudo_labels(labeler, dataset, args.out, batch_size=cam.batch_size, save_maps=args.save_maps)
     print(f"pseudo-labels in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
           f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'}); saliency: {labeler.saliency.name}")
     if any(dataset.mask_path(i) is not None for i in dataset.ids[:1]):
         result = evaluate_label_dir(args.out, dataset, progress=False)
         print(result.summary(dataset.classes))
-        (args.out / "evaluation.json").write_text(json.dumps(result.to_dict(dataset.classes), indent=1))
+        write_json(args.out / "evaluation.json", result.to_dict(dataset.classes))
     return 0 if counts["failed"] == 0 else 1
 
 
 def cmd_report(args) -> int:
-    import json
-
     from wsss.attention.views import describe_views
-    from wsss.eval.stages import run_stages, stage_report
-    from wsss.report import write_report
+    from wsss.orchestration.reporting import stage_table_report
 
-    config, _, model, dataset = _classifier_and_dataset(args)
-    methods = args.methods.split(",")
-    results = run_stages(model, config, dataset, methods, batch_size=config.cam.batch_size)
-    print(results.text_table())
-    notes = [f"data set: {args.dataset}, split {args.split or 'all'}, {results.num_images} images",
+    config, _, _, dataset = _classifier_and_dataset(args)
+    refine = config.refine
+    notes = [f"data set: {args.dataset}, split {args.split or 'all'}",
              f"checkpoint: {args.checkpoint}",
              describe_views(config.cam),
-             f"saliency source: {config.refine.saliency.source}",
-             f"label rule: alpha {config.refine.label.alpha}, tau {config.refine.label.tau}, "
-             f"conflict {config.refine.label.conflict}, opening {config.refine.label.opening}; "
-             f"PAMR {config.refine.pamr.iterations} iterations, dilations {config.refine.pamr.dilations}"]
-    path = write_report(args.out / "report.html", stage_report(results, "wsss: pseudo-label stages", notes))
-    (args.out / "stages.json").write_text(json.dumps({"rows": results.rows(), "images": results.num_images,
-                                                      "notes": notes}, indent=1))
-    print(f"report: {path}")
+             f"saliency source: {refine.saliency.source}",
+             f"label rule: alpha {refine.label.alpha}, tau {refine.label.tau}, "
+             f"conflict {refine.label.conflict}, opening {refine.label.opening}; "
+             f"PAMR {refine.pamr.iterations} iterations, dilations {refine.pamr.dilations}"]
+    stage_table_report(args.checkpoint, dataset, config.cam, refine, args.methods.split(","), config.train.device,
+                       args.out / "report.json", args.out / "report.html", "wsss: pseudo-label stages", notes,
+                       stage_images=config.report.stage_images, config=config.model_dump(mode="json"), progress=True)
     return 0
 
 
@@ -270,12 +271,14 @@ DEMO_CONFIG = Path("configs/demo.yaml")
 
 def cmd_demo(args) -> int:
     """The main job on the built-in demo data: generate and check the data, then the
-    ``pipeline`` flow (on Prefect's temporary local server unless PREFECT_API_URL is set)."""
-    from wsss.data.check import check_dataset
+    ``pipeline`` flow (on Prefect's temporary local server unless PREFECT_API_URL is set).
+    Everything, the data included, lives in ``--out``."""
+    from wsss.eval.check import check_dataset
     from wsss.orchestration.server import offline_defaults
 
     offline_defaults()  # before Prefect is imported: state in ./.state/prefect, telemetry off
-    overrides = [f"run_dir={args.out}", f"data.root={args.out / 'data'}", *args.overrides]
+    run = RunLayout(args.out)
+    overrides = [f"run_dir={run.root}", f"data.root={run.data}", *args.overrides]
     config_path = args.config or (DEMO_CONFIG if DEMO_CONFIG.is_file() else None)
     config = load_config(config_path, overrides)
     for split in (config.data.train_split, config.data.val_split):
@@ -287,12 +290,63 @@ def cmd_demo(args) -> int:
             for item in report.problems:
                 print(item)
             return 1
-    from flows.pipeline import pipeline
+    from flows import load_flow
 
-    summary = pipeline(config)
+    summary = load_flow("pipeline")(config)
     print(f"\nreport: {summary['report_html']} (machine-readable: {summary['report_json']}); "
           f"segmenter mIoU {summary['segmenter_mIoU']:.1f} %, pseudo-labels mIoU {summary['pseudo_labels_mIoU']:.1f} % "
           f"(training split), {summary['seconds']:.0f} s")
+    return 0
+
+
+def _flow_params(pairs: list[str]) -> dict:
+    """['name=value', ...] → {name: value parsed as YAML}."""
+    import yaml
+
+    params = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise ValueError(f"--param {pair!r}: expected NAME=VALUE, e.g. out_dir=runs/labels")
+        params[name] = yaml.safe_load(value) if value else None
+    return params
+
+
+def cmd_flow_run(args) -> int:
+    """Run one flow once with the config (``--config/--set``) and any other parameters."""
+    from wsss.orchestration.server import offline_defaults
+
+    offline_defaults()
+    config = _config(args)
+    from flows import load_flow
+
+    print(load_flow(args.flow)(config=config, **_flow_params(args.param)))
+    return 0
+
+
+def cmd_flow_serve(args) -> int:
+    """Serve label-inbox on ``flow.inbox``'s schedule (on PREFECT_API_URL's server, or with
+    ``--start-server`` a local one on 127.0.0.1 that stops with it)."""
+    from wsss.orchestration.server import offline_defaults
+
+    offline_defaults()
+    config = _config(args)
+    from flows.inbox import serve_inbox
+
+    if not args.start_server:
+        serve_inbox(config)
+        return 0
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from wsss.orchestration.server import LocalServer
+
+    home = Path(os.environ["PREFECT_HOME"])
+    with LocalServer(port=args.port, log=home / "server.log") as server:
+        print(f"Prefect server at {server.ui_url} (UI), log {home / 'server.log'}; serving label-inbox, "
+              "Ctrl-C stops both")
+        os.environ["PREFECT_API_URL"] = server.api_url  # for the flow runs the runner starts
+        with temporary_settings({PREFECT_API_URL: server.api_url}):
+            serve_inbox(config)
     return 0
 
 
@@ -389,6 +443,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", type=Path, default=Path("runs/demo"), help="run folder")
     _add_config_args(demo)
     demo.set_defaults(func=cmd_demo)
+
+    flow = commands.add_parser("flow", help="Prefect flows: run one once, or serve the inbox on its schedule")
+    flow_commands = flow.add_subparsers(dest="flow_command", required=True)
+    from flows import FLOWS  # the registry only (no Prefect import)
+
+    run = flow_commands.add_parser("run", help="run one flow once (Prefect's temporary server unless "
+                                               "PREFECT_API_URL is set)")
+    run.add_argument("flow", choices=sorted(FLOWS))
+    run.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                     help="another flow parameter besides config (e.g. out_dir=..., checkpoint=...; YAML values)")
+    _add_config_args(run)
+    run.set_defaults(func=cmd_flow_run)
+    serve = flow_commands.add_parser("serve", help="serve label-inbox on flow.inbox's schedule until interrupted")
+    serve.add_argument("--start-server", action="store_true", help="start a local Prefect server (127.0.0.1) first")
+    serve.add_argument("--port", type=int, default=4200, help="port of the local server (default 4200)")
+    _add_config_args(serve)
+    serve.set_defaults(func=cmd_flow_serve)
     return parser
 
 
@@ -396,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, DatasetError, PretrainedWeightsError) as error:
+    except (ValueError, FileNotFoundError) as error:  # ConfigError, DatasetError, PretrainedWeightsError, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -180,8 +180,11 @@ class SegmenterTrainConfig(_Section):
     labels_dir: Path | None = Field(
         None, description="two_stage: folder of <id>.png pseudo-labels (None: RUN/pseudo_labels)"
     )
-    init: Path | None = Field(
-        None, description="classifier.pt whose weights start the backbone (None: model.pretrained or random)"
+    init: Literal["pretrained", "classifier"] | Path = Field(
+        "pretrained",
+        description="what starts the backbone: pretrained (model.pretrained, or random weights), classifier "
+                    "(this run's RUN/classifier/classifier.pt; the pipeline hands over the one it trained), "
+                    "or the path of a classifier.pt",
     )
     steps: int = Field(2000, ge=1, description="optimizer steps")
     batch_size: int = Field(8, ge=1, description="images per micro-batch and process")
@@ -210,6 +213,11 @@ class SegmenterTrainConfig(_Section):
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default)")
     seed: int = 0
     dpt: DptConfig = DptConfig()
+
+    @field_validator("init", mode="before")
+    @classmethod
+    def _init_none(cls, value):
+        return "pretrained" if value is None else value  # configs written before 'pretrained' existed
 
     @field_validator("scale_range")
     @classmethod

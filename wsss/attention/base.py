@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.attention.batched_grad import slot_gradients, tag_slots
+from wsss.attention.batched_grad import slot_gradients
+from wsss.attention.slots import tag_slots
 from wsss.models.attention_capture import AttentionCapture, TokenLayout, token_layout, vit_blocks
 
 __all__ = ["AttentionMapMethod", "MapInputs", "eval_mode"]

@@ -17,24 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["tag_slots", "slot_gradients", "slot_selector"]
-
-
-def tag_slots(labels: Tensor) -> Tensor:
-    """Tagged class indices per image, packed left: ``B×C`` multi-hot → ``B×K`` long.
-
-    ``slots[i, k]`` is the k-th tagged class of image i (ascending class order) or -1 when
-    image i has fewer than k+1 tags; K = max number of tags per image (0 if none).
-    """
-    if labels.dim() != 2:
-        raise ValueError(f"labels must be B×C multi-hot, got shape {tuple(labels.shape)}")
-    present = labels > 0
-    counts = present.sum(1)
-    k = int(counts.max()) if labels.shape[0] else 0
-    # stable sort puts tagged classes first, in ascending class order
-    order = torch.argsort((~present).to(torch.int8), dim=1, stable=True)[:, :k]
-    valid = torch.arange(k, device=labels.device)[None, :] < counts[:, None]
-    return torch.where(valid, order, torch.full_like(order, -1))
+__all__ = ["slot_gradients", "slot_selector"]
 
 
 def slot_selector(slots: Tensor, num_classes: int, dtype: torch.dtype) -> Tensor:
@@ -57,7 +40,7 @@ def slot_gradients(
 
     Args:
         logits: ``B×C`` pre-sigmoid class logits, attached to the graph.
-        slots: ``B×K`` from :func:`tag_slots`.
+        slots: ``B×K`` from :func:`wsss.attention.slots.tag_slots`.
         inputs: per-image tensors ``B×…`` the logits depend on (captured attention/tokens).
         retain_graph: keep the graph for a later backward (training's second backward). The
             vmapped call always keeps it, so that the per-slot fallback (an op without a vmap

@@ -24,9 +24,17 @@ from torch import Tensor, nn
 
 from wsss.attention.base import AttentionMapMethod
 from wsss.attention.baselines import make_map_method
-from wsss.attention.dataset_maps import model_input_size, model_stride, normalise_maps
+from wsss.config import CamConfig
+from wsss.models.attention_capture import model_input_size, model_stride
 
-__all__ = ["MultiViewMaps", "configured_map_method", "describe_views"]
+__all__ = ["MultiViewMaps", "configured_map_method", "describe_views", "normalise_maps"]
+
+
+def normalise_maps(maps: Tensor) -> Tensor:
+    """…×H×W float ≥ 0 → each map divided by its max + 1e-5 (DESIGN step 4); NaN → 0."""
+    maps = torch.nan_to_num(maps, nan=0.0).clamp_min(0)
+    peak = maps.flatten(-2).amax(-1)[..., None, None]
+    return maps / (peak + 1e-5)
 
 
 class MultiViewMaps:
@@ -71,7 +79,7 @@ class MultiViewMaps:
         return total / self.num_views
 
 
-def configured_map_method(cam, name: str | None = None) -> AttentionMapMethod | MultiViewMaps:
+def configured_map_method(cam: CamConfig, name: str | None = None) -> AttentionMapMethod | MultiViewMaps:
     """The map method of a ``wsss.config.CamConfig``: ``name`` (default ``cam.method``), with
     ``cam.start_block`` for GETAM, averaged over ``cam.scales`` and ``cam.flip`` when that is more
     than the single view ``[1.0]`` without flip (then the bare method is returned)."""
@@ -82,7 +90,7 @@ def configured_map_method(cam, name: str | None = None) -> AttentionMapMethod | 
     return MultiViewMaps(method, cam.scales, cam.flip)
 
 
-def describe_views(cam) -> str:
+def describe_views(cam: CamConfig) -> str:
     """One line for reports: the views of a ``CamConfig``, e.g. "map views: scales 1, 1.5, mirrored"."""
     scales = ", ".join(f"{s:g}" for s in cam.scales)
     return f"map views: scale{'s' if len(cam.scales) > 1 else ''} {scales}{', mirrored' if cam.flip else ''}"

@@ -8,11 +8,12 @@ the pixel values stay class indices.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from wsss.files import atomic_path
 
 IGNORE_INDEX = 255
 
@@ -49,18 +50,10 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         if label.min() < 0 or label.max() > 255:
             raise ValueError(f"label map for {path} has values outside 0..255")
         label = label.astype(np.uint8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     image = Image.frombytes("P", (label.shape[1], label.shape[0]), np.ascontiguousarray(label).tobytes())
     image.putpalette(_PALETTE.flatten().tolist())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         image.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_label_png(path: str | os.PathLike) -> np.ndarray:

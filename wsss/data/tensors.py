@@ -19,7 +19,8 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 
 def resize_image(image: np.ndarray, size: int | tuple[int, int]) -> np.ndarray:
-    """H×W×3 uint8 → size×size (or (h, w)) ×3 uint8, area/bilinear interpolation."""
+    """H×W×3 uint8 image (or H×W float map, e.g. saliency) → size×size (or h×w), the one
+    resize rule of wsss: INTER_AREA when shrinking either side, bilinear otherwise."""
     h, w = (size, size) if isinstance(size, int) else size
     if image.shape[:2] == (h, w):
         return image

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-IGNORE_INDEX = 255
+from wsss.data.label_png import IGNORE_INDEX
 
 
 class ConfusionMatrix:

@@ -14,16 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from wsss.attention import configured_map_method
+from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.batching import same_size_batches
 from wsss.data.label_png import read_label_png
-from wsss.data.trivial_baseline import trivial_baseline_label
+from wsss.data.runner import run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
-from wsss.refine.chain import ChainResult, PseudoLabeler
+from wsss.eval.trivial_baseline import trivial_baseline_label
+from wsss.refine.chain import ChainResult, offline_labeler
 from wsss.refine.crf import crf_executor
 from wsss.refine.saliency import SaliencySource, saliency_source
 
@@ -145,87 +144,55 @@ def evenly_spaced(ids: list[str], count: int | None) -> list[str]:
 
 def run_stages(
     model: torch.nn.Module,
-    config,
+    cam: CamConfig,
+    refine: RefineConfig,
     dataset: Dataset,
     methods: list[str],
-    batch_size: int = 8,
+    stage_images: int | None = None,
     executor: Executor | None = None,
     examples: int = 6,
     progress: bool = True,
 ) -> StageResults:
     """Score every method of ``methods`` at every stage on ``dataset`` (which needs masks), or
-    on ``config.report.stage_images`` of its images, evenly spaced.
+    on ``stage_images`` of its images, evenly spaced (``report.stage_images``).
 
-    ``config.refine.crf`` parameters are used for the +CRF stage whether or not the CRF is
-    enabled in the config (the stage table always shows it).
+    Each method runs the offline chain of ``cam`` (its views, ``cam.batch_size``) and
+    ``refine``; the ``refine.crf`` kernels make the +CRF stage whether or not the CRF is enabled
+    for the pseudo-labels (the stage table always shows it).
     """
-    config = config.model_copy(deep=True)
-    config.refine.crf.enabled = True
-    shared = SharedSaliency(saliency_source(config.refine.saliency, model=model, dataset=dataset))
+    shared = SharedSaliency(saliency_source(refine.saliency, model=model, dataset=dataset))
     num = dataset.num_classes + 1
     results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num), saliency=shared.name)
-    failures: dict[str, str] = {}
-    ids = evenly_spaced(dataset.ids, config.report.stage_images)
+    ids = evenly_spaced(dataset.ids, stage_images)
     with ExitStack() as stack:
         if executor is None:
-            executor = stack.enter_context(crf_executor(config.refine.crf))  # one pool for every batch
+            executor = stack.enter_context(crf_executor(refine.crf))  # one pool for every batch
         for name in methods:
-            labeler = PseudoLabeler(model, config, dataset, method=configured_map_method(config.cam, name), saliency=shared,
-                                    executor=executor)
+            labeler = offline_labeler(model, cam.model_copy(update={"method": name}), refine, dataset, crf=True,
+                                      executor=executor, saliency=shared)
             stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
                                   {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
             kept: list = []
-            batches = same_size_batches(dataset, ids, batch_size, lambda i, r: failures.setdefault(i, r))
-            bar = tqdm(total=len(ids), desc=f"stages: {name}", unit="img", disable=not progress)
-            for batch in batches:
+
+            def compute(batch: list[Sample]) -> list[tuple[ChainResult, int]]:
                 result = labeler(batch)
-                for i, sample in enumerate(batch):
-                    gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
-                    _sweep_update(stages.raw, result.raw[i], gt)
-                    _sweep_update(stages.pamr, result.refined[i], gt)
-                    stages.rule.update(result.rule[i], gt)
-                    stages.crf.update(result.labels[i], gt)
-                    if name == methods[0]:
-                        results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
-                        results.ids.append(sample.id)
-                    if len(kept) < examples:
-                        kept.append((sample, result, i))
-                bar.update(len(batch))
-            bar.close()
+                return [(result, i) for i in range(len(batch))]
+
+            def write(sample: Sample, item: tuple[ChainResult, int], stages=stages, kept=kept, name=name) -> None:
+                result, i = item
+                gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
+                _sweep_update(stages.raw, result.raw[i].cpu(), gt)
+                _sweep_update(stages.pamr, result.refined[i].cpu(), gt)
+                stages.rule.update(result.rule[i].cpu().numpy(), gt)
+                stages.crf.update(result.labels[i].cpu().numpy(), gt)
+                if name == methods[0]:
+                    results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)
+                    results.ids.append(sample.id)
+                if len(kept) < examples:
+                    kept.append((sample, result, i))
+
+            run_dataset(dataset, compute, write, ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}",
+                        progress=progress)
             results.methods[name] = stages
             results.examples[name] = kept
     return results
-
-
-def stage_report(results: StageResults, title: str, notes: list[str]):
-    """The HTML report of a stage run: table, per-class IoU of every method's final stage,
-    and examples of the first method (image, heat maps, saliency, labels, ground truth)."""
-    from wsss.data.label_png import colorize
-    from wsss.report import Example, Report
-    from wsss.viz import heatmap_overlay, label_overlay
-
-    names = ["background", *results.classes]
-    per_class = {
-        f"{name} (+CRF)": dict(zip(names, [None if np.isnan(v) else float(v) for v in stages.crf.iou]))
-        for name, stages in results.methods.items()
-    }
-    if results.trivial is not None:
-        per_class["trivial baseline"] = dict(zip(names, [None if np.isnan(v) else float(v) for v in results.trivial.iou]))
-    report = Report(title=title, stages=results.rows(), per_class_iou=per_class,
-                    notes=[*notes, *(f"where a step does not help: {line}" for line in results.drops())])
-    first = next(iter(results.examples), None)
-    for sample, result, i in results.examples.get(first, []):
-        tags = ", ".join(results.classes[c] for c in np.flatnonzero(sample.tags))
-        pictures = {
-            "image": sample.image,
-            f"{first} map": heatmap_overlay(sample.image, result.raw[i].max(0).values.numpy()),
-            "+PAMR": heatmap_overlay(sample.image, result.refined[i].max(0).values.numpy()),
-        }
-        if result.saliency[i] is not None:
-            pictures["saliency"] = np.repeat((result.saliency[i].cpu().numpy()[:, :, None] * 255).astype(np.uint8), 3, 2)
-        pictures["pseudo-label"] = label_overlay(sample.image, result.rule[i])
-        pictures["+CRF"] = label_overlay(sample.image, result.labels[i])
-        if sample.mask is not None:
-            pictures["ground truth"] = colorize(sample.mask)
-        report.examples.append(Example(f"{sample.id} ({tags})", pictures))
-    return report

@@ -23,7 +23,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
-__all__ = ["AttentionCapture", "HookedCapture", "TokenLayout", "token_layout", "vit_blocks"]
+__all__ = ["AttentionCapture", "HookedCapture", "TokenLayout", "token_layout", "vit_blocks", "model_stride",
+           "model_input_size"]
 
 
 def vit_blocks(model: nn.Module) -> Sequence[nn.Module]:
@@ -90,6 +91,20 @@ def token_layout(model: nn.Module, image_size: tuple[int, int] | Sequence[int]) 
         ratio = embed.feat_ratio(as_scalar=False) if hasattr(embed, "feat_ratio") else embed.patch_size
         h, w = H // ratio[0], W // ratio[1]
     return TokenLayout(num_prefix_tokens=int(getattr(model, "num_prefix_tokens", 1)), grid=(h, w))
+
+
+def model_stride(model: nn.Module) -> int:
+    """Input pixels per patch token along each side of a timm ViT (16 for */16; the CNN stem's
+    total stride for hybrids, e.g. 32 for r_s16_p8)."""
+    probe = 224
+    return probe // token_layout(model, (probe, probe)).grid[0]
+
+
+def model_input_size(shape: tuple[int, int] | Sequence[int], stride: int) -> tuple[int, int]:
+    """Model input size for an H×W image: each side rounded to the nearest multiple of the
+    stride (at least one stride)."""
+    h, w = int(shape[0]), int(shape[1])
+    return max(stride, round(h / stride) * stride), max(stride, round(w / stride) * stride)
 
 
 def _normalise_indices(indices: Iterable[int] | None, depth: int, what: str) -> list[int]:

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.models.attention_capture import token_layout, vit_blocks
+from wsss.models.attention_capture import model_stride, token_layout, vit_blocks
 from wsss.models.classifier import create_classifier
 
 __all__ = ["DPTHead", "Segmenter", "SegmenterOutput", "create_segmenter", "default_blocks", "READOUTS"]
@@ -240,7 +240,7 @@ class Segmenter(nn.Module):
                              f"got {blocks}")
         self.backbone, self.dpt, self.blocks = backbone, dpt, blocks
         self._unique = sorted(set(blocks))
-        self.stride = backbone_stride(backbone)
+        self.stride = model_stride(backbone)
 
     def forward(self, images: Tensor, with_head: bool = True) -> SegmenterOutput:
         """images: B×3×H×W normalised; with_head=False skips the DPT head (seg is None)."""
@@ -271,12 +271,6 @@ def _is_head(name: str) -> bool:
     return name.startswith(("dpt.", "backbone.head.", "backbone.head_dist."))
 
 
-def backbone_stride(backbone: nn.Module) -> int:
-    """Input pixels per patch token of a timm ViT (16 for */16, 32 for the r_s16_p8 hybrid)."""
-    probe = 224
-    return probe // token_layout(backbone, (probe, probe)).grid[0]
-
-
 def create_segmenter(model_config, dpt_config, num_classes: int) -> Segmenter:
     """A Segmenter from a ``wsss.config.ModelConfig`` (the ViT, random or ``pretrained`` weights)
     and a ``DptConfig``; C = ``num_classes`` foreground classes."""
@@ -284,7 +278,7 @@ def create_segmenter(model_config, dpt_config, num_classes: int) -> Segmenter:
     depth = len(vit_blocks(backbone))
     blocks = dpt_config.blocks if dpt_config.blocks is not None else default_blocks(depth)
     head = DPTHead(
-        dim=backbone.embed_dim, stride=backbone_stride(backbone), num_classes=num_classes, readout=dpt_config.readout,
+        dim=backbone.embed_dim, stride=model_stride(backbone), num_classes=num_classes, readout=dpt_config.readout,
         features=dpt_config.features, channels=dpt_config.reassemble_channels,
         has_prefix=backbone.num_prefix_tokens > 0, head_stride=dpt_config.head_stride,
     )

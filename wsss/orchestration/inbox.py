@@ -25,15 +25,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss.config import Config, DataConfig
+from wsss.config import DataConfig, InboxConfig
 from wsss.data.folder import CLASSES_FILE, TAGS_FILE, FolderDataset, read_classes
 from wsss.data.images import IMAGE_EXTENSIONS
-from wsss.orchestration.shards import MANIFEST, image_fingerprint, read_manifest, write_json
+from wsss.data.runner import MANIFEST
+from wsss.files import write_json, write_text
+from wsss.layout import RunLayout
+from wsss.orchestration.shards import image_fingerprint, read_manifest
 
 
 @dataclass
 class InboxPaths:
-    """Where the inbox flow reads and writes, resolved from ``config.flow.inbox``."""
+    """Where the inbox flow reads and writes, resolved from the ``flow.inbox`` section."""
 
     folder: Path
     labels: Path
@@ -42,21 +45,18 @@ class InboxPaths:
     segmenter: Path
 
     @classmethod
-    def of(cls, config: Config) -> "InboxPaths":
-        from wsss.orchestration.segmenter import default_segmenter
-        from wsss.train.classifier import ClassifierRun
-
-        inbox = config.flow.inbox
-        out = Path(inbox.out or Path(config.run_dir) / "inbox")
+    def of(cls, inbox: InboxConfig, run: RunLayout, segmenter_mode: str) -> "InboxPaths":
+        """inbox: ``flow.inbox``; run: the run folder whose classifier (and segmenter of
+        ``segmenter_mode``) label the inbox unless ``inbox`` names others."""
+        out = Path(inbox.out or run.inbox)
         return cls(folder=Path(inbox.folder), labels=out / "labels", predictions=out / "predictions",
-                   classifier=Path(inbox.classifier or ClassifierRun(Path(config.run_dir) / "classifier").final),
-                   segmenter=Path(inbox.segmenter or default_segmenter(config)))
+                   classifier=Path(inbox.classifier or run.classifier.final),
+                   segmenter=Path(inbox.segmenter or run.segmenter(segmenter_mode).final))
 
 
-def inbox_config(config: Config) -> Config:
-    """``config`` with its data set replaced by the inbox folder (every image, no splits)."""
-    data = DataConfig(format="folder", root=config.flow.inbox.folder, train_split=None, val_split=None)
-    return config.model_copy(update={"data": data})
+def inbox_data(inbox: InboxConfig) -> DataConfig:
+    """The inbox folder as a data set section (plain folder format, every image, no splits)."""
+    return DataConfig(format="folder", root=inbox.folder, train_split=None, val_split=None)
 
 
 def ensure_classes(folder: Path, classifier: Path) -> list[str]:
@@ -64,11 +64,10 @@ def ensure_classes(folder: Path, classifier: Path) -> list[str]:
     path = folder / CLASSES_FILE
     if path.is_file():
         return read_classes(path)
-    from wsss.train.checkpoint import load_checkpoint
+    from wsss.models.checkpoint import read_classes as checkpoint_classes
 
-    classes = list(load_checkpoint(classifier)["classes"])
-    folder.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(classes) + "\n", encoding="utf-8")
+    classes = checkpoint_classes(classifier)
+    write_text(path, "\n".join(classes) + "\n")
     return classes
 
 

@@ -1,10 +1,8 @@
-"""The flows' two calls into the segmenter (``wsss.train.segmenter``, ``wsss.predict``).
+"""The segmenter steps of the flows and the command line, beyond training itself.
 
-``train`` trains (or resumes) the segmenter of a config and returns segmenter.pt (and, when
-the validation split has masks, writes its predictions there: ``validation_predictions``);
-``predict_ids`` writes predictions for chosen images of a data set, skipping those whose PNG
-exists and recording every outcome in OUT/manifest.jsonl (what the inbox needs: only what is
-new, never a second time).
+    init = backbone_init(settings.init, run)          # the classifier.pt that starts the backbone
+    result = score_segmenter(checkpoint, ...)         # scored once: validation split (+ in-loop labels)
+    counts = predict_ids(checkpoint, dataset, ids, out, predict, crf, device)   # only what is new
 """
 
 from __future__ import annotations
@@ -12,55 +10,82 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from wsss.config import CamConfig, CrfConfig, DataConfig, PredictConfig, RefineConfig, SegmenterTrainConfig
+from wsss.data import open_dataset
 from wsss.data.base import Dataset
-from wsss.data.batching import Manifest, same_size_batches
-from wsss.data.label_png import write_label_png
+from wsss.eval.segmenter import evaluate_inloop_labels, evaluate_segmenter
+from wsss.files import write_json
+from wsss.layout import RunLayout, SegmenterFiles
+from wsss.models.checkpoint import load_segmenter, resolve_device
+from wsss.orchestration.shards import has_masks
+from wsss.predict import Predictor, predict_dataset
+from wsss.report.build import SegmenterResult
+
+__all__ = ["backbone_init", "labels_dir", "score_segmenter", "predict_ids"]
 
 
-def default_segmenter(config) -> Path:
-    """Where ``wsss train segmenter`` leaves the segmenter of ``config`` (its mode decides)."""
-    from wsss.train.segmenter import SegmenterRun
-
-    return SegmenterRun.of(config).final
-
-
-def validation_predictions(config) -> Path:
-    """Where segmenter training writes its predictions of the validation split (when it has masks)."""
-    from wsss.train.segmenter import SegmenterRun
-
-    return SegmenterRun.of(config).val_predictions
+def backbone_init(init: str | os.PathLike, run: RunLayout) -> Path | None:
+    """``train.segmenter.init`` → the classifier.pt that starts the backbone: None for
+    ``pretrained``, the run's own classifier for ``classifier``, else the path given."""
+    if init == "pretrained":
+        return None
+    if init == "classifier":
+        return run.classifier.final
+    return Path(init)
 
 
-def train(config, restart: bool = False) -> Path:
-    """Train or resume the segmenter of ``config``; returns its segmenter.pt."""
-    from wsss.train.segmenter import train_segmenter
+def labels_dir(settings: SegmenterTrainConfig, run: RunLayout) -> Path | None:
+    """Two stage: the pseudo-label folder (``labels_dir``, default the run's); single stage: None."""
+    if settings.mode == "single_stage":
+        return None
+    return Path(settings.labels_dir) if settings.labels_dir is not None else run.pseudo_labels
 
-    return Path(train_segmenter(config, restart=restart, progress=False))
+
+def score_segmenter(checkpoint: str | os.PathLike, data: DataConfig, predict: PredictConfig, cam: CamConfig,
+                    refine: RefineConfig, mode: str, device: str, files: SegmenterFiles,
+                    progress: bool = True) -> SegmenterResult | None:
+    """Score the segmenter at ``checkpoint`` on the validation split, once: its predictions
+    (``predict`` settings; written to ``files.val_predictions``) with and without the CRF, and,
+    single stage, its own in-loop labels. Writes ``files.metrics`` and prints the scores.
+    Returns None (and says why) when the split is missing or has no masks."""
+    if data.val_split is None:
+        print("no data.val_split: skipping the validation score")
+        return None
+    val_set = open_dataset(data, data.val_split)
+    if not has_masks(val_set):
+        print(f"validation split {data.val_split!r} has no masks: skipping the validation score")
+        return None
+    segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(device))
+    predictor = Predictor(segmenter, predict.scales, predict.flip)
+    scores = evaluate_segmenter(predictor, val_set, crf=refine.crf if predict.crf else None,
+                                batch_size=predict.batch_size, out_dir=files.val_predictions, progress=progress)
+    final = scores.final()
+    metrics = {"mode": mode, "split": data.val_split, "images": len(val_set.ids),
+               "predict": predict.model_dump(mode="json"), "segmenter": final.to_dict(classes)}
+    print(f"\nsegmenter ({mode}) on split {data.val_split}:")
+    print(final.summary(classes))
+    if predict.crf:
+        metrics["segmenter_without_crf"] = scores.argmax().to_dict(classes)
+        print(f"without the CRF: mIoU {scores.argmax().confusion.miou:.4f}")
+    inloop = None
+    if mode == "single_stage":
+        inloop = evaluate_inloop_labels(segmenter, cam.start_block, refine, val_set, batch_size=predict.batch_size,
+                                        progress=progress)
+        metrics["pseudo_labels"] = inloop.to_dict(classes)
+        print(f"its in-loop pseudo-labels (GETAM → PAMR → label rule, final weights): mIoU {inloop.confusion.miou:.4f}")
+    write_json(files.metrics, metrics)
+    print(f"val mIoU: segmenter {final.confusion.miou:.4f}; metrics in {files.metrics}")
+    return SegmenterResult(mode, scores, classes, predict.model_dump(mode="json"), inloop, len(val_set.ids))
 
 
-def predict_ids(config, checkpoint: str | os.PathLike, dataset: Dataset, ids: list[str],
-                out_dir: str | os.PathLike) -> dict:
-    """Segment ``ids`` of ``dataset`` with the segmenter at ``checkpoint`` (settings:
-    ``config.predict``) into OUT/<id>.png; returns counts {ok, skipped, failed}."""
-    from wsss.predict import Predictor, probs_to_labels
-    from wsss.refine.crf import crf_executor
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.segmenter import load_segmenter
-
-    out = Path(out_dir)
-    settings = config.predict
-    segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(config.train.device))
+def predict_ids(checkpoint: str | os.PathLike, dataset: Dataset, ids: list[str], out_dir: str | os.PathLike,
+                predict: PredictConfig, crf: CrfConfig, device: str) -> dict:
+    """Segment ``ids`` of ``dataset`` with the segmenter at ``checkpoint`` (``predict``
+    settings, the ``refine.crf`` kernels when ``predict.crf``) into OUT/<id>.png, skipping
+    those already there; returns counts {ok, skipped, failed}."""
+    segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(device))
     if classes != dataset.classes:
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes}")
-    predictor = Predictor(segmenter, settings.scales, settings.flip)
-    crf = config.refine.crf if settings.crf else None
-    with Manifest(out / "manifest.jsonl") as manifest, crf_executor(crf) as executor:
-        todo = manifest.unfinished(ids, lambda image_id: out / f"{image_id}.png")
-        batches = same_size_batches(dataset, todo, settings.batch_size,
-                                    lambda image_id, reason: manifest.record(image_id, "failed", reason), needs_tags=False)
-        for batch in batches:
-            images = [sample.image for sample in batch]
-            for sample, label in zip(batch, probs_to_labels(images, predictor(images), crf, executor)):
-                write_label_png(out / f"{sample.id}.png", label)
-                manifest.record(sample.id, "ok")
-        return dict(manifest.counts)
+    predictor = Predictor(segmenter, predict.scales, predict.flip)
+    return predict_dataset(predictor, dataset, out_dir, crf=crf if predict.crf else None,
+                           batch_size=predict.batch_size, ids=ids, progress=False)

@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError
-from wsss.data.batching import Manifest
+from wsss.data.runner import MANIFEST, Manifest
+from wsss.files import write_json
 
-MANIFEST = "manifest.jsonl"
 SOURCE = "source.json"
 
 
@@ -139,13 +139,13 @@ def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
     return removed
 
 
-def label_source(config, digest: str) -> dict:
-    """What determines the labels: the checkpoint's digest, the map method, the refinement
-    settings (without the CRF's worker count, which does not change results)."""
+def label_source(cam: CamConfig, refine: RefineConfig, digest: str) -> dict:
+    """What determines the labels: the checkpoint's digest, the map method (``cam``), the
+    refinement settings (without the CRF's worker count, which does not change results)."""
     return {
         "checkpoint_sha256": digest,
-        "cam": config.cam.model_dump(mode="json", exclude={"batch_size"}),
-        "refine": config.refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
+        "cam": cam.model_dump(mode="json", exclude={"batch_size"}),
+        "refine": refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
     }
 
 
@@ -176,14 +176,3 @@ def claim_label_dir(out_dir: str | os.PathLike, source: dict, strict: bool = Tru
             )
     write_json(marker, source)
     return note
-
-
-def write_json(path: str | os.PathLike, content: dict) -> Path:
-    """Write JSON atomically (temporary file + rename); returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(content, handle, indent=1)
-    os.replace(tmp, path)
-    return path

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wsss.config import CamConfig, DataConfig, RefineConfig
 from wsss.data.base import Dataset
 
 if TYPE_CHECKING:
@@ -52,9 +53,11 @@ class WorkerLabeler:
     loaded: bool  # True when this call loaded the model (False: it came from the cache)
 
 
-def worker_labeler(config, split: str | None, checkpoint: str | os.PathLike, digest: str) -> WorkerLabeler:
-    """The PseudoLabeler of ``config`` with the classifier at ``checkpoint`` (whose SHA-256 is
-    ``digest``) and the data set ``config.data`` / ``split``, cached in this thread.
+def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: RefineConfig, device: str,
+                   checkpoint: str | os.PathLike, digest: str, torch_threads: int | None = None) -> WorkerLabeler:
+    """The offline chain of the ``cam`` and ``refine`` sections with the classifier at
+    ``checkpoint`` (whose SHA-256 is ``digest``) on ``device``, and the data set ``data`` /
+    ``split``, cached in this thread.
 
     A call with another checkpoint, digest, split or other settings replaces the cached one.
     Raises ValueError when the checkpoint's classes differ from the data set's.
@@ -62,27 +65,24 @@ def worker_labeler(config, split: str | None, checkpoint: str | os.PathLike, dig
     import torch
 
     from wsss.data import open_dataset
-    from wsss.refine.chain import PseudoLabeler
-    from wsss.train.checkpoint import resolve_device
-    from wsss.train.classifier import load_classifier
+    from wsss.models.checkpoint import load_classifier, resolve_device
+    from wsss.refine.chain import offline_labeler
 
-    settings = config.model_dump_json(include={"data", "cam", "refine", "train"})
-    key = (str(checkpoint), digest, split, settings)
+    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(), refine.model_dump_json())
     cached = getattr(_local, "entry", None)
     if cached is not None and cached[0] == key:
         return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)
-    if config.flow.torch_threads:
-        torch.set_num_threads(config.flow.torch_threads)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     if checkpoint_digest(checkpoint) != digest:
         raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {digest[:12]} expected)")
-    dataset = open_dataset(config.data, split)
-    model, classes, _ = load_classifier(checkpoint, resolve_device(config.train.device))
+    dataset = open_dataset(data, split)
+    model, classes, _ = load_classifier(checkpoint, resolve_device(device))
     if classes != dataset.classes:
-        raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({config.data.root})")
+        raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({data.root})")
     # The task runner's workers are the parallelism: each runs its CRF in its own process
     # (a CRF pool per batch would cost more to start than the CRF itself).
-    worker_config = config.model_copy(deep=True)
-    worker_config.refine.crf.workers = 1
-    entry = WorkerLabeler(PseudoLabeler(model, worker_config, dataset), dataset, loaded=True)
+    single = refine.model_copy(update={"crf": refine.crf.model_copy(update={"workers": 1})})
+    entry = WorkerLabeler(offline_labeler(model, cam, single, dataset), dataset, loaded=True)
     _local.entry = (key, entry)
     return entry

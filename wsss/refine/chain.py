@@ -1,16 +1,21 @@
-"""The pseudo-label chain for one batch: maps → PAMR → saliency + label rule → CRF.
+"""The labelling chain, one implementation for every caller (DESIGN steps 4–6):
 
-    labeler = PseudoLabeler(model, config, dataset=dataset)
-    result = labeler(samples)        # samples: Sample objects of one image size
-    result.labels                    # B×H×W uint8: 0 background, 1..C, 255 ignore (final stage)
+    maps → normalise → PAMR on the tag slots → normalise → saliency + label rule → optional CRF
 
-Every intermediate stage is kept in the result, so one pass serves both the label writer
-(``wsss pseudo-label``) and the stage table (``wsss report``). The label rule is the same
-torch code the single-stage training loop uses (``wsss.refine.label_rule.pseudo_labels``).
+    chain = LabelChain(refine.pamr, refine.label, crf=refine.crf if refine.crf.enabled else None)
+    result = chain(maps, tags, rgb, saliency)     # every stage kept: raw, refined, rule, labels
+
+The callers differ only in where the maps and the saliency come from:
+
+- offline (``wsss pseudo-label``, the flows, the stage table): :class:`PseudoLabeler` runs a
+  map method (GETAM or a baseline, over its views) and a saliency source on a batch of images;
+- the single-stage training loop (``wsss.refine.inloop``): GETAM from the step's own forward,
+  the saliency of the training crops, no CRF.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -21,68 +26,116 @@ from torch import Tensor, nn
 
 from wsss.attention import configured_map_method
 from wsss.attention.base import AttentionMapMethod
-from wsss.attention.views import MultiViewMaps
-from wsss.attention.batched_grad import tag_slots
-from wsss.attention.dataset_maps import model_input_size, model_stride, normalise_maps
+from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
+from wsss.attention.views import MultiViewMaps, normalise_maps
+from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
 from wsss.data.tensors import image_to_tensor, resize_image
+from wsss.models.attention_capture import model_input_size, model_stride
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 from wsss.refine.saliency import SaliencySource, saliency_source
 
+__all__ = ["ChainResult", "LabelChain", "PseudoLabeler", "offline_labeler"]
+
 
 @dataclass
 class ChainResult:
-    """One batch through the chain (B images of size H×W, C classes).
+    """One batch through the chain (B images of size H×W, C classes); tensors on the device of
+    the chain's input.
 
-    raw: B×C×H×W float in [0, 1], the method's maps, each normalised by its max (untagged: 0).
+    raw: B×C×H×W float in [0, 1], the maps upsampled and each normalised by its max (untagged: 0).
     refined: B×C×H×W float in [0, 1], after PAMR and normalisation (= raw when PAMR is off).
-    saliency: B entries, H×W bool tensor or None.
-    rule: B×H×W uint8, the label rule's output (0, 1..C, 255).
-    labels: B×H×W uint8, the final pseudo-labels (= rule, or the CRF's output when enabled).
+    saliency: B entries, H×W bool tensor (True = salient) or None.
+    rule: B×H×W int64, the label rule's output (0 background, 1..C, 255 ignore).
+    labels: B×H×W int64, the final pseudo-labels (= rule, or the CRF's output when it is on).
     """
 
-    samples: list[Sample]
     raw: Tensor
     refined: Tensor
     saliency: list[Tensor | None]
-    rule: np.ndarray
-    labels: np.ndarray
+    rule: Tensor
+    labels: Tensor
+
+    def label_arrays(self) -> list[np.ndarray]:
+        """The final labels as B arrays H×W uint8 (for PNGs and scoring)."""
+        return list(self.labels.to(torch.uint8).cpu().numpy())
 
 
-def gather_slots(maps: Tensor, slots: Tensor) -> Tensor:
-    """B×C×H×W, B×K slot classes (-1 = empty) → B×K×H×W (empty slots: zeros)."""
-    index = slots.clamp_min(0)[:, :, None, None].expand(-1, -1, *maps.shape[-2:])
-    return maps.gather(1, index) * (slots >= 0)[:, :, None, None]
+class LabelChain:
+    """Class maps of a batch → pseudo-labels, keeping every stage.
 
+    pamr, rule: the ``refine.pamr`` and ``refine.label`` sections; crf: ``refine.crf`` to run the
+    dense CRF on the rule's labels, or None; executor: a process pool for the CRF
+    (``wsss.refine.crf.crf_executor``; None: the CRF runs in this process).
+    """
 
-def scatter_slots(values: Tensor, slots: Tensor, num_classes: int) -> Tensor:
-    """B×K×H×W values of the slot classes → B×C×H×W (classes in no slot: zeros)."""
-    out = values.new_zeros(values.shape[0], num_classes + 1, *values.shape[-2:])
-    index = torch.where(slots >= 0, slots, num_classes)[:, :, None, None].expand_as(values)
-    return out.scatter(1, index, values)[:, :num_classes]
+    def __init__(self, pamr: PamrConfig, rule: LabelRuleConfig, crf: CrfConfig | None = None,
+                 executor: Executor | None = None) -> None:
+        self.pamr, self.rule, self.crf, self.executor = pamr, rule, crf, executor
+
+    @torch.no_grad()
+    def __call__(self, maps: Tensor, tags: Tensor, rgb: Tensor, saliency: Sequence[Tensor | None]) -> ChainResult:
+        """
+        Args:
+            maps: ``B×C×h×w`` float ≥ 0, a map method's output at any size (upsampled to H×W,
+                bilinear, align_corners=True).
+            tags: ``B×C`` multi-hot.
+            rgb: ``B×3×H×W`` the images (uint8 or float, any range: PAMR is scale-free; the CRF
+                reads it as 0..255 RGB).
+            saliency: B entries, ``H×W`` bool (True = salient) or None (no saliency for that image).
+        """
+        H, W = rgb.shape[-2:]
+        maps = maps.detach().float()
+        if maps.shape[-2:] != (H, W):
+            maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=True)
+        tags = tags.to(maps.device)
+        present = (tags > 0)[:, :, None, None]
+        raw = normalise_maps(maps) * present
+        refined = raw
+        if self.pamr.enabled and self.pamr.iterations > 0:
+            slots = tag_slots(tags)
+            slot_maps = pamr(rgb.float(), gather_slots(raw, slots), iterations=self.pamr.iterations,
+                             dilations=self.pamr.dilations)
+            refined = normalise_maps(scatter_slots(slot_maps, slots, tags.shape[1])) * present
+        saliency = list(saliency)
+        rule = self._rule(refined, tags, saliency)
+        labels = rule
+        if self.crf is not None:
+            from wsss.refine.crf import crf_pseudo_labels
+
+            images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
+            refined_labels = crf_pseudo_labels(images, list(rule.to(torch.uint8).cpu().numpy()), self.crf,
+                                               executor=self.executor)
+            labels = torch.from_numpy(np.stack(refined_labels)).long().to(rule.device)
+        return ChainResult(raw, refined, saliency, rule, labels)
+
+    def _rule(self, maps: Tensor, tags: Tensor, saliency: list[Tensor | None]) -> Tensor:
+        """The label rule, run once for the images with saliency and once for those without."""
+        out = torch.zeros(maps.shape[0], *maps.shape[-2:], dtype=torch.long, device=maps.device)
+        with_map = [i for i, s in enumerate(saliency) if s is not None]
+        without = [i for i, s in enumerate(saliency) if s is None]
+        rule = self.rule
+        for group, salient in ((with_map, True), (without, False)):
+            if not group:
+                continue
+            masks = torch.stack([saliency[i] for i in group]).to(maps.device) if salient else None
+            out[group] = pseudo_labels(maps[group], tags[group], masks, alpha=rule.alpha, tau=rule.tau,
+                                       conflict=rule.conflict, opening=rule.opening)
+        return out
 
 
 class PseudoLabeler:
-    """Runs the chain of ``config`` (a wsss.config.Config) with one classifier.
+    """The offline chain: a map method and a saliency source on batches of images.
 
-    method: the map method (default: ``config.cam``); saliency: the source (default: from
-    ``config.refine.saliency``, which may need ``dataset`` for folder maps); executor: a
-    process pool for the CRF (None: the CRF makes its own per call).
+    model: the timm ViT classifier; method: a map method (over its views); saliency: a source;
+    chain: the :class:`LabelChain`. ``labeler(samples)`` takes ``Sample`` objects of one image
+    size and returns their :class:`ChainResult`.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        config,
-        dataset: Dataset | None = None,
-        method: AttentionMapMethod | MultiViewMaps | None = None,
-        saliency: SaliencySource | None = None,
-        executor: Executor | None = None,
-    ):
-        self.model, self.config, self.executor = model, config, executor
-        self.method = configured_map_method(config.cam) if method is None else method
-        self.saliency = saliency or saliency_source(config.refine.saliency, model=model, dataset=dataset)
+    def __init__(self, model: nn.Module, method: AttentionMapMethod | MultiViewMaps, saliency: SaliencySource,
+                 chain: LabelChain) -> None:
+        self.model, self.method, self.saliency, self.chain = model, method, saliency, chain
         self.stride = model_stride(model)
         self.device = next(model.parameters()).device
 
@@ -91,46 +144,25 @@ class PseudoLabeler:
         if len(sizes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
         (H, W), = sizes
-        refine = self.config.refine
-        inputs = torch.stack([image_to_tensor(resize_image(s.image, model_input_size((H, W), self.stride))) for s in samples])
-        inputs = inputs.to(self.device)
+        size = model_input_size((H, W), self.stride)
+        inputs = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples]).to(self.device)
         tags = torch.from_numpy(np.stack([s.tags for s in samples])).to(self.device)
-
-        maps = self.method(self.model, inputs, tags).detach()
-        if maps.shape[-2:] != (H, W):
-            maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=True)
-        raw = normalise_maps(maps) * (tags > 0)[:, :, None, None]
-
-        refined = raw
-        if refine.pamr.enabled and refine.pamr.iterations > 0:
-            rgb = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device).permute(0, 3, 1, 2).float()
-            slots = tag_slots(tags)
-            present = gather_slots(raw, slots)
-            present = pamr(rgb, present, iterations=refine.pamr.iterations, dilations=refine.pamr.dilations)
-            refined = normalise_maps(scatter_slots(present, slots, tags.shape[1])) * (tags > 0)[:, :, None, None]
-
+        maps = self.method(self.model, inputs, tags)
         with torch.no_grad():
             saliency = self.saliency(samples, inputs, size=(H, W))
-        rule = self._label_rule(refined, tags, saliency)
-        labels = rule
-        if refine.crf.enabled:
-            from wsss.refine.crf import crf_pseudo_labels
+        rgb = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device).permute(0, 3, 1, 2)
+        return self.chain(maps, tags, rgb, saliency)
 
-            labels = np.stack(crf_pseudo_labels([s.image for s in samples], list(rule), refine.crf,
-                                                executor=self.executor))
-        return ChainResult(samples, raw.cpu(), refined.cpu(), saliency, rule, labels)
 
-    def _label_rule(self, maps: Tensor, tags: Tensor, saliency: list[Tensor | None]) -> np.ndarray:
-        """The label rule, run once for the images with saliency and once for those without."""
-        rule = self.config.refine.label
-        out = torch.zeros(maps.shape[0], *maps.shape[-2:], dtype=torch.uint8)
-        with_map = [i for i, s in enumerate(saliency) if s is not None]
-        without = [i for i, s in enumerate(saliency) if s is None]
-        for group, sal in ((with_map, True), (without, False)):
-            if not group:
-                continue
-            salient = torch.stack([saliency[i] for i in group]) if sal else None
-            labels = pseudo_labels(maps[group], tags[group], salient, alpha=rule.alpha, tau=rule.tau,
-                                   conflict=rule.conflict, opening=rule.opening)
-            out[group] = labels.to(torch.uint8).cpu()
-        return out.numpy()
+def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, dataset: Dataset | None = None,
+                    crf: bool | None = None, executor: Executor | None = None,
+                    saliency: SaliencySource | None = None) -> PseudoLabeler:
+    """The :class:`PseudoLabeler` of the ``cam`` and ``refine`` sections.
+
+    dataset: for folder saliency (its maps); crf: run the CRF (None: ``refine.crf.enabled``);
+    saliency: a source to use instead of ``refine.saliency``'s (e.g. one shared by several methods).
+    """
+    use_crf = refine.crf.enabled if crf is None else crf
+    chain = LabelChain(refine.pamr, refine.label, refine.crf if use_crf else None, executor)
+    source = saliency or saliency_source(refine.saliency, model=model, dataset=dataset)
+    return PseudoLabeler(model, configured_map_method(cam), source, chain)

@@ -23,12 +23,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from wsss.data.label_png import IGNORE_INDEX
+
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
 __all__ = ["crf_refine", "crf_label_maps", "crf_pseudo_labels", "label_probs", "crf_pool", "crf_executor"]
 
-IGNORE_INDEX = 255  # = wsss.data.label_png.IGNORE_INDEX (not imported: keeps workers light)
 
 # (iterations, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
 _Params = tuple[int, float, float, float, float, float]

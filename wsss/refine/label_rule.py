@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from wsss.attention.slots import gather_slots, tag_slots
 from wsss.data.label_png import IGNORE_INDEX
 
 __all__ = ["pseudo_labels", "positive_quantile", "binary_opening"]
@@ -125,18 +126,12 @@ def _check(maps: Tensor, tags: Tensor, saliency: Tensor | None, alpha: float, ta
         raise ValueError(f"opening must be >= 0 (0: off), got {opening}")
 
 
-def _tagged_maps(maps: Tensor, tags: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Each image's tagged maps, checked: ``B×K×H×W`` maps (K = most tags of an image; unused
-    slots 0), their ``B×K`` class indices (ascending; unused slots last) and ``B×K`` validity."""
-    tagged = tags > 0
-    K = int(tagged.sum(dim=1).max()) if tagged.numel() else 0
-    order = torch.argsort(tagged.to(torch.uint8), dim=1, descending=True, stable=True)[:, :K]
-    valid = tagged.gather(1, order)
-    B, _, H, W = maps.shape
-    M = maps.gather(1, order[:, :, None, None].expand(B, K, H, W))
+def _check_tagged(M: Tensor, slots: Tensor) -> None:
+    """ValueError for NaN or values outside [0, 1] in the tagged (non-empty) slots of ``M``."""
+    valid = slots >= 0
     nan = torch.isnan(M).any(dim=(2, 3)) & valid
     if nan.any():
-        pairs = [(b, int(order[b, k])) for b, k in nan.nonzero().tolist()]
+        pairs = [(b, int(slots[b, k])) for b, k in nan.nonzero().tolist()]
         raise ValueError(f"maps contain NaN in tagged (image, class) pairs {pairs[:8]}"
                          f"{' ...' if len(pairs) > 8 else ''}")
     values = M[valid]
@@ -145,8 +140,6 @@ def _tagged_maps(maps: Tensor, tags: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         if low < 0 or high > 1:
             raise ValueError(f"tagged maps must be in [0, 1] (normalise each by its max), got range "
                              f"[{low.item():.4g}, {high.item():.4g}]")
-    M = torch.where(valid[:, :, None, None], M, torch.zeros((), dtype=M.dtype, device=M.device))
-    return M, order, valid
 
 
 @torch.no_grad()
@@ -201,11 +194,13 @@ def pseudo_labels(
     """
     _check(maps, tags, saliency, alpha, tau, opening)
     B, _, H, W = maps.shape
-    # Work on each image's tagged maps only (K ≪ C); slot k of image b is class order[b, k].
-    M, order, valid = _tagged_maps(maps, tags)
-    if M.shape[1] == 0:
+    # Work on each image's tagged maps only (K ≪ C); slot k of image b is class slots[b, k].
+    slots = tag_slots(tags)
+    if slots.shape[1] == 0:
         return torch.zeros(B, H, W, dtype=torch.long, device=maps.device)
-    class_id = torch.cat([torch.zeros_like(order[:, :1]), order + 1], dim=1)  # slot + 1 → label value
+    M, valid = gather_slots(maps, slots), slots >= 0
+    _check_tagged(M, slots)
+    class_id = torch.cat([torch.zeros_like(slots[:, :1]), slots.clamp_min(-1) + 1], dim=1)  # slot + 1 → label
 
     def to_label(slot: Tensor) -> Tensor:  # B×H×W slot + 1 (0 = background) → label values
         return class_id.gather(1, slot.flatten(1)).view(B, H, W)

@@ -34,24 +34,26 @@ from __future__ import annotations
 
 import abc
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from wsss.config import SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
-from wsss.models.attention_capture import TokenLayout
+from wsss.data.runner import SampleFailed, run_dataset
+from wsss.data.tensors import image_to_tensor, resize_image
+from wsss.files import atomic_path
+from wsss.models.attention_capture import TokenLayout, model_input_size, model_stride
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
 __all__ = ["SaliencySource", "NoSaliency", "FolderSaliency", "TokenCutSaliency", "saliency_source",
-           "write_saliency_maps"]
+           "binarise_saliency", "write_saliency_maps"]
 
 Item = Sample | str
 
@@ -145,18 +147,9 @@ class FolderSaliency(SaliencySource):
                                "(set refine.saliency.missing=none to label it without saliency)")
         return read_gray01(path)
 
-    def binarise(self, saliency: np.ndarray, size: Sequence[int]) -> Tensor:
-        """H0×W0 float map in [0, 1] → size H×W bool (resized, then > threshold)."""
-        H, W = int(size[0]), int(size[1])
-        saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
-        if saliency.shape != (H, W):
-            shrink = H < saliency.shape[0] or W < saliency.shape[1]
-            saliency = cv2.resize(saliency, (W, H), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-        return torch.from_numpy(saliency > self.threshold)
-
     def compute(self, samples, images, sizes):
         maps = [self.read(item) for item in samples]
-        return [None if m is None else self.binarise(m, s) for m, s in zip(maps, sizes)]
+        return [None if m is None else binarise_saliency(m, s, self.threshold) for m, s in zip(maps, sizes)]
 
     def __repr__(self) -> str:
         return f"FolderSaliency(threshold={self.threshold}, missing={self.missing!r})"
@@ -202,8 +195,9 @@ class TokenCutSaliency(SaliencySource):
         return f"TokenCutSaliency(tau={self.tau}, eps={self.eps}, objects={self.objects})"
 
 
-def saliency_source(config, model: nn.Module | None = None, dataset: Dataset | None = None) -> SaliencySource:
-    """The source that ``config`` (a ``wsss.config.SaliencyConfig``) names.
+def saliency_source(config: SaliencyConfig, model: nn.Module | None = None,
+                    dataset: Dataset | None = None) -> SaliencySource:
+    """The source that ``config`` (the ``refine.saliency`` section) names.
 
     tokencut needs ``model`` (a timm ViT); folder needs ``dataset`` (for the map paths).
     """
@@ -221,16 +215,12 @@ def saliency_source(config, model: nn.Module | None = None, dataset: Dataset | N
     raise ValueError(f"refine.saliency.source={config.source!r}: expected one of tokencut, folder, none")
 
 
-def _write_png_atomic(path: Path, mask: np.ndarray) -> None:
-    """H×W bool → 0/255 grayscale PNG via a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def binarise_saliency(saliency: np.ndarray, size: Sequence[int], threshold: float) -> Tensor:
+    """An H0×W0 float saliency map in [0, 1] → ``size`` H×W bool: resized with the image rule
+    (``wsss.data.tensors.resize_image``), then salient where > ``threshold``. The one place
+    saliency maps are resized and binarised (folder source, training crops, evaluation)."""
+    saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
+    return torch.from_numpy(resize_image(saliency, (int(size[0]), int(size[1]))) > threshold)
 
 
 def write_saliency_maps(
@@ -243,47 +233,23 @@ def write_saliency_maps(
 ) -> dict:
     """Write ``OUT/<id>.png`` (0/255 at the image's size) for every image of ``dataset``.
 
-    Existing PNGs are skipped; an image that cannot be read or processed is recorded as failed
-    in ``OUT/manifest.jsonl`` ({"id", "status", "reason"}) and the run goes on. Images of one
-    size are batched; each is resized to the nearest multiple of the model's stride first.
-    Returns counts {ok, skipped, failed}.
+    The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures recorded in
+    ``OUT/manifest.jsonl``). Images of one size are batched; each is resized to the nearest
+    multiple of the model's stride first. Returns counts {ok, skipped, failed}.
     """
-    from wsss.attention.dataset_maps import model_input_size, model_stride
-    from wsss.data.batching import Manifest, same_size_batches
-    from wsss.data.tensors import image_to_tensor, resize_image
-
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stride = model_stride(source.model) if isinstance(source, TokenCutSaliency) else 1
-    with Manifest(out / "manifest.jsonl") as manifest:
-        todo = manifest.unfinished(dataset.ids, lambda image_id: out / f"{image_id}.png")
-        bar = tqdm(total=len(todo), desc=f"{source.name} saliency", unit="img", disable=not progress)
 
-        def failed(image_id: str, reason: str) -> None:
-            manifest.record(image_id, "failed", reason)
-            bar.update(1)
+    def compute(batch: list[Sample]) -> list[Tensor | None]:
+        size = model_input_size(batch[0].image.shape[:2], stride)
+        images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
+        return source(batch, images)
 
-        def write(batch: list[Sample]) -> None:
-            size = model_input_size(batch[0].image.shape[:2], stride)
-            try:
-                images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
-                masks = source(batch, images)
-            except (ValueError, RuntimeError) as error:  # RuntimeError: e.g. eigh not converging
-                if len(batch) > 1:  # find the image that fails: retry one at a time
-                    for sample in batch:
-                        write([sample])
-                    return
-                failed(batch[0].id, f"{type(error).__name__}: {error}")
-                return
-            for sample, mask in zip(batch, masks):
-                if mask is None:
-                    failed(sample.id, "no saliency for this image")
-                    continue
-                _write_png_atomic(out / f"{sample.id}.png", mask.cpu().numpy())
-                manifest.record(sample.id, "ok")
-                bar.update(1)
+    def write(sample: Sample, mask: Tensor | None) -> None:
+        if mask is None:
+            raise SampleFailed("no saliency for this image")
+        with atomic_path(out / f"{sample.id}.png") as tmp:
+            Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
 
-        for batch in same_size_batches(dataset, todo, batch_size, failed, needs_tags=False):
-            write(batch)
-        bar.close()
-        return dict(manifest.counts)
+    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
+                       batch_size=batch_size, needs_tags=False, desc=f"{source.name} saliency", progress=progress)

@@ -8,10 +8,8 @@ holds the final weights, the config and the class names (the file ``wsss cam`` l
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,12 +19,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wsss.config import ClassifierTrainConfig, DataConfig, ModelConfig
 from wsss.data import Dataset, open_dataset
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.eval.classification import multilabel_metrics
+from wsss.files import write_json
+from wsss.layout import ClassifierFiles
+from wsss.models.checkpoint import classifier_checkpoint, load_checkpoint, resolve_device, save_checkpoint
 from wsss.models.classifier import create_classifier
 from wsss.train.augment import augment
-from wsss.train.checkpoint import load_checkpoint, resolve_device, save_checkpoint
 
 
 class TaggedImages(torch.utils.data.Dataset):
@@ -57,25 +58,6 @@ class TaggedImages(torch.utils.data.Dataset):
         return image_to_tensor(image), torch.from_numpy(tags)
 
 
-@dataclass
-class ClassifierRun:
-    """Where a classifier run keeps its files."""
-
-    folder: Path
-
-    @property
-    def last(self) -> Path:
-        return self.folder / "last.pt"
-
-    @property
-    def final(self) -> Path:
-        return self.folder / "classifier.pt"
-
-    @property
-    def history(self) -> Path:
-        return self.folder / "history.json"
-
-
 def _lr_lambda(warmup_steps: int, total_steps: int):
     def factor(step: int) -> float:
         if step < warmup_steps:
@@ -97,22 +79,24 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
     return multilabel_metrics(torch.cat(scores).numpy(), torch.cat(targets).numpy())
 
 
-def train_classifier(config, restart: bool = False, progress: bool = True) -> Path:
-    """Train (or resume) the classifier of ``config`` (a wsss.config.Config); returns classifier.pt."""
-    settings = config.train.classifier
+def train_classifier(data: DataConfig, model_config: ModelConfig, settings: ClassifierTrainConfig, device: str,
+                     files: ClassifierFiles, restart: bool = False, progress: bool = True) -> Path:
+    """Train (or resume) the classifier of the ``model`` section on ``data``'s splits with the
+    ``train.classifier`` settings on ``device`` (``train.device``); writes ``files``
+    (``RunLayout.classifier``) and returns classifier.pt."""
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    device = resolve_device(config.train.device)
-    run = ClassifierRun(Path(config.run_dir) / "classifier")
-    train_set = open_dataset(config.data, config.data.train_split)
-    val_set = open_dataset(config.data, config.data.val_split)
+    device = resolve_device(device)
+    run = files
+    train_set = open_dataset(data, data.train_split)
+    val_set = open_dataset(data, data.val_split)
     classes = train_set.classes
     torch.manual_seed(settings.seed)
-    model = create_classifier(config.model, len(classes)).to(device)
+    model = create_classifier(model_config, len(classes)).to(device)
 
-    train_data = TaggedImages(train_set, config.model.img_size, train=True, seed=settings.seed)
+    train_data = TaggedImages(train_set, model_config.img_size, train=True, seed=settings.seed)
     val_loader = DataLoader(
-        TaggedImages(val_set, config.model.img_size, train=False),
+        TaggedImages(val_set, model_config.img_size, train=False),
         batch_size=settings.batch_size, num_workers=settings.num_workers,
     )
     steps_per_epoch = max(1, len(train_data) // settings.batch_size)
@@ -120,7 +104,7 @@ def train_classifier(config, restart: bool = False, progress: bool = True) -> Pa
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, _lr_lambda(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
     )
-    identity = {"model": config.model.model_dump(mode="json"), "classes": classes}
+    identity = {"model": model_config.model_dump(mode="json"), "classes": classes}
     start_epoch, history = 0, []
     if run.last.is_file() and not restart:
         state = load_checkpoint(run.last)
@@ -168,28 +152,11 @@ def train_classifier(config, restart: bool = False, progress: bool = True) -> Pa
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
         })
-        run.history.write_text(json.dumps(history, indent=1))
+        write_json(run.history, history)
 
     if history:
         last = history[-1]
         per_class = "  ".join(f"{name} {f1:.2f}" for name, f1 in zip(classes, last["val_F1"]))
         print(f"final val mAP {last['val_mAP']:.3f}; per-class F1: {per_class}")
-    save_checkpoint(run.final, {
-        "model": model.state_dict(), "config": config.model_dump(mode="json"), "classes": classes,
-        "history": history,
-    })
+    save_checkpoint(run.final, classifier_checkpoint(model, model_config, classes, history))
     return run.final
-
-
-def load_classifier(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str], dict]:
-    """classifier.pt → (model in eval mode, class names, the config dict it was trained with)."""
-    from wsss.config import Config
-
-    state = load_checkpoint(path)
-    if not {"model", "config", "classes"} <= set(state):
-        raise ValueError(f"{path}: not a wsss classifier checkpoint (expected keys model, config, classes)")
-    config = Config.model_validate(state["config"])
-    model_config = config.model.model_copy(update={"pretrained": None})
-    model = create_classifier(model_config, len(state["classes"]))
-    model.load_state_dict(state["model"])
-    return model.to(device).eval(), list(state["classes"]), state["config"]

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from wsss.train.checkpoint import resolve_device
+from wsss.models.checkpoint import resolve_device
 
 __all__ = ["Distributed", "setup_distributed"]
 

@@ -28,26 +28,25 @@ Mixed precision on CUDA (bfloat16 where supported, else float16 with loss scalin
 ``grad_accum`` micro-batches per step. Several processes with torchrun
 (DistributedDataParallel, see ``wsss.train.distributed``): ``batch_size`` is per process.
 
-Files in RUN/segmenter (two stage: RUN/segmenter_two_stage):
+Files in RUN/segmenter (two stage: RUN/segmenter_two_stage; ``wsss.layout.SegmenterFiles``):
 
     last.pt        every ``checkpoint_every`` steps, at the end of phase 1 and at the end
                    (atomic): model, optimizer, scheduler, loss scaler, step, every process's RNG
                    state, history; a new run with the same config resumes from it and ends with
                    the same weights as an uninterrupted run
-    segmenter.pt   the final weights, config and class names (what ``wsss predict`` loads)
+    segmenter.pt   the final weights, model and DPT settings and class names (what ``wsss
+                   predict`` loads; ``wsss.models.checkpoint``)
     history.json   losses, label statistics and learning rate per logged interval
-    metrics.json   validation mIoU etc. of the segmenter (and, single stage, of its own
-                   in-loop pseudo-labels with the final weights)
     manifest.jsonl two stage: images left out for want of a pseudo-label
+
+Scoring the result (metrics.json) is the caller's: ``wsss.eval.segmenter``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,38 +56,22 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from wsss.config import CamConfig, DataConfig, ModelConfig, RefineConfig, SegmenterTrainConfig
 from wsss.data import Dataset, open_dataset
-from wsss.data.batching import Manifest
 from wsss.data.label_png import IGNORE_INDEX
+from wsss.data.runner import Manifest
+from wsss.files import write_json
+from wsss.layout import SegmenterFiles
+from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.dpt import Segmenter, create_segmenter
-from wsss.train.checkpoint import load_checkpoint, save_checkpoint
+from wsss.refine.inloop import InLoopLabeler
 from wsss.train.distributed import Distributed, setup_distributed
-from wsss.train.inloop import InLoopLabeler
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
 
-__all__ = ["train_segmenter", "load_segmenter", "step_loss", "segmentation_loss", "saliency_loss",
-           "build_optimizer", "poly_schedule", "SegmenterRun"]
+__all__ = ["train_segmenter", "step_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
+           "build_optimizer", "poly_schedule"]
 
 _NO_DECAY_NAMES = ("cls_token", "dist_token", "reg_token", "pos_embed")
-
-
-@dataclass
-class SegmenterRun:
-    """Where a segmenter run keeps its files (see the module docstring)."""
-
-    folder: Path
-
-    @classmethod
-    def of(cls, config) -> "SegmenterRun":
-        name = "segmenter" if config.train.segmenter.mode == "single_stage" else "segmenter_two_stage"
-        return cls(Path(config.run_dir) / name)
-
-    last = property(lambda self: self.folder / "last.pt")
-    final = property(lambda self: self.folder / "segmenter.pt")
-    history = property(lambda self: self.folder / "history.json")
-    metrics = property(lambda self: self.folder / "metrics.json")
-    manifest = property(lambda self: self.folder / "manifest.jsonl")
-    val_predictions = property(lambda self: self.folder / "val_predictions")
 
 
 # --- losses ----------------------------------------------------------------------------------
@@ -152,6 +135,9 @@ def poly_schedule(optimizer: torch.optim.Optimizer, steps: int, power: float) ->
 # --- model set-up ----------------------------------------------------------------------------
 def _load_init(segmenter: Segmenter, path: Path, classes: list[str]) -> None:
     """Start the backbone from a classifier.pt of ``wsss train classifier``."""
+    if not path.is_file():
+        raise ValueError(f"train.segmenter.init: no classifier at {path}; train one first (wsss train classifier) "
+                         "or set train.segmenter.init=pretrained")
     state = load_checkpoint(path)
     if not {"model", "classes"} <= set(state):
         raise ValueError(f"train.segmenter.init={path}: not a wsss classifier checkpoint (keys model, classes)")
@@ -165,7 +151,11 @@ def _load_init(segmenter: Segmenter, path: Path, classes: list[str]) -> None:
 
 
 def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    """Every RNG stream as plain data (numpy's key array as a tensor: loadable weights-only)."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos),
+                                                        int(has_gauss), float(gauss)],
+             "python": random.getstate()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -173,7 +163,8 @@ def _rng_state() -> dict:
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -188,17 +179,15 @@ def _amp(device: torch.device, enabled: bool):
     return (lambda: torch.autocast("cuda", dtype=dtype)), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
-def _training_set(config, run: SegmenterRun, dist: Distributed) -> tuple[Dataset, Path | None]:
-    """The training split and, for two stage, the label folder (images without a label PNG
-    are left out and recorded in the run's manifest)."""
+def _training_set(data: DataConfig, labels_dir: Path | None, run: SegmenterFiles, dist: Distributed) -> Dataset:
+    """The training split; for two stage (``labels_dir`` given) only its images with a label
+    PNG (the others are recorded in the run's manifest)."""
     if dist.main:  # the demo set is generated on first use: by one process only
-        open_dataset(config.data, config.data.train_split)
+        open_dataset(data, data.train_split)
     dist.barrier()
-    dataset = open_dataset(config.data, config.data.train_split)
-    settings = config.train.segmenter
-    if settings.mode == "single_stage":
-        return dataset, None
-    labels_dir = Path(settings.labels_dir) if settings.labels_dir is not None else Path(config.run_dir) / "pseudo_labels"
+    dataset = open_dataset(data, data.train_split)
+    if labels_dir is None:
+        return dataset
     if not labels_dir.is_dir():
         raise ValueError(f"train.segmenter.labels_dir={labels_dir}: folder not found; write the pseudo-labels "
                          "first (wsss pseudo-label --out DIR) or set train.segmenter.labels_dir")
@@ -212,12 +201,21 @@ def _training_set(config, run: SegmenterRun, dist: Distributed) -> tuple[Dataset
     dataset.ids = [i for i in dataset.ids if (labels_dir / f"{i}.png").is_file()]
     if not dataset.ids:
         raise ValueError(f"train.segmenter.labels_dir={labels_dir}: no <id>.png for any training image")
-    return dataset, labels_dir
+    return dataset
 
 
 # --- one step --------------------------------------------------------------------------------
-def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phase: int, config,
-              device: torch.device, autocast=nullcontext) -> tuple[Tensor, dict]:
+def saliency_masks(batch: dict, threshold: float, device: torch.device) -> list[Tensor | None]:
+    """The binarised saliency of a batch of crops (``refine.saliency.threshold``): B entries,
+    S×S bool or None for an image without a map. The crops were resized like every saliency
+    map (``binarise_saliency``'s rule) before cropping."""
+    return [batch["saliency"][i].to(device) > threshold if bool(batch["has_saliency"][i]) else None
+            for i in range(batch["saliency"].shape[0])]
+
+
+def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phase: int,
+              settings: SegmenterTrainConfig, saliency_threshold: float, device: torch.device,
+              autocast=nullcontext) -> tuple[Tensor, dict]:
     """The loss of one micro-batch; the caller runs its (second) backward and the optimizer step.
 
     Args:
@@ -228,14 +226,14 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
             forward inside its capture and the first backward in it); two stage: None (the
             batch's labels are used).
         phase: 1 = classification loss only; 2 = segmentation (+ classification, saliency).
-        config: the wsss.config.Config (train.segmenter loss weights, refine.saliency.threshold).
+        settings: the ``train.segmenter`` section (loss weights); saliency_threshold:
+            ``refine.saliency.threshold`` (folder maps are salient above it).
         device: where the model is; autocast: a context factory (mixed precision or none).
 
     Returns:
         the scalar loss (attached to the graph) and float statistics (loss, cls, seg,
         saliency, fg_share, ignore_share: the share of label pixels that are classes / 255).
     """
-    settings = config.train.segmenter
     images = batch["image"].to(device, non_blocking=True)
     tags = batch["tags"].to(device, non_blocking=True)
     if phase == 1:
@@ -243,20 +241,16 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
             out = model(images, with_head=False)
         cls = F.multilabel_soft_margin_loss(out.logits.float(), tags)
         return cls, {"loss": cls.item(), "cls": cls.item()}
-    saliency: list[Tensor | None]
+    saliency = saliency_masks(batch, saliency_threshold, device)
     if labeler is not None:
         with labeler.capture():
             with autocast():
                 out = model(images)
-            labels, saliency = labeler(out.logits, tags, images, batch["rgb"].to(device, non_blocking=True),
-                                       batch["saliency"], batch["has_saliency"])
+            labels, saliency = labeler(out.logits, tags, images, batch["rgb"].to(device, non_blocking=True), saliency)
     else:
         with autocast():
             out = model(images)
         labels = batch["label"].to(device, non_blocking=True)
-        threshold = config.refine.saliency.threshold
-        saliency = [batch["saliency"][i].to(device) > threshold if batch["has_saliency"][i] else None
-                    for i in range(images.shape[0])]
     seg = segmentation_loss(out.seg, labels)
     cls = F.multilabel_soft_margin_loss(out.logits.float(), tags)
     loss = seg + settings.cls_loss_weight * cls  # (two stage too: every output takes part, as DDP needs)
@@ -272,42 +266,56 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
 
 
 # --- the run ---------------------------------------------------------------------------------
-def train_segmenter(config, restart: bool = False, progress: bool = True, stop_after: int | None = None) -> Path:
-    """Train (or resume) the segmenter of ``config`` (a wsss.config.Config).
+def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: SegmenterTrainConfig, cam: CamConfig,
+                    refine: RefineConfig, device: str, files: SegmenterFiles, init: Path | None = None,
+                    labels_dir: Path | None = None, restart: bool = False, progress: bool = True,
+                    stop_after: int | None = None) -> Path:
+    """Train (or resume) the segmenter of the ``model`` section and ``settings``
+    (``train.segmenter``) on ``data``'s training split, on ``device`` (``train.device``).
 
-    restart: ignore RUN/<segmenter>/last.pt. stop_after: stop once this many steps are done
-    (a checkpoint is written; a later call resumes), e.g. to split a run into jobs that fit a
-    time limit. Returns segmenter.pt, or last.pt when stopped early. Under torchrun every
-    process calls this; only rank 0 writes files, prints and evaluates.
+    cam, refine: the single-stage loop's GETAM start block and labelling chain (PAMR, label
+    rule, saliency). files: the run's segmenter folder (``RunLayout.segmenter(mode)``).
+    init: a classifier.pt whose weights start the backbone (None: ``model.pretrained`` or
+    random). labels_dir: two stage: the folder of <id>.png pseudo-labels (required).
+    restart: ignore last.pt. stop_after: stop once this many steps are done (a checkpoint is
+    written; a later call resumes), e.g. to split a run into jobs that fit a time limit.
+    Returns segmenter.pt, or last.pt when stopped early. Under torchrun every process calls
+    this; only rank 0 writes files and prints.
     """
-    settings = config.train.segmenter
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after={stop_after}: expected a positive number of steps")
+    single = settings.mode == "single_stage"
+    if not single and labels_dir is None:
+        raise ValueError("train.segmenter.mode=two_stage needs the folder of pseudo-labels (labels_dir)")
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    dist = setup_distributed(config.train.device)
+    dist = setup_distributed(device)
     try:
-        return _train(config, settings, dist, restart, progress and dist.main, stop_after)
+        device, run = dist.device, files
+        train_set = _training_set(data, None if single else Path(labels_dir), run, dist)
+        classes = train_set.classes
+        torch.manual_seed(settings.seed)
+        segmenter = create_segmenter(model_config, settings.dpt, len(classes))
+        if init is not None:
+            _load_init(segmenter, Path(init), classes)
+        segmenter.to(device)
+        labeler = InLoopLabeler(segmenter.backbone, cam.start_block, refine) if single else None
+        return _train(segmenter, train_set, None if single else Path(labels_dir), labeler, model_config, settings,
+                      refine.saliency.threshold, run, dist, restart, progress and dist.main, stop_after)
     finally:
         dist.close()
 
 
-def _train(config, settings, dist: Distributed, restart: bool, progress: bool, stop_after: int | None) -> Path:
-    device, run = dist.device, SegmenterRun.of(config)
-    single = settings.mode == "single_stage"
-    train_set, labels_dir = _training_set(config, run, dist)
-    classes = train_set.classes
-    torch.manual_seed(settings.seed)
-    segmenter = create_segmenter(config.model, settings.dpt, len(classes))
-    if settings.init is not None:
-        _load_init(segmenter, Path(settings.init), classes)
-    segmenter.to(device)
+def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, labeler: InLoopLabeler | None,
+           model_config: ModelConfig, settings: SegmenterTrainConfig, saliency_threshold: float, run: SegmenterFiles,
+           dist: Distributed, restart: bool, progress: bool, stop_after: int | None) -> Path:
+    device, classes, single = dist.device, train_set.classes, labeler is not None
     optimizer = build_optimizer(segmenter, settings)
     scheduler = poly_schedule(optimizer, settings.steps, settings.poly_power)
     autocast, scaler = _amp(device, settings.amp)
     torch.manual_seed(settings.seed * 7919 + dist.rank + 1)  # dropout etc., one stream per process
 
-    identity = {"model": config.model.model_dump(mode="json"), "dpt": settings.dpt.model_dump(mode="json"),
+    identity = {"model": model_config.model_dump(mode="json"), "dpt": settings.dpt.model_dump(mode="json"),
                 "classes": classes, "mode": settings.mode, "steps": settings.steps, "world": dist.world,
                 "batch_size": settings.batch_size, "grad_accum": settings.grad_accum}
     start, history = 0, []
@@ -330,7 +338,7 @@ def _train(config, settings, dist: Distributed, restart: bool, progress: bool, s
     if dist.enabled:  # phase 1 leaves the DPT head unused: find_unused_parameters
         model = nn.parallel.DistributedDataParallel(
             segmenter, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
-    crop = settings.crop_size or config.model.img_size
+    crop = settings.crop_size or model_config.img_size
     if crop % segmenter.stride:
         raise ValueError(f"train.segmenter.crop_size={crop} must be a multiple of the model's stride {segmenter.stride}")
     sampler = StepBatches(len(train_set), settings.batch_size, settings.grad_accum, dist.world, dist.rank,
@@ -338,7 +346,6 @@ def _train(config, settings, dist: Distributed, restart: bool, progress: bool, s
     loader = DataLoader(SegmenterCrops(train_set, crop, settings.scale_range, settings.seed, labels_dir),
                         batch_sampler=sampler, num_workers=settings.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # own generator: the global RNG stream stays the run's
-    labeler = InLoopLabeler(config, segmenter.backbone) if single else None
     phase1_steps = round(settings.steps * settings.phase1_fraction) if single else 0
     stop = settings.steps if stop_after is None else min(settings.steps, stop_after)
     if dist.main:
@@ -357,7 +364,8 @@ def _train(config, settings, dist: Distributed, restart: bool, progress: bool, s
         for m in range(settings.grad_accum):
             sync = m == settings.grad_accum - 1 or not dist.enabled
             with nullcontext() if sync else model.no_sync():
-                loss, stats = step_loss(model, next(batches), labeler, phase, config, device, autocast)
+                loss, stats = step_loss(model, next(batches), labeler, phase, settings, saliency_threshold, device,
+                                        autocast)
                 scaler.scale(loss / settings.grad_accum).backward()
             interval.append(stats)
         scaler.step(optimizer)
@@ -377,12 +385,8 @@ def _train(config, settings, dist: Distributed, restart: bool, progress: bool, s
             print(f"stopped after step {stop}/{settings.steps}; {run.last} resumes the run")
         return run.last
     if dist.main:
-        save_checkpoint(run.final, {"model": segmenter.state_dict(), "config": config.model_dump(mode="json"),
-                                    "classes": classes, "history": history})
+        save_checkpoint(run.final, segmenter_checkpoint(segmenter, model_config, settings.dpt, classes, history))
     dist.barrier()
-    dist.close()
-    if dist.main:
-        _evaluate_run(segmenter, config, classes, run, progress)
     return run.final
 
 
@@ -403,55 +407,8 @@ def _save_last(run, dist, identity, segmenter, optimizer, scheduler, scaler, ste
         "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step, "rng": rng,
         "history": history,
     })
-    run.history.write_text(json.dumps(history, indent=1))
+    write_json(run.history, history)
     last = history[-1]
     parts = "  ".join(f"{k} {last[k]:.4f}" for k in ("loss", "cls", "seg", "saliency", "fg_share", "ignore_share")
                       if k in last)
     print(f"step {step:6d}  phase {last['phase']}  {parts}  lr {last['lr']:.2e}  {last['s_per_step']:.2f} s/step")
-
-
-def _evaluate_run(segmenter: Segmenter, config, classes: list[str], run: SegmenterRun, progress: bool) -> None:
-    """Validation mIoU of the segmenter (and of its in-loop labels) → metrics.json, printed."""
-    from wsss.predict import Predictor, evaluate_segmenter
-    from wsss.train.inloop import evaluate_inloop_labels
-
-    if config.data.val_split is None:
-        print("no data.val_split: skipping the validation score")
-        return
-    val_set = open_dataset(config.data, config.data.val_split)
-    if not val_set.ids or val_set.mask_path(val_set.ids[0]) is None:
-        print(f"validation split {config.data.val_split!r} has no masks: skipping the validation score")
-        return
-    segmenter.eval()
-    p = config.predict
-    predictor = Predictor(segmenter, p.scales, p.flip)
-    scores = evaluate_segmenter(predictor, val_set, crf=config.refine.crf if p.crf else None, batch_size=p.batch_size,
-                                out_dir=run.val_predictions, progress=progress)
-    result = scores.final
-    metrics = {"mode": config.train.segmenter.mode, "split": config.data.val_split, "images": len(val_set.ids),
-               "predict": p.model_dump(mode="json"), "segmenter": result.to_dict(classes)}
-    print(f"\nsegmenter ({config.train.segmenter.mode}) on split {config.data.val_split}:")
-    print(result.summary(classes))
-    if p.crf:
-        metrics["segmenter_without_crf"] = scores.argmax.to_dict(classes)
-        print(f"without the CRF: mIoU {scores.argmax.confusion.miou:.4f}")
-    if config.train.segmenter.mode == "single_stage":
-        labels = evaluate_inloop_labels(segmenter, config, val_set, batch_size=p.batch_size, progress=progress)
-        metrics["pseudo_labels"] = labels.to_dict(classes)
-        print(f"its in-loop pseudo-labels (GETAM → PAMR → label rule, final weights): mIoU {labels.confusion.miou:.4f}")
-    run.metrics.write_text(json.dumps(metrics, indent=1))
-    print(f"val mIoU: segmenter {result.confusion.miou:.4f}; metrics in {run.metrics}")
-
-
-def load_segmenter(path: str | Path, device: str | torch.device = "cpu") -> tuple[Segmenter, list[str], dict]:
-    """segmenter.pt → (Segmenter in eval mode, class names, the config dict it was trained with)."""
-    from wsss.config import Config
-
-    state = load_checkpoint(path)
-    if not {"model", "config", "classes"} <= set(state) or not any(k.startswith("dpt.") for k in state["model"]):
-        raise ValueError(f"{path}: not a wsss segmenter checkpoint (expected segmenter.pt of wsss train segmenter)")
-    config = Config.model_validate(state["config"])
-    segmenter = create_segmenter(config.model.model_copy(update={"pretrained": None}), config.train.segmenter.dpt,
-                                 len(state["classes"]))
-    segmenter.load_state_dict(state["model"])
-    return segmenter.to(device).eval(), list(state["classes"]), state["config"]

@@ -134,11 +134,9 @@ class SegmenterCrops(torch.utils.data.Dataset):
             "has_saliency": sample.saliency is not None,
             "saliency": torch.zeros(self.crop, self.crop),
         }
-        if sample.saliency is not None:
-            saliency = cv2.resize(np.asarray(sample.saliency, np.float32), sample.image.shape[1::-1],
-                                  interpolation=cv2.INTER_LINEAR) \
-                if sample.saliency.shape != sample.image.shape[:2] else sample.saliency
-            item["saliency"] = torch.from_numpy(window.apply(saliency.astype(np.float32), cv2.INTER_LINEAR))
+        if sample.saliency is not None:  # to the image's size by the one resize rule, then the crop's window
+            saliency = resize_image(np.nan_to_num(np.asarray(sample.saliency, np.float32)), sample.image.shape[:2])
+            item["saliency"] = torch.from_numpy(window.apply(saliency, cv2.INTER_LINEAR))
         label = np.full((self.crop, self.crop), IGNORE_INDEX, np.uint8)
         if self.labels_dir is not None:
             full = read_label_png(self.labels_dir / f"{sample.id}.png")

@@ -22,6 +22,8 @@ from wsss.data.base import Dataset, DatasetError
 from wsss.data.folder import FolderDataset
 from wsss.data.images import IMAGE_EXTENSIONS, ImageNotes, ImageReadError, read_gray01, read_rgb
 from wsss.data.label_png import IGNORE_INDEX, read_label_png
+from wsss.eval.confusion import ConfusionMatrix
+from wsss.eval.trivial_baseline import trivial_baseline_label
 
 
 @dataclass
@@ -97,9 +99,6 @@ class CheckReport:
 
 def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     """Read every sample of ``dataset`` and collect problems and statistics."""
-    from wsss.data.trivial_baseline import trivial_baseline_label
-    from wsss.eval.confusion import ConfusionMatrix
-
     num_classes = len(dataset.classes)
     report = CheckReport(classes=list(dataset.classes), num_images=len(dataset.ids))
     report.tagged_images = np.zeros(num_classes, dtype=np.int64)

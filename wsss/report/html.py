@@ -1,4 +1,4 @@
-"""The report a user opens first: one self-contained HTML page (images inlined as PNG data).
+"""The HTML page of a report: one self-contained file (images inlined as PNG data).
 
 Sections: a stage table (rows of named scores), a per-class IoU bar chart (inline SVG), notes,
 and a grid of examples (image, heat map, pseudo-label, ground truth, ...).
@@ -10,12 +10,13 @@ import base64
 import html
 import io
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from wsss.files import write_text
 
 
 @dataclass
@@ -129,12 +130,6 @@ def render_html(report: Report) -> str:
     return "".join(parts)
 
 
-def write_report(path: str | os.PathLike, report: Report) -> Path:
+def write_html(path: str | os.PathLike, report: Report) -> Path:
     """Write the HTML page atomically; returns its path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".html", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(render_html(report))
-    os.replace(tmp, path)
-    return path
+    return write_text(path, render_html(report))

@@ -1,0 +1,141 @@
+"""The one walk over a data set that every step uses (maps, saliency, pseudo-labels,
+predictions, scoring):
+
+    ids → skip what is finished → batches (``same_size_batches``) → compute → write
+        → manifest → progress
+
+    counts = run_dataset(dataset, compute, write, out_dir=OUT, finished=lambda i: OUT / f"{i}.png",
+                         batch_size=8, desc="pseudo-labels")
+
+``compute(batch)`` returns one result per sample of the batch; ``write(sample, result)`` stores
+it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason. An image
+that cannot be read, has no tags (when ``needs_tags``), or whose computation raises
+ValueError/RuntimeError (the batch is retried one image at a time to find it) fails alone:
+it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
+the walk goes on. Images whose ``finished(id)`` file exists are skipped, so a re-run finishes
+an interrupted one. With ``out_dir=None`` nothing is recorded or skipped (scoring walks);
+failures still reach ``on_failure``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from wsss.data.base import Dataset, Sample
+from wsss.data.batching import same_size_batches
+
+__all__ = ["Manifest", "SampleFailed", "run_dataset", "MANIFEST"]
+
+MANIFEST = "manifest.jsonl"
+
+
+class SampleFailed(Exception):
+    """Raised by a runner's ``write`` for an image whose result cannot be used (the reason)."""
+
+
+class Manifest:
+    """An append-only JSON-lines record of every image's outcome: {"id", "status", "reason"}.
+
+    status is "ok" or "failed"; each line is flushed at once, so an interruption loses nothing
+    that was recorded.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._handle = self.path.open("a", encoding="utf-8")
+
+    def record(self, image_id: str, status: str, reason: str = "", **extra) -> None:
+        self._handle.write(json.dumps({"id": image_id, "status": status, "reason": reason, **extra}) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def __enter__(self) -> "Manifest":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _Tally:
+    """Counts (and, with an out folder, the manifest) of one walk."""
+
+    def __init__(self, manifest: Manifest | None, bar, on_failure: Callable[[str, str], None] | None):
+        self.manifest, self.bar, self.on_failure = manifest, bar, on_failure
+        self.counts = {"ok": 0, "skipped": 0, "failed": 0}
+
+    def ok(self, image_id: str) -> None:
+        self.counts["ok"] += 1
+        if self.manifest is not None:
+            self.manifest.record(image_id, "ok")
+        self.bar.update(1)
+
+    def failed(self, image_id: str, reason: str) -> None:
+        self.counts["failed"] += 1
+        if self.manifest is not None:
+            self.manifest.record(image_id, "failed", reason)
+        if self.on_failure is not None:
+            self.on_failure(image_id, reason)
+        self.bar.update(1)
+
+
+def run_dataset(
+    dataset: Dataset,
+    compute: Callable[[list[Sample]], Sequence[Any]],
+    write: Callable[[Sample, Any], None],
+    *,
+    out_dir: str | os.PathLike | None = None,
+    finished: Callable[[str], Path] | None = None,
+    ids: Iterable[str] | None = None,
+    batch_size: int = 8,
+    needs_tags: bool = True,
+    desc: str = "",
+    progress: bool = True,
+    on_failure: Callable[[str, str], None] | None = None,
+) -> dict:
+    """Walk ``ids`` (default: every image of ``dataset``); returns counts {ok, skipped, failed}.
+
+    out_dir: where ``manifest.jsonl`` is appended (None: no manifest); finished: the file whose
+    existence means an image is done (None: nothing is skipped).
+    """
+    ids = list(dataset.ids if ids is None else ids)
+    manifest = Manifest(Path(out_dir) / MANIFEST) if out_dir is not None else None
+    todo = [i for i in ids if finished is None or not finished(i).is_file()]
+    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
+    tally = _Tally(manifest, bar, on_failure)
+    tally.counts["skipped"] = len(ids) - len(todo)
+
+    def handle(batch: list[Sample]) -> None:
+        try:
+            results = compute(batch)
+        except (ValueError, RuntimeError) as error:  # RuntimeError: e.g. eigh not converging
+            if len(batch) > 1:  # find the image that fails: one at a time
+                for sample in batch:
+                    handle([sample])
+                return
+            tally.failed(batch[0].id, f"{type(error).__name__}: {error}")
+            return
+        for sample, result in zip(batch, results):
+            try:
+                write(sample, result)
+            except SampleFailed as reason:
+                tally.failed(sample.id, str(reason))
+                continue
+            tally.ok(sample.id)
+
+    try:
+        for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags):
+            handle(batch)
+    finally:
+        bar.close()
+        if manifest is not None:
+            manifest.close()
+    return tally.counts

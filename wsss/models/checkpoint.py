@@ -1,0 +1,148 @@
+"""Checkpoints as plain data: weights, the model's settings, the classes, a format version.
+
+Every file wsss writes is a dict of tensors, dicts, lists, strings and numbers, read back with
+``torch.load(weights_only=True)``: loading a file a user was sent runs no code. Written
+atomically (``wsss.files``), so an interruption never leaves a half-written file.
+
+    classifier.pt   {"format": "wsss-classifier", "format_version": 2, "model": state dict,
+                     "model_config": the model section, "classes": [...], "history": [...]}
+    segmenter.pt    {"format": "wsss-segmenter", "format_version": 2, "model": state dict,
+                     "model_config": ..., "dpt": the train.segmenter.dpt section, "classes", "history"}
+
+Format 1 (before December 2026) held the whole configuration under "config"; it still loads.
+Settings a checkpoint holds that this version no longer knows are ignored on load.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel
+from torch import nn
+
+from wsss.config import DptConfig, ModelConfig
+from wsss.files import atomic_path
+from wsss.models.classifier import create_classifier
+from wsss.models.dpt import Segmenter, create_segmenter
+
+__all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
+           "segmenter_checkpoint", "load_classifier", "load_segmenter", "read_classes", "resolve_device",
+           "known_settings"]
+
+FORMAT_VERSION = 2
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
+    """torch.save ``state`` (plain data only) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint with ``weights_only=True``; FileNotFoundError when missing, ValueError
+    naming the file when it is not a plain-data checkpoint (damaged, or holding objects)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # unpickling raises many types for a damaged or unsafe file
+        raise ValueError(f"{path}: cannot read as a plain-data checkpoint ({type(error).__name__}: "
+                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: a checkpoint holds a dict, got {type(state).__name__}")
+    return state
+
+
+def known_settings(section: type[BaseModel], values: dict) -> BaseModel:
+    """``section`` validated from ``values`` without the keys it no longer knows (recursively
+    for nested sections): a checkpoint written with older settings still loads."""
+    kept: dict[str, Any] = {}
+    for name, field in section.model_fields.items():
+        if name not in values:
+            continue
+        value, kind = values[name], field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel) and isinstance(value, dict):
+            value = known_settings(kind, value)
+        kept[name] = value
+    return section.model_validate(kept)
+
+
+def classifier_checkpoint(model: nn.Module, model_config: ModelConfig, classes: list[str],
+                          history: list[dict]) -> dict:
+    """The content of classifier.pt."""
+    return {"format": "wsss-classifier", "format_version": FORMAT_VERSION, "model": model.state_dict(),
+            "model_config": model_config.model_dump(mode="json"), "classes": list(classes), "history": history}
+
+
+def segmenter_checkpoint(segmenter: Segmenter, model_config: ModelConfig, dpt: DptConfig, classes: list[str],
+                         history: list[dict]) -> dict:
+    """The content of segmenter.pt."""
+    return {"format": "wsss-segmenter", "format_version": FORMAT_VERSION, "model": segmenter.state_dict(),
+            "model_config": model_config.model_dump(mode="json"), "dpt": dpt.model_dump(mode="json"),
+            "classes": list(classes), "history": history}
+
+
+def _sections(state: dict, path: Path, kind: str) -> tuple[ModelConfig, DptConfig | None]:
+    """The model (and DPT) settings of a checkpoint of either format."""
+    if "model_config" in state:  # format 2
+        if state.get("format") != f"wsss-{kind}":
+            raise ValueError(f"{path}: a {state.get('format', 'unknown')} checkpoint, not a wsss {kind} checkpoint")
+        model, dpt = state["model_config"], state.get("dpt")
+    else:  # format 1: the whole configuration
+        config = state.get("config", {})
+        model = config.get("model", {})
+        dpt = config.get("train", {}).get("segmenter", {}).get("dpt") if kind == "segmenter" else None
+    model_config = known_settings(ModelConfig, model).model_copy(update={"pretrained": None})
+    return model_config, (known_settings(DptConfig, dpt or {}) if kind == "segmenter" else None)
+
+
+def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str], ModelConfig]:
+    """classifier.pt → (model in eval mode, class names, its model section)."""
+    path = Path(path)
+    state = load_checkpoint(path)
+    if not {"model", "classes"} <= set(state) or not ({"model_config", "config"} & set(state)):
+        raise ValueError(f"{path}: not a wsss classifier checkpoint (expected classifier.pt of wsss train classifier)")
+    model_config, _ = _sections(state, path, "classifier")
+    model = create_classifier(model_config, len(state["classes"]))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its weights do not fit its model settings ({error})") from None
+    return model.to(device).eval(), list(state["classes"]), model_config
+
+
+def load_segmenter(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[Segmenter, list[str], ModelConfig]:
+    """segmenter.pt → (Segmenter in eval mode, class names, its model section)."""
+    path = Path(path)
+    state = load_checkpoint(path)
+    if not {"model", "classes"} <= set(state) or not any(k.startswith("dpt.") for k in state["model"]):
+        raise ValueError(f"{path}: not a wsss segmenter checkpoint (expected segmenter.pt of wsss train segmenter)")
+    model_config, dpt = _sections(state, path, "segmenter")
+    segmenter = create_segmenter(model_config, dpt, len(state["classes"]))
+    segmenter.load_state_dict(state["model"])
+    return segmenter.to(device).eval(), list(state["classes"]), model_config
+
+
+def read_classes(path: str | os.PathLike) -> list[str]:
+    """The class names stored in a classifier or segmenter checkpoint."""
+    state = load_checkpoint(path)
+    if "classes" not in state:
+        raise ValueError(f"{path}: not a wsss checkpoint (no class names)")
+    return list(state["classes"])
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available else cpu; otherwise torch.device(name) with a clear error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as error:
+        raise ValueError(f"train.device={name!r}: expected auto, cpu, cuda or cuda:N ({error})") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+    return device

@@ -1,0 +1,56 @@
+"""The stage table and the report of a run (the pipeline's last step, and ``wsss report``).
+
+    content = stage_table_report(checkpoint, dataset, cam, refine, methods, device, json_path, html_path,
+                                 title, notes, stage_images=..., segmenter=..., pseudo=..., timings=...)
+
+Runs the stage table with the classifier at ``checkpoint`` when the data set has masks,
+prints it, and hands everything to the one report builder (``wsss.report.build``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from wsss.config import CamConfig, RefineConfig
+from wsss.data.base import Dataset
+from wsss.eval.stages import run_stages
+from wsss.models.checkpoint import load_classifier, resolve_device
+from wsss.orchestration.shards import has_masks
+from wsss.report.build import SegmenterResult, build_report, write_report
+
+__all__ = ["stage_table_report"]
+
+
+def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: CamConfig, refine: RefineConfig,
+                       methods: list[str], device: str, json_path: str | os.PathLike, html_path: str | os.PathLike,
+                       title: str, notes: list[str], stage_images: int | None = None,
+                       segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
+                       timings: dict[str, float] | None = None, config: dict | None = None,
+                       progress: bool = False) -> dict:
+    """Stage table of ``methods`` on ``dataset`` (``stage_images`` of its images, evenly
+    spaced; all when None), then report.json and report.html; returns the JSON content."""
+    timings, notes, stages = dict(timings or {}), list(notes), None
+    if has_masks(dataset):
+        model, _, _ = load_classifier(checkpoint, resolve_device(device))
+        started = time.perf_counter()
+        stages = run_stages(model, cam, refine, dataset, methods, stage_images=stage_images, progress=progress)
+        timings["stage_table"] = time.perf_counter() - started
+        print(stages.text_table())
+    else:
+        notes.append("the data set has no masks: no stage table, no segmenter score")
+    content, page = build_report(title, notes, stages=stages, segmenter=segmenter, pseudo=pseudo, timings=timings,
+                                 config=config)
+    if segmenter is not None:
+        entry = content["segmenter"]
+        parts = [f"segmenter ({segmenter.mode}) mIoU: {entry['mIoU']:.1f} %"]
+        if "mIoU_without_crf" in entry:
+            parts.append(f"without the CRF {entry['mIoU_without_crf']:.1f} %")
+        if "inloop_labels_mIoU" in entry:
+            parts.append(f"its in-loop pseudo-labels {entry['inloop_labels_mIoU']:.1f} %")
+        if "mIoU_on_stage_images" in entry:
+            parts.append(f"on the stage table's {content['stage_images']} images {entry['mIoU_on_stage_images']:.1f} %")
+        print("; ".join(parts))
+    write_report(json_path, html_path, content, page)
+    print(f"report: {html_path} and {json_path}")
+    return content

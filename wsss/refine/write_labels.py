@@ -1,0 +1,54 @@
+"""``wsss pseudo-label`` and the flows' shards: the offline chain over a data set, on disk.
+
+    OUT/<id>.png          pseudo-label, VOC palette (0 background, 1..C, 255 ignore), atomic write
+    OUT/maps/<id>.npz     optional: refined maps of the tagged classes (as ``wsss cam`` writes them)
+    OUT/manifest.jsonl    every image's outcome {"id", "status": "ok"|"failed", "reason"}
+
+The walk is ``wsss.data.runner.run_dataset``: images whose PNG exists are skipped, so a re-run
+finishes an interrupted one; an image that cannot be read fails alone.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from wsss.attention.dataset_maps import write_npz
+from wsss.data.base import Dataset, Sample
+from wsss.data.label_png import write_label_png
+from wsss.data.runner import run_dataset
+from wsss.refine.chain import ChainResult, PseudoLabeler
+
+__all__ = ["write_pseudo_labels"]
+
+
+def write_pseudo_labels(
+    labeler: PseudoLabeler,
+    dataset: Dataset,
+    out_dir: str | os.PathLike,
+    batch_size: int = 8,
+    save_maps: bool = False,
+    ids: list[str] | None = None,
+    progress: bool = True,
+) -> dict:
+    """Write pseudo-labels for ``ids`` (default: every image); returns counts {ok, skipped, failed}."""
+    out = Path(out_dir)
+
+    def compute(batch: list[Sample]) -> list[tuple[ChainResult, int]]:
+        result = labeler(batch)
+        return [(result, i) for i in range(len(batch))]
+
+    def write(sample: Sample, item: tuple[ChainResult, int]) -> None:
+        result, i = item
+        if save_maps:
+            present = np.flatnonzero(sample.tags)
+            write_npz(out / "maps" / f"{sample.id}.npz",
+                      maps=result.refined[i, present].cpu().numpy().astype(np.float16),
+                      classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]))
+        write_label_png(out / f"{sample.id}.png", result.labels[i].cpu().numpy().astype(np.uint8))
+
+    out.mkdir(parents=True, exist_ok=True)
+    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
+                       batch_size=batch_size, desc="pseudo-labels", progress=progress)

@@ -1,0 +1,180 @@
+"""The one report builder: report.json (machine-readable) and report.html from results.
+
+Both the ``pipeline`` flow and ``wsss report`` hand their results here:
+
+    content, page = build_report(title, notes, stages=stage_results, segmenter=segmenter_result,
+                                 pseudo=pseudo_summary, timings=timings, config=config.model_dump(mode="json"))
+    write_report(RUN/report.json, RUN/report.html, content, page)
+
+report.json:
+
+    stages          rows of the stage table (mIoU in percent): every map method at
+                    raw → +PAMR → +saliency, conflict → +CRF, and the trivial baseline
+    stage_columns   the stage names; stage_images: how many images the stage table scored
+    segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, pixel
+                    accuracy, images), its inference settings, its mIoU without the CRF (when
+                    predict.crf is on), the mIoU of its in-loop pseudo-labels (single stage), and
+                    its mIoU on the stage table's images (what the checks compare); null if none
+    pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s)
+    timings_s       seconds per pipeline step, and their sum ("total")
+    images_per_s    throughput of the pseudo-label flow and of the stage table
+    checks          whether GETAM's labels and the segmenter beat the baselines and the trivial one
+    config          the settings of the run
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from wsss.data.label_png import colorize
+from wsss.eval.evaluate import Evaluation
+from wsss.eval.segmenter import SegmenterScores
+from wsss.eval.stages import STAGES, StageResults
+from wsss.files import write_json
+from wsss.report.html import Example, Report, write_html
+from wsss.viz import heatmap_overlay, label_overlay
+
+__all__ = ["SegmenterResult", "build_report", "write_report", "checks", "TRIVIAL"]
+
+TRIVIAL = "trivial baseline"
+
+
+@dataclass
+class SegmenterResult:
+    """A segmenter scored on the validation split (``wsss.eval.segmenter``), for the report.
+
+    mode: ``train.segmenter.mode``; predict: the ``predict`` section as a dict (its CRF flag
+    decides the rows); inloop: its in-loop labels' scores (single stage) or None; images: the
+    validation split's size."""
+
+    mode: str
+    scores: SegmenterScores
+    classes: list[str]
+    predict: dict
+    inloop: Evaluation | None
+    images: int
+
+    def section(self, stage_ids: list[str] | None) -> dict:
+        """The report.json ``segmenter`` entry (scores in percent)."""
+        final = self.scores.final().to_dict(self.classes)
+        entry = {"mode": self.mode, "mIoU": 100.0 * final["mIoU"],
+                 "IoU": {k: None if v is None else 100.0 * v for k, v in final["IoU"].items()},
+                 "pixel_accuracy": 100.0 * final["pixel_accuracy"], "images": self.images, "predict": self.predict}
+        if self.scores.crf:
+            entry["mIoU_without_crf"] = 100.0 * self.scores.argmax().confusion.miou
+        if self.inloop is not None:
+            entry["inloop_labels_mIoU"] = 100.0 * self.inloop.confusion.miou
+        if stage_ids:
+            entry["mIoU_on_stage_images"] = 100.0 * self.scores.final(stage_ids).confusion.miou
+        return entry
+
+
+def checks(stage_rows: list[dict], segmenter_miou: float | None, method: str = "getam") -> dict:
+    """Does ``method``'s final stage beat every baseline's and the trivial baseline, and does the
+    segmenter (mIoU in percent) beat them too? Missing rows give None."""
+    final = {row["method"]: row.get("+CRF") for row in stage_rows}
+    ours = final.get(method)
+    baselines = [v for name, v in final.items() if name not in (method, TRIVIAL) and v is not None]
+    trivial = final.get(TRIVIAL)
+    best_other = max(baselines + ([trivial] if trivial is not None else []), default=None)
+    return {
+        f"{method}_beats_baselines": None if ours is None or not baselines else bool(ours > max(baselines)),
+        f"{method}_beats_trivial": None if ours is None or trivial is None else bool(ours > trivial),
+        "segmenter_beats_baselines_and_trivial":
+            None if segmenter_miou is None or best_other is None else bool(segmenter_miou > best_other),
+    }
+
+
+def _iou_series(iou: np.ndarray, names: list[str]) -> dict[str, float | None]:
+    return dict(zip(names, [None if np.isnan(v) else float(v) for v in iou]))
+
+
+def _stage_page(page: Report, results: StageResults) -> None:
+    """The stage table, every method's per-class IoU at its final stage, the notes on steps that
+    do not help, and examples of the first method (image, heat maps, saliency, labels, truth)."""
+    names = ["background", *results.classes]
+    page.stages = results.rows()
+    for name, stages in results.methods.items():
+        page.per_class_iou[f"{name} (+CRF)"] = _iou_series(stages.crf.iou, names)
+    if results.trivial is not None:
+        page.per_class_iou[TRIVIAL] = _iou_series(results.trivial.iou, names)
+    page.notes += [f"where a step does not help: {line}" for line in results.drops()]
+    first = next(iter(results.examples), None)
+    for sample, result, i in results.examples.get(first, []):
+        tags = ", ".join(results.classes[c] for c in np.flatnonzero(sample.tags))
+        pictures = {
+            "image": sample.image,
+            f"{first} map": heatmap_overlay(sample.image, result.raw[i].max(0).values.cpu().numpy()),
+            "+PAMR": heatmap_overlay(sample.image, result.refined[i].max(0).values.cpu().numpy()),
+        }
+        if result.saliency[i] is not None:
+            pictures["saliency"] = np.repeat((result.saliency[i].cpu().numpy()[:, :, None] * 255).astype(np.uint8), 3, 2)
+        pictures["pseudo-label"] = label_overlay(sample.image, result.rule[i].cpu().numpy().astype(np.uint8))
+        pictures["+CRF"] = label_overlay(sample.image, result.labels[i].cpu().numpy().astype(np.uint8))
+        if sample.mask is not None:
+            pictures["ground truth"] = colorize(sample.mask)
+        page.examples.append(Example(f"{sample.id} ({tags})", pictures))
+
+
+def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> None:
+    """The segmenter's rows of the stage table (with and without the CRF, its in-loop labels,
+    on the stage table's images) and its per-class IoU."""
+    crf = bool(segmenter.predict.get("crf"))
+    name = f"segmenter ({segmenter.mode}{', +CRF' if crf else ''})"
+    page.stages.append({"method": name, "segmenter": entry["mIoU"]})
+    if "mIoU_without_crf" in entry:
+        page.stages.append({"method": f"segmenter ({segmenter.mode}), no CRF", "segmenter": entry["mIoU_without_crf"]})
+    if "inloop_labels_mIoU" in entry:
+        page.stages.append({"method": "its in-loop pseudo-labels", "segmenter": entry["inloop_labels_mIoU"]})
+    if "mIoU_on_stage_images" in entry:
+        page.stages.append({"method": f"{name}, on the stage table's images", "segmenter": entry["mIoU_on_stage_images"]})
+    page.per_class_iou[name] = {k: None if v is None else v / 100.0 for k, v in entry["IoU"].items()}
+
+
+def build_report(title: str, notes: list[str], stages: StageResults | None = None,
+                 segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
+                 timings: dict[str, float] | None = None, config: dict | None = None) -> tuple[dict, Report]:
+    """report.json's content and the HTML page of the results handed in (any may be None)."""
+    page = Report(title=title, notes=list(notes))
+    rows, stage_ids = [], None
+    if stages is not None:
+        _stage_page(page, stages)
+        rows, stage_ids = stages.rows(), stages.ids
+    entry = None
+    if segmenter is not None:
+        entry = segmenter.section(stage_ids)
+        _segmenter_page(page, segmenter, entry)
+    timings = {k: float(v) for k, v in (timings or {}).items()}
+    if timings:
+        timings["total"] = sum(timings.values())
+    pseudo = dict(pseudo or {})
+    if pseudo.get("mIoU") is not None:
+        pseudo["mIoU"] = 100.0 * pseudo["mIoU"]
+    images = stages.num_images if stages is not None else 0
+    methods = sum(1 for row in rows if row["method"] != TRIVIAL)
+    stage_seconds = timings.get("stage_table")
+    content = {
+        "stages": rows,
+        "stage_columns": list(STAGES),
+        "stage_images": images,
+        "segmenter": entry,
+        "pseudo_labels": pseudo,
+        "timings_s": {k: round(v, 2) for k, v in timings.items()},
+        "images_per_s": {
+            "pseudo_labels": pseudo.get("images_per_s"),
+            "stage_table": round(images * methods / stage_seconds, 2) if stage_seconds else None,
+        },
+        "checks": checks(rows, None if entry is None else entry.get("mIoU_on_stage_images", entry["mIoU"])),
+        "notes": page.notes,
+        "config": config,
+    }
+    return content, page
+
+
+def write_report(json_path: str | os.PathLike, html_path: str | os.PathLike, content: dict, page: Report) -> None:
+    """Write report.json and report.html (atomically)."""
+    write_json(json_path, content)
+    write_html(html_path, page)
