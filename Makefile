@@ -38,7 +38,7 @@ test: $(STAMP)
 PREFECT_PORT ?= 4200
 SERVE_ARGS ?=
 serve: $(STAMP)
-	$(BIN)/python -m flows serve --start-server --port $(PREFECT_PORT) --config configs/demo.yaml $(SERVE_ARGS)
+	$(BIN)/wsss flow serve --start-server --port $(PREFECT_PORT) --config configs/demo.yaml $(SERVE_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_getam.py

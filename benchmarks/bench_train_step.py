@@ -42,14 +42,14 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_getam import MEMORY_SOURCE, peak_rise_mb  # noqa: E402
 
-from wsss.attention.dataset_maps import normalise_maps  # noqa: E402
+from wsss.attention.views import normalise_maps  # noqa: E402
 from wsss.config import load_config  # noqa: E402
 from wsss.data.tensors import image_to_tensor  # noqa: E402
 from wsss.models.attention_capture import AttentionCapture, token_layout  # noqa: E402
 from wsss.models.dpt import create_segmenter  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
-from wsss.train.inloop import InLoopLabeler  # noqa: E402
+from wsss.refine.inloop import InLoopLabeler  # noqa: E402
 from wsss.train.segmenter import build_optimizer, segmentation_loss, step_loss  # noqa: E402
 
 NUM_CLASSES = 20
@@ -83,7 +83,7 @@ def build(args: argparse.Namespace):
     torch.manual_seed(0)
     segmenter = create_segmenter(config.model, config.train.segmenter.dpt, NUM_CLASSES).train()
     optimizer = build_optimizer(segmenter, config.train.segmenter)
-    return config, segmenter, optimizer, InLoopLabeler(config, segmenter.backbone), make_batch(args)
+    return config, segmenter, optimizer, InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine), make_batch(args)
 
 
 class TimedLabeler:
@@ -106,7 +106,8 @@ def our_step(config, segmenter, optimizer, labeler, batch) -> dict:
     """The training loop's phase-2 step; returns the seconds of its label part."""
     timed_labeler = TimedLabeler(labeler)
     optimizer.zero_grad(set_to_none=True)
-    loss, _ = step_loss(segmenter, batch, timed_labeler, phase=2, config=config, device=torch.device("cpu"))
+    loss, _ = step_loss(segmenter, batch, timed_labeler, phase=2, settings=config.train.segmenter,
+                        saliency_threshold=config.refine.saliency.threshold, device=torch.device("cpu"))
     loss.backward()
     optimizer.step()
     return {"labels": timed_labeler.seconds}

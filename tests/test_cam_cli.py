@@ -6,13 +6,13 @@ import numpy as np
 
 from wsss.cli import main
 from wsss.data import FolderDataset
-from wsss.train.classifier import train_classifier
+from tests.runs import classifier_of
 from tests.test_classifier import tiny_config
 
 
 def test_cam_writes_maps_overlays_and_resumes(tmp_path, capsys):
     config = tiny_config(tmp_path, "train.classifier.epochs=1")
-    checkpoint = train_classifier(config, progress=False)
+    checkpoint = classifier_of(config, progress=False)
     data, out = tmp_path / "data", tmp_path / "cams"
     args = ["cam", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val", "--out", str(out)]
     assert main(args + ["--method", "rollout"]) == 0

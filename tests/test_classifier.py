@@ -11,7 +11,8 @@ from wsss.config import load_config
 from wsss.eval.classification import multilabel_metrics
 from wsss.models.classifier import PretrainedWeightsError, create_classifier, load_pretrained
 from wsss.train.augment import augment
-from wsss.train.classifier import load_classifier, train_classifier
+from wsss.models.checkpoint import load_classifier
+from tests.runs import classifier_of
 
 
 def tiny_config(tmp_path, *extra):
@@ -25,23 +26,23 @@ def tiny_config(tmp_path, *extra):
 
 def test_train_resume_and_load(tmp_path, capsys):
     config = tiny_config(tmp_path)
-    path = train_classifier(config, progress=False)
+    path = classifier_of(config, progress=False)
     model, classes, saved = load_classifier(path)
-    assert len(classes) == 6 and saved["model"]["depth"] == 2
+    assert len(classes) == 6 and saved.depth == 2
     assert model(torch.zeros(1, 3, 48, 64)).shape == (1, 6)  # dynamic image size
     history = json.loads((tmp_path / "run" / "classifier" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and all(0 <= h["val_mAP"] <= 1 for h in history)
 
     # an interrupted run (last.pt after epoch 2 of 3) resumes at epoch 3 and keeps the history
     longer = tiny_config(tmp_path, "train.classifier.epochs=3")
-    train_classifier(longer, progress=False)
+    classifier_of(longer, progress=False)
     assert "resuming from" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "classifier" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
 
     other = tiny_config(tmp_path, "model.embed_dim=48", "train.classifier.epochs=3")
     with pytest.raises(ValueError, match="another model or class list; use --restart"):
-        train_classifier(other, progress=False)
+        classifier_of(other, progress=False)
 
 
 def test_pretrained_weights_errors(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from wsss.config import CrfConfig
-from wsss.refine import crf_label_maps, crf_refine
+from wsss.refine import crf_label_maps
 from wsss.refine.crf import crf_pseudo_labels, label_probs
 
 
@@ -20,6 +20,11 @@ def _two_regions(seed: int, H: int = 40, W: int = 56, flip: float = 0.25):
     noisy = np.where(rng.random((H, W)) < flip, 1 - truth, truth)
     probs = np.stack([np.where(noisy == 0, 0.65, 0.35), np.where(noisy == 1, 0.65, 0.35)]).astype(np.float32)
     return image, truth, noisy, probs
+
+
+def crf_refine(image, probs, config=None):
+    """One image through the CRF."""
+    return crf_label_maps([image], [probs], config)[0]
 
 
 def test_crf_fixes_noise_along_the_colour_edge():

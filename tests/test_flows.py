@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+import torch
 from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from PIL import Image
@@ -30,7 +31,7 @@ from flows.training import train_segmenter
 from wsss.config import config_to_yaml, load_config
 from wsss.data.label_png import read_label_png
 from wsss.orchestration.shards import read_manifest
-from wsss.train.classifier import train_classifier
+from tests.runs import classifier_of
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN_IDS = 16  # 20 images, val_fraction 0.2
@@ -63,7 +64,7 @@ def trained(tmp_path_factory, prefect_api):
     """(folder, config, classifier.pt, reference labels of the training split by the thread runner)."""
     tmp = tmp_path_factory.mktemp("flows")
     config = flow_config(tmp)
-    checkpoint = train_classifier(config, progress=False)
+    checkpoint = classifier_of(config, progress=False)
     summary = pseudo_labels(config, checkpoint=checkpoint, out_dir=tmp / "threads")
     assert summary["ok"] == TRAIN_IDS and summary["failed"] == 0
     return tmp, config, checkpoint, summary
@@ -283,3 +284,29 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     page = (tmp_path / "run" / "report.html").read_text()
     assert "segmenter (single_stage, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
     assert "trivial baseline" in page
+
+
+def test_demo_out_dir_uses_its_own_classifier(tmp_path, prefect_api, monkeypatch):
+    """``wsss demo --out X`` is self-contained: its segmenter starts from X's classifier, not
+    from one that sits in ./runs/demo (the config names no other run's file)."""
+    from wsss.cli import main
+    from wsss.models.checkpoint import load_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(PREFECT_HOME.value()))
+    decoy = classifier_of(flow_config(tmp_path / "decoy", "run_dir=runs/demo", "train.classifier.seed=1"),
+                          progress=False)
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(config_to_yaml(flow_config(tmp_path)))
+    settings = ["train.segmenter.mode=two_stage", "train.segmenter.init=classifier", "train.segmenter.steps=1",
+                "train.segmenter.phase1_fraction=0", "train.segmenter.optimizer=adamw", "train.segmenter.lr=1e-12",
+                "train.segmenter.weight_decay=0", "report.stage_images=2"]
+    assert main(["demo", "--out", "X", "--config", str(config_file), *[a for s in settings for a in ("--set", s)]]) == 0
+    backbone = {k.removeprefix("backbone."): v for k, v in load_checkpoint(
+        tmp_path / "X" / "segmenter_two_stage" / "segmenter.pt")["model"].items() if k.startswith("backbone.")}
+    own = load_checkpoint(tmp_path / "X" / "classifier" / "classifier.pt")["model"]
+    other = load_checkpoint(decoy)["model"]
+    key = "blocks.0.attn.qkv.weight"
+    assert torch.allclose(backbone[key], own[key], atol=1e-6)  # one step at lr 1e-12: still X's classifier
+    assert not torch.allclose(backbone[key], other[key], atol=1e-3)
+    assert (tmp_path / "X" / "report.json").is_file() and (tmp_path / "X" / "data" / "tags.csv").is_file()

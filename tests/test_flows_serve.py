@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -16,10 +17,17 @@ import pytest
 
 from tests.test_flows import add_to_inbox, flow_config
 from wsss.config import config_to_yaml
-from wsss.orchestration.server import LocalServer, free_port
-from wsss.train.classifier import train_classifier
+from wsss.orchestration.server import LocalServer
+from tests.runs import classifier_of
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 def wait_for(condition, what: str, process: subprocess.Popen, timeout: float = 240.0) -> None:
@@ -50,7 +58,7 @@ def test_served_inbox_labels_new_images_on_schedule(tmp_path):
     inbox, out, home = tmp_path / "inbox", tmp_path / "out", tmp_path / "prefect_home"
     config = flow_config(tmp_path, f"flow.inbox.folder={inbox}", f"flow.inbox.out={out}",
                          "flow.inbox.settle_seconds=0.5", "flow.inbox.interval_seconds=10")
-    train_classifier(config, progress=False)
+    classifier_of(config, progress=False)
     config_file = tmp_path / "config.yaml"
     config_file.write_text(config_to_yaml(config))
     ids = (tmp_path / "data" / "splits" / "val.txt").read_text().split()

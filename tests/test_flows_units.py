@@ -14,7 +14,7 @@ from PIL import Image
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import write_label_png
 from wsss.orchestration.inbox import scan_inbox
-from wsss.orchestration.report import checks
+from wsss.report.build import checks
 from wsss.orchestration.runners import WhenShardLabelled
 from wsss.orchestration.shards import (
     claim_label_dir, image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,

@@ -7,12 +7,12 @@ import numpy as np
 from wsss.cli import main
 from wsss.data import FolderDataset
 from wsss.data.label_png import read_label_png
-from wsss.train.classifier import train_classifier
+from tests.runs import classifier_of
 from tests.test_classifier import tiny_config
 
 
 def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
-    checkpoint = train_classifier(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    checkpoint = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
     data, out = tmp_path / "data", tmp_path / "labels"
     args = ["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
             "--out", str(out), "--save-maps", "--set", "refine.crf.enabled=true", "--set", "refine.crf.workers=1",
@@ -34,16 +34,18 @@ def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
 
 
 def test_report_writes_stage_table_and_page(tmp_path, capsys):
-    checkpoint = train_classifier(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    checkpoint = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
     out = tmp_path / "report"
     assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"), "--split", "val",
                  "--out", str(out), "--methods", "getam,rollout", "--set", "refine.crf.workers=1",
                  "--set", "refine.label.opening=3", "--set", "report.stage_images=3", "--set", "cam.flip=true"]) == 0
     text = capsys.readouterr().out
     assert "getam" in text and "rollout" in text and "trivial baseline" in text
-    stages = json.loads((out / "stages.json").read_text())
-    assert stages["images"] == 3  # report.stage_images of the split's 5
-    rows = stages["rows"]
+    report = json.loads((out / "report.json").read_text())  # the pipeline's layout, without a segmenter
+    assert report["stage_images"] == 3  # report.stage_images of the split's 5
+    assert report["segmenter"] is None and report["checks"]["getam_beats_baselines"] in (True, False)
+    assert "map views: scale 1, mirrored" in report["notes"]
+    rows = report["stages"]
     assert [r["method"] for r in rows] == ["getam", "rollout", "trivial baseline"]
     for row in rows[:2]:
         assert all(0.0 <= row[k] <= 100.0 for k in ("raw", "+PAMR", "+saliency, conflict", "+CRF"))

@@ -7,7 +7,7 @@ from PIL import Image
 
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.stages import MethodStages, StageResults
-from wsss.report import Example, Report, bar_chart_svg, write_report
+from wsss.report.html import Example, Report, bar_chart_svg, write_html
 
 
 def test_report_is_self_contained_and_shows_everything(tmp_path):
@@ -20,7 +20,7 @@ def test_report_is_self_contained_and_shows_everything(tmp_path):
         notes=["saliency source: tokencut"],
         examples=[Example("img0", {"image": image, "label": image[::-1]})],
     )
-    path = write_report(tmp_path / "r" / "report.html", report)
+    path = write_html(tmp_path / "r" / "report.html", report)
     page = path.read_text()
     assert "demo &lt;run&gt;" in page and "<td>41.2</td>" in page and "<td>0.35</td>" in page
     assert "saliency source: tokencut" in page and "<svg" in page

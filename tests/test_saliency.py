@@ -15,8 +15,8 @@ from wsss.data import DatasetError, FolderDataset
 from wsss.data.images import ImageReadError
 from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, saliency_source,
                                   write_saliency_maps)
-from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut, tokencut
-from wsss.train.classifier import train_classifier
+from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut
+from tests.runs import classifier_of
 from tests.test_classifier import tiny_config
 
 torch.set_num_threads(2)
@@ -173,10 +173,11 @@ def _hooks(model):
 def test_tokencut_on_a_vit(vit):
     images = torch.randn(3, 3, 64, 48)
     vit.train()
-    masks = tokencut(vit, images, size=(50, 40), objects=2)
+    source = TokenCutSaliency(vit, objects=2)
+    masks = torch.stack(source(["a", "b", "c"], images, size=(50, 40)))
     assert masks.shape == (3, 50, 40) and masks.dtype == torch.bool
     assert _hooks(vit) == 0 and vit.training and all(m.training for m in vit.modules())
-    assert torch.equal(masks, tokencut(vit, images, size=(50, 40), objects=2))  # deterministic
+    assert torch.equal(masks, torch.stack(source(["a", "b", "c"], images, size=(50, 40))))  # deterministic
     for mask in masks:
         assert mask.any()
 
@@ -198,10 +199,11 @@ def test_tokencut_on_a_vit(vit):
     with pytest.raises(RuntimeError, match="no keys recorded"):
         capture.keys
 
-    source = TokenCutSaliency(vit, objects=2)
     listed = source(["a", "b", "c"], images)
     assert [m.shape for m in listed] == [(64, 48)] * 3
-    assert torch.equal(torch.stack(listed), tokencut(vit, images, objects=2))
+    keys, layout = last_block_keys(vit, images)  # the cut of the keys, at the input's size
+    cut = grid_to_image(normalized_cut(keys, layout.grid, tau=0.2, eps=1e-5, objects=2), images.shape[-2:])
+    assert torch.equal(torch.stack(listed), cut)
     with pytest.raises(ValueError, match="needs the model input"):
         source(["a"], size=(8, 8))
     # keys recorded around a forward the caller runs anyway (e.g. GETAM's) give the same masks
@@ -216,7 +218,7 @@ def test_tokencut_on_a_vit(vit):
 
 def test_cli_writes_pngs_skips_and_reports_failures(tmp_path, capsys):
     config = tiny_config(tmp_path, "train.classifier.epochs=1")
-    checkpoint = train_classifier(config, progress=False)
+    checkpoint = classifier_of(config, progress=False)
     data, out = tmp_path / "data", tmp_path / "saliency"
     args = ["saliency", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
             "--out", str(out), "--objects", "2"]

@@ -18,12 +18,12 @@ from wsss.config import load_config
 from wsss.data import open_dataset
 from wsss.data.base import Sample
 from wsss.models.dpt import create_segmenter
-from wsss.refine.chain import PseudoLabeler
-from wsss.train.checkpoint import load_checkpoint
-from wsss.train.inloop import InLoopLabeler
-from wsss.train.segmenter import (build_optimizer, poly_schedule, saliency_loss, segmentation_loss,
-                                  train_segmenter)
+from wsss.models.checkpoint import load_checkpoint
+from wsss.refine.chain import offline_labeler
+from wsss.refine.inloop import InLoopLabeler
+from wsss.train.segmenter import build_optimizer, poly_schedule, saliency_loss, saliency_masks, segmentation_loss
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
+from tests.runs import classifier_of, segmenter_of
 
 torch.set_num_threads(1)
 
@@ -67,18 +67,18 @@ def test_in_loop_labels_equal_the_offline_flow(tmp_path, saliency):
     segmenter = create_segmenter(config.model, config.train.segmenter.dpt, dataset.num_classes).eval()
     batch = crop_batch(config, dataset)
 
-    labeler = InLoopLabeler(config, segmenter.backbone)
+    labeler = InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)
     with labeler.capture():
         out = segmenter(batch["image"])
-        labels, masks = labeler(out.logits, batch["tags"], batch["image"], batch["rgb"], batch["saliency"],
-                                batch["has_saliency"])
+        labels, masks = labeler(out.logits, batch["tags"], batch["image"], batch["rgb"],
+                                saliency_masks(batch, config.refine.saliency.threshold, torch.device("cpu")))
 
     samples = [Sample(id=str(i), image=batch["rgb"][i].permute(1, 2, 0).numpy(), tags=batch["tags"][i].numpy(),
                       saliency=batch["saliency"][i].numpy() if batch["has_saliency"][i] else None)
                for i in range(len(batch["image"]))]
-    offline = PseudoLabeler(segmenter.backbone, config, dataset)(samples)
-    assert np.array_equal(labels.numpy(), offline.rule)
-    values = set(np.unique(offline.rule).tolist())
+    offline = offline_labeler(segmenter.backbone, config.cam, config.refine, dataset, crf=False)(samples)
+    assert torch.equal(labels, offline.rule) and torch.equal(offline.rule, offline.labels)
+    values = set(np.unique(offline.rule.numpy()).tolist())
     assert values - {0, 255}, "the labels hold no class: the comparison would be vacuous"
     assert (masks[0] is None) == (saliency == "none")
 
@@ -88,7 +88,7 @@ def test_first_backward_leaves_parameters_alone_and_keeps_the_graph(tmp_path):
     dataset = open_dataset(config.data, "train")
     segmenter = create_segmenter(config.model, config.train.segmenter.dpt, dataset.num_classes).train()
     batch = crop_batch(config, dataset, count=3)
-    labeler = InLoopLabeler(config, segmenter.backbone)
+    labeler = InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)
     with labeler.capture():
         out = segmenter(batch["image"])
         labels, _ = labeler(out.logits, batch["tags"], batch["image"], batch["rgb"])
@@ -162,16 +162,16 @@ def final_weights(path: Path) -> dict:
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys):
     extra = ["train.segmenter.grad_accum=2", "refine.saliency.source=tokencut"]
     straight = segmenter_config(tmp_path / "a", *extra)
-    path = train_segmenter(straight, progress=False)
+    path = segmenter_of(straight, progress=False)
     metrics = json.loads((path.parent / "metrics.json").read_text())
     assert 0 <= metrics["segmenter"]["mIoU"] <= 1 and 0 <= metrics["pseudo_labels"]["mIoU"] <= 1
     history = json.loads((path.parent / "history.json").read_text())
     assert [h["phase"] for h in history] == [1, 2] and "seg" in history[1] and "seg" not in history[0]
 
     interrupted = segmenter_config(tmp_path / "b", *extra)
-    last = train_segmenter(interrupted, progress=False, stop_after=3)  # phase 2 has begun
+    last = segmenter_of(interrupted, progress=False, stop_after=3)  # phase 2 has begun
     assert last.name == "last.pt" and load_checkpoint(last)["step"] == 3
-    resumed = train_segmenter(interrupted, progress=False)
+    resumed = segmenter_of(interrupted, progress=False)
     assert "resuming from" in capsys.readouterr().out
     a, b = final_weights(path), final_weights(resumed)
     assert a.keys() == b.keys()
@@ -182,17 +182,16 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys)
 
     changed = segmenter_config(tmp_path / "b", *extra, "train.segmenter.steps=6")
     with pytest.raises(ValueError, match=r"another run \(steps differ\); use --restart"):
-        train_segmenter(changed, progress=False)
+        segmenter_of(changed, progress=False)
 
 
 def test_two_stage_from_wsss_pseudo_label(tmp_path, capsys):
     """classifier → wsss pseudo-label → two-stage segmenter started from the classifier."""
     from wsss.cli import main
-    from wsss.train.classifier import train_classifier
 
     config = segmenter_config(tmp_path, "train.classifier.epochs=1", "train.classifier.batch_size=8",
                               "train.classifier.warmup_epochs=0", "refine.saliency.source=none")
-    classifier = train_classifier(config, progress=False)
+    classifier = classifier_of(config, progress=False)
     labels = tmp_path / "run" / "pseudo_labels"
     args = ["--set", f"run_dir={tmp_path / 'run'}", "--set", f"data.root={tmp_path / 'data'}"]
     assert main(["pseudo-label", "--checkpoint", str(classifier), "--dataset", str(tmp_path / "data"),
@@ -227,7 +226,7 @@ def test_two_stage_without_labels_and_bad_settings(tmp_path, capsys):
 
     config = segmenter_config(tmp_path, "train.segmenter.mode=two_stage")
     with pytest.raises(ValueError, match="labels_dir=.*pseudo_labels: folder not found"):
-        train_segmenter(config, progress=False)
+        segmenter_of(config, progress=False)
     code = main(["train", "segmenter", "--set", f"run_dir={tmp_path / 'run'}", "--set", f"data.root={tmp_path / 'data'}",
                  "--set", "model.img_size=48", "--set", "train.segmenter.crop_size=44", "--set", "train.device=cpu",
                  "--set", "data.synth.num_images=24", "--set", "data.synth.image_size=48"])
@@ -241,7 +240,7 @@ def test_saliency_loss_in_training_with_folder_saliency(tmp_path):
                               "train.segmenter.steps=2", "train.segmenter.phase1_fraction=0")
     open_dataset(config.data, "train")
     write_saliency_from_masks(config.data.root)
-    path = train_segmenter(config, progress=False)
+    path = segmenter_of(config, progress=False)
     history = json.loads((path.parent / "history.json").read_text())
     assert history[-1]["saliency"] > 0 and np.isfinite(history[-1]["loss"])
 

@@ -12,8 +12,11 @@ from wsss.cli import main
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
 from wsss.models.dpt import create_segmenter
-from wsss.predict import Predictor, evaluate_segmenter, predict_folder
-from wsss.train.segmenter import load_segmenter
+from wsss.data.base import DatasetError
+from wsss.data.image_folder import ImageFolder
+from wsss.eval.segmenter import evaluate_segmenter
+from wsss.models.checkpoint import load_segmenter
+from wsss.predict import Predictor, predict_dataset
 from tests.test_segmenter import segmenter_config
 
 torch.set_num_threads(1)
@@ -66,8 +69,10 @@ def test_predict_folder_writes_palette_pngs_and_records_failures(segmenter, tmp_
     (folder / "broken.jpg").write_bytes(b"not an image")
     (folder / "notes.txt").write_text("ignored: not an image file")
     out = tmp_path / "out"
-    counts = predict_folder(Predictor(segmenter, flip=False), folder, out, batch_size=4, progress=False)
+    images = ImageFolder(folder, [f"c{i}" for i in range(6)])
+    counts = predict_dataset(Predictor(segmenter, flip=False), images, out, batch_size=4, progress=False)
     assert counts == {"ok": 3, "skipped": 0, "failed": 1}
+    assert predict_dataset(Predictor(segmenter, flip=False), images, out, progress=False)["skipped"] == 3
     for name, size in {"a": (56, 40), "b": (56, 40), "c": (47, 33)}.items():
         with Image.open(out / f"{name}.png") as png:
             assert png.mode == "P" and png.size == size
@@ -76,8 +81,11 @@ def test_predict_folder_writes_palette_pngs_and_records_failures(segmenter, tmp_
               if json.loads(line)["status"] == "failed"]
     assert failed[0]["id"] == "broken" and "cannot decode" in failed[0]["reason"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match="no image files"):
-        predict_folder(Predictor(segmenter), tmp_path / "empty", tmp_path / "o2", progress=False)
+    with pytest.raises(DatasetError, match="no image files"):
+        ImageFolder(tmp_path / "empty", ["c"])
+    Image.fromarray(random_image(rng, 8, 8)).save(folder / "a.jpg")  # a.png and a.jpg: one output a.png
+    with pytest.raises(DatasetError, match="a.jpg and a.png share the id 'a'"):
+        ImageFolder(folder, ["c"])
 
 
 def test_evaluate_segmenter_equals_scoring_its_pngs(segmenter, tmp_path):
@@ -86,14 +94,17 @@ def test_evaluate_segmenter_equals_scoring_its_pngs(segmenter, tmp_path):
     out = tmp_path / "pred"
     scores = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, out_dir=out, progress=False)
     again = evaluate_label_dir(out, dataset, progress=False)
-    assert scores.final is scores.argmax  # no CRF: one score
-    assert np.array_equal(scores.final.confusion.matrix, again.confusion.matrix) and not again.missing
-    assert scores.final.confusion.matrix.sum() == sum(dataset[i].mask.size for i in range(len(dataset)))
+    assert np.array_equal(scores.final().confusion.matrix, scores.argmax().confusion.matrix)  # no CRF: one score
+    assert np.array_equal(scores.final().confusion.matrix, again.confusion.matrix) and not again.missing
+    assert scores.final().confusion.matrix.sum() == sum(dataset[i].mask.size for i in range(len(dataset)))
+    some = dataset.ids[:2]  # any subset from the same pass equals scoring those PNGs alone
+    subset = evaluate_label_dir(out, dataset, progress=False, ids=some)
+    assert np.array_equal(scores.final(some).confusion.matrix, subset.confusion.matrix)
     with_crf = evaluate_segmenter(Predictor(segmenter, scales=(1.0, 1.25)), dataset, crf=config.refine.crf,
                                   out_dir=tmp_path / "crf", progress=False)
-    assert np.array_equal(with_crf.argmax.confusion.matrix, scores.final.confusion.matrix)  # the argmax is kept
+    assert np.array_equal(with_crf.argmax().confusion.matrix, scores.final().confusion.matrix)  # the argmax is kept
     again = evaluate_label_dir(tmp_path / "crf", dataset, progress=False)
-    assert np.array_equal(with_crf.final.confusion.matrix, again.confusion.matrix)  # the PNGs are the CRF's
+    assert np.array_equal(with_crf.final().confusion.matrix, again.confusion.matrix)  # the PNGs are the CRF's
 
 
 def test_cli_train_then_predict_with_crf(tmp_path, capsys):
@@ -108,7 +119,7 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     assert "val mIoU: segmenter" in out and "its in-loop pseudo-labels" in out
     checkpoint = tmp_path / "run" / "segmenter" / "segmenter.pt"
     model, classes, saved = load_segmenter(checkpoint)
-    assert len(classes) == 6 and saved["train"]["segmenter"]["dpt"]["features"] == 16 and not model.training
+    assert len(classes) == 6 and saved.depth == 2 and model.dpt.head[0].out_channels == 16 and not model.training
 
     images = tmp_path / "data" / "images"
     code = main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),

@@ -9,9 +9,9 @@ import pytest
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import read_label_png
 from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset
+from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.trivial_baseline import (
     background_distance,
-    evaluate_trivial_baseline,
     trivial_baseline_label,
 )
 
@@ -139,7 +139,9 @@ def test_trivial_baseline_label_rule():
 
 
 def test_trivial_baseline_is_far_below_a_real_method(dataset):
-    confusion = evaluate_trivial_baseline(dataset, progress=False)
+    confusion = ConfusionMatrix(len(SYNTH_CLASSES) + 1)
+    for sample in dataset:
+        confusion.update(trivial_baseline_label(sample.image, sample.tags), sample.mask)
     assert confusion.num_classes == len(SYNTH_CLASSES) + 1
     assert 0.1 < confusion.miou < 0.4
     assert np.nanmax(confusion.iou[1:]) < 0.5

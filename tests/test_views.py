@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from wsss.attention import GETAM, MultiViewMaps, configured_map_method
-from wsss.attention.dataset_maps import normalise_maps
+from wsss.attention.views import normalise_maps
 from wsss.config import CamConfig
 
 torch.set_num_threads(2)

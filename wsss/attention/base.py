@@ -19,8 +19,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from torch import Tensor, nn
 from wsss.attention.batched_grad import slot_gradients
 from wsss.attention.slots import tag_slots
 from wsss.models.attention_capture import AttentionCapture, TokenLayout, token_layout, vit_blocks
+
+if TYPE_CHECKING:
+    from wsss.models.cls_row_capture import ClsRowCapture
 
 __all__ = ["AttentionMapMethod", "MapInputs", "eval_mode"]
 

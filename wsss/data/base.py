@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from wsss.data.images import read_gray01, read_rgb
+from wsss.data.label_png import read_label_png
 
 
 class DatasetError(ValueError):
@@ -35,7 +39,7 @@ class Dataset(abc.ABC):
     """A list of image ids with class names; ``load(id)`` reads one sample from disk.
 
     Subclasses set ``classes`` (foreground names; label i+1 is classes[i]) and ``ids``, and
-    implement ``tag_names``, ``load`` and the file lookups used by ``wsss data check``.
+    implement ``tag_names`` and the file lookups (also used by ``wsss data check``).
     """
 
     classes: list[str]
@@ -71,9 +75,30 @@ class Dataset(abc.ABC):
     def tag_names(self, image_id: str) -> list[str]:
         """The class names tagged on ``image_id`` as written in the source (may hold unknown names)."""
 
-    @abc.abstractmethod
+    def tags_source(self, image_id: str) -> str:
+        """Where the tags of ``image_id`` come from, for error messages."""
+        return f"tags of {image_id}"
+
     def load(self, image_id: str) -> Sample:
-        """Read one sample; raises DatasetError / ImageReadError naming the file."""
+        """Read one sample: the image, its mask (checked against the image's size) when the set
+        has masks, its tags, its saliency map when there is one. Raises DatasetError /
+        ImageReadError naming the file."""
+        image = read_rgb(self.image_path(image_id))
+        mask = None
+        mask_path = self.mask_path(image_id)
+        if mask_path is not None:
+            if not Path(mask_path).is_file():
+                raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
+            mask = read_label_png(mask_path)
+            if mask.shape != image.shape[:2]:
+                raise DatasetError(f"{mask_path}: mask is {mask.shape[1]}×{mask.shape[0]} but image is "
+                                   f"{image.shape[1]}×{image.shape[0]}")
+        tags = self.tags_vector(self.tag_names(image_id), self.tags_source(image_id))
+        saliency = None
+        saliency_path = self.saliency_path(image_id)
+        if saliency_path is not None and Path(saliency_path).is_file():
+            saliency = read_gray01(saliency_path)
+        return Sample(id=image_id, image=image, tags=tags, mask=mask, saliency=saliency)
 
     def tags_vector(self, names: list[str], where: str) -> np.ndarray:
         """Class names → C float32 multi-hot; DatasetError for names not in ``classes``."""

@@ -18,9 +18,7 @@ from pathlib import Path
 
 
 
-from wsss.data.base import Dataset, DatasetError, Sample
-from wsss.data.images import read_gray01, read_rgb
-from wsss.data.label_png import read_label_png
+from wsss.data.base import Dataset, DatasetError
 
 CLASSES_FILE = "classes.txt"
 TAGS_FILE = "tags.csv"
@@ -106,25 +104,8 @@ class FolderDataset(Dataset):
     def tag_names(self, image_id: str) -> list[str]:
         return list(self._entries[image_id][1])
 
-    def load(self, image_id: str) -> Sample:
-        image = read_rgb(self.image_path(image_id))
-        tags = self.tags_vector(self.tag_names(image_id), f"{self.root / TAGS_FILE} (image {image_id})")
-        mask = None
-        mask_path = self.mask_path(image_id)
-        if mask_path is not None:
-            if not mask_path.is_file():
-                raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
-            mask = read_label_png(mask_path)
-            if mask.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"{mask_path}: mask is {mask.shape[1]}×{mask.shape[0]} but image is "
-                    f"{image.shape[1]}×{image.shape[0]}"
-                )
-        saliency = None
-        saliency_path = self.saliency_path(image_id)
-        if saliency_path is not None and saliency_path.is_file():
-            saliency = read_gray01(saliency_path)
-        return Sample(id=image_id, image=image, tags=tags, mask=mask, saliency=saliency)
+    def tags_source(self, image_id: str) -> str:
+        return f"{self.root / TAGS_FILE} (image {image_id})"
 
 
 def write_folder_dataset_index(

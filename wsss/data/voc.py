@@ -21,8 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from wsss.data.base import Dataset, DatasetError, Sample
-from wsss.data.images import read_gray01, read_rgb
+from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import IGNORE_INDEX, read_label_png
 
 VOC_CLASSES = [
@@ -112,25 +111,6 @@ class VocDataset(Dataset):
             raise DatasetError(f"{where}: mask values {bad} are not classes (expected 0..{len(self.classes)} or 255)")
         return [self.classes[v - 1] for v in values]
 
-    def load(self, image_id: str) -> Sample:
-        image = read_rgb(self.image_path(image_id))
-        mask = None
-        mask_path = self.mask_path(image_id)
-        if mask_path is not None:
-            if not mask_path.is_file():
-                raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
-            mask = read_label_png(mask_path)
-            if mask.shape != image.shape[:2]:
-                raise DatasetError(
-                    f"{mask_path}: mask is {mask.shape[1]}×{mask.shape[0]} but image is "
-                    f"{image.shape[1]}×{image.shape[0]}"
-                )
-        tags = self.tags_vector(self.tag_names(image_id), f"tags of {image_id}")
-        saliency = None
-        saliency_path = self.saliency_path(image_id)
-        if saliency_path is not None and saliency_path.is_file():
-            saliency = read_gray01(saliency_path)
-        return Sample(id=image_id, image=image, tags=tags, mask=mask, saliency=saliency)
 
 
 def _xml_object_names(path: Path) -> list[str]:

@@ -14,18 +14,13 @@ by far has learned nothing about objects. Exactly:
 The default threshold (100, on the 0..441 scale of RGB distances) sits near the top of a
 sweep on 1500 images of the demo generator (128 px, seed 0, generator version 2; the demo
 now uses 1300): mIoU 0.153 / 0.289 / 0.330 / 0.338 / 0.318 at 40 / 80 / 100 / 120 / 140.
-Use ``sweep_trivial_baseline`` to report the best threshold on another data set.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
-from tqdm import tqdm
 
-from wsss.data.base import Dataset
-from wsss.eval.confusion import ConfusionMatrix
 
 DEFAULT_THRESHOLD = 100.0
 DEFAULT_BORDER = 2
@@ -57,31 +52,3 @@ def background_distance(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.n
     pixels = image.astype(np.float32)
     background = np.median(pixels[ring], axis=0)
     return np.sqrt(((pixels - background) ** 2).sum(axis=2))
-
-
-def sweep_trivial_baseline(
-    dataset: Dataset, thresholds: Sequence[float], progress: bool = True, border: int = DEFAULT_BORDER
-) -> dict[float, ConfusionMatrix]:
-    """Score the baseline at several thresholds in one pass → {threshold: ConfusionMatrix}.
-
-    Needs ground-truth masks; raises ValueError naming the first image without one.
-    """
-    results = {float(t): ConfusionMatrix(dataset.num_classes + 1) for t in thresholds}
-    for sample in tqdm(dataset, total=len(dataset), desc="trivial baseline", disable=not progress):
-        if sample.mask is None:
-            raise ValueError(f"image {sample.id} has no ground-truth mask: the baseline needs masks to be scored")
-        present = np.flatnonzero(sample.tags > 0)
-        distance = background_distance(sample.image, border)
-        for threshold, confusion in results.items():
-            label = np.zeros(distance.shape, dtype=np.uint8)
-            if present.size:
-                label[distance > threshold] = present[0] + 1
-            confusion.update(label, sample.mask)
-    return results
-
-
-def evaluate_trivial_baseline(
-    dataset: Dataset, progress: bool = True, threshold: float = DEFAULT_THRESHOLD, border: int = DEFAULT_BORDER
-) -> ConfusionMatrix:
-    """Run the baseline on every sample of ``dataset`` (masks required) → its ConfusionMatrix."""
-    return sweep_trivial_baseline(dataset, [threshold], progress, border)[float(threshold)]

@@ -57,10 +57,6 @@ class ChainResult:
     rule: Tensor
     labels: Tensor
 
-    def label_arrays(self) -> list[np.ndarray]:
-        """The final labels as B arrays H×W uint8 (for PNGs and scoring)."""
-        return list(self.labels.to(torch.uint8).cpu().numpy())
-
 
 class LabelChain:
     """Class maps of a batch → pseudo-labels, keeping every stage.

@@ -28,7 +28,7 @@ from wsss.data.label_png import IGNORE_INDEX
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
-__all__ = ["crf_refine", "crf_label_maps", "crf_pseudo_labels", "label_probs", "crf_pool", "crf_executor"]
+__all__ = ["crf_label_maps", "crf_pseudo_labels", "label_probs", "crf_pool", "crf_executor"]
 
 
 # (iterations, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
@@ -69,25 +69,6 @@ def _inference(image: np.ndarray, probs: np.ndarray, params: _Params, min_prob: 
     return q.argmax(axis=0)
 
 
-def crf_refine(image: np.ndarray, probs: np.ndarray, config: CrfConfig | None = None,
-               min_prob: float = 1e-5) -> np.ndarray:
-    """Refine one image's label probabilities with a dense CRF.
-
-    Args:
-        image: ``H×W×3`` uint8 **RGB** (not OpenCV's BGR).
-        probs: ``K×H×W`` float in [0, 1], a distribution over K labels per pixel (e.g. the
-            softmax over background + classes); a torch CPU tensor works too.
-        config: kernel parameters and iterations (defaults: ``CrfConfig()``).
-        min_prob: probabilities are clipped to [min_prob, 1] before −log.
-
-    Returns:
-        ``H×W`` int64, the index into the K labels of the CRF's most probable label.
-    """
-    image, probs = np.asarray(image), np.asarray(probs)
-    _check(image, probs)
-    return _inference(image, probs, _params(config), min_prob)
-
-
 def _job(args: tuple[np.ndarray, np.ndarray, _Params, float]) -> np.ndarray:
     image, probs, params, min_prob = args
     return _inference(image, probs, params, min_prob)
@@ -122,12 +103,15 @@ def crf_executor(config: CrfConfig | None) -> Iterator[Executor | None]:
 
 def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
                    min_prob: float = 1e-5, executor: Executor | None = None) -> list[np.ndarray]:
-    """:func:`crf_refine` over many images, in ``config.workers`` processes; order preserved.
+    """Refine images' label probabilities with a dense CRF, in ``config.workers`` processes;
+    order preserved. Each image's result is the index into its K labels of the CRF's most
+    probable label.
 
     Args:
         images: N arrays ``H_n×W_n×3`` uint8 RGB (sizes may differ).
         probs: N arrays ``K_n×H_n×W_n`` float (K may differ per image).
-        config: as :func:`crf_refine`; ``workers == 1`` (or no config) runs in this process,
+        config: kernel parameters, iterations and workers (defaults: ``CrfConfig()``); ``workers
+            == 1`` (or no config) runs in this process,
             and so does a call from a daemonic process, which may not start children.
         executor: an existing executor to use instead of a new pool (kept open).
 

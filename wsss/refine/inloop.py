@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 
-import torch
 from torch import Tensor, nn
 
 from wsss.attention.getam import GETAM

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from wsss.config import SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from wsss.models.attention_capture import TokenLayout, token_layout, vit_blocks
 
-__all__ = ["KeyCapture", "last_block_keys", "normalized_cut", "grid_to_image", "tokencut"]
+__all__ = ["KeyCapture", "last_block_keys", "normalized_cut", "grid_to_image"]
 
 
 class KeyCapture:
@@ -195,22 +195,3 @@ def grid_to_image(masks: Tensor, size: Sequence[int]) -> Tensor:
         return masks.clone()
     up = F.interpolate(masks[:, None].float(), size=(H, W), mode="bilinear", align_corners=False)
     return up[:, 0] > 0.5
-
-
-def tokencut(
-    model: nn.Module,
-    images: Tensor,
-    size: Sequence[int] | None = None,
-    tau: float = 0.2,
-    eps: float = 1e-5,
-    objects: int = 1,
-) -> Tensor:
-    """TokenCut saliency for a batch.
-
-    images: B×3×h×w model input (normalised, h and w multiples of the model's stride).
-    size: (H, W) of the output; default the input's h×w.
-    Returns B×H×W bool (True = salient) on the images' device.
-    """
-    keys, layout = last_block_keys(model, images)
-    masks = normalized_cut(keys, layout.grid, tau=tau, eps=eps, objects=objects)
-    return grid_to_image(masks, size if size is not None else images.shape[-2:])
