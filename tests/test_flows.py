@@ -297,7 +297,8 @@ def test_demo_out_dir_uses_its_own_classifier(tmp_path, prefect_api, monkeypatch
     decoy = classifier_of(flow_config(tmp_path / "decoy", "run_dir=runs/demo", "train.classifier.seed=1"),
                           progress=False)
     config_file = tmp_path / "tiny.yaml"
-    config_file.write_text(config_to_yaml(flow_config(tmp_path)))
+    config_file.write_text(config_to_yaml(flow_config(  # every class in both splits (data check)
+        tmp_path, "data.synth.num_images=40", "data.synth.val_fraction=0.4")))
     settings = ["train.segmenter.mode=two_stage", "train.segmenter.init=classifier", "train.segmenter.steps=1",
                 "train.segmenter.phase1_fraction=0", "train.segmenter.optimizer=adamw", "train.segmenter.lr=1e-12",
                 "train.segmenter.weight_decay=0", "report.stage_images=2"]

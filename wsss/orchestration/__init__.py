@@ -9,7 +9,10 @@ process (threads, a process pool, Dask):
               manifest, the label folder's source marker
     artifacts the Markdown and table content of the flows' Prefect artifacts
     inbox     the watched folder of ``label_inbox``
-    segmenter the two calls into the segmenter (training and prediction)
-    report    the pipeline's report.json and report.html
+    segmenter the backbone's start, scoring a trained segmenter once, predictions of new images
+    reporting the stage table and the report of a run (built by ``wsss.report``)
     server    a local ``prefect server start`` for schedules
+
+Its functions take the settings' sections, like the rest of the library; only the flows and
+the command line hold the whole ``Config``.
 """
