@@ -96,3 +96,15 @@ def test_report_checks():
                                   "segmenter_beats_baselines_and_trivial": False}
     assert checks([], None) == {"getam_beats_baselines": None, "getam_beats_trivial": None,
                                 "segmenter_beats_baselines_and_trivial": None}
+
+
+def test_flow_run_names_missing_and_unknown_parameters(capsys):
+    from wsss.cli import main
+
+    assert main(["flow", "run", "evaluate"]) == 2
+    assert "flow evaluate: missing --param predictions=...; its parameters besides config: predictions" in \
+        capsys.readouterr().err
+    assert main(["flow", "run", "pseudo-labels", "--param", "outdir=x"]) == 2
+    assert "unknown parameter(s) outdir" in capsys.readouterr().err
+    assert main(["flow", "run", "pipeline", "--set", "refine.pamr.iteratons=3"]) == 2  # same --set errors as every command
+    assert "refine.pamr.iteratons: unknown key" in capsys.readouterr().err

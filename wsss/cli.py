@@ -320,7 +320,18 @@ def cmd_flow_run(args) -> int:
     config = _config(args)
     from flows import load_flow
 
-    print(load_flow(args.flow)(config=config, **_flow_params(args.param)))
+    import inspect
+
+    flow = load_flow(args.flow)
+    params = {"config": config, **_flow_params(args.param)}
+    signature = inspect.signature(flow.fn)
+    unknown = sorted(set(params) - set(signature.parameters))
+    missing = [name for name, p in signature.parameters.items() if p.default is p.empty and name not in params]
+    if unknown or missing:
+        names = ", ".join(name for name in signature.parameters if name != "config")
+        problem = f"unknown parameter(s) {', '.join(unknown)}" if unknown else f"missing --param {missing[0]}=..."
+        raise ValueError(f"flow {args.flow}: {problem}; its parameters besides config: {names}")
+    print(flow(**params))
     return 0
 
 
