@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import read_label_png
-from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset
+from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset, render_synth_image
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.trivial_baseline import (
     background_distance,
@@ -47,7 +49,7 @@ def test_existing_set_is_reused_and_a_foreign_folder_refused(tmp_path):
     stamp = (root / "tags.csv").stat().st_mtime_ns
     assert generate_synth_dataset(root, num_images=4, progress=False) == root
     assert (root / "tags.csv").stat().st_mtime_ns == stamp
-    with pytest.raises(ValueError, match="overwrite"):
+    with pytest.raises(ValueError, match="choose another data.root or delete the folder"):
         generate_synth_dataset(root, num_images=5, progress=False)
     generate_synth_dataset(root, num_images=5, progress=False, overwrite=True)
     assert len(FolderDataset(root)) == 5
@@ -145,3 +147,46 @@ def test_trivial_baseline_is_far_below_a_real_method(dataset):
     assert confusion.num_classes == len(SYNTH_CLASSES) + 1
     assert 0.1 < confusion.miou < 0.4
     assert np.nanmax(confusion.iou[1:]) < 0.5
+
+
+def _hue_histogram(image: np.ndarray) -> np.ndarray:
+    """36-bin hue histogram weighted by saturation, normalised: colour and nothing else."""
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV)
+    hist = np.bincount(hsv[..., 0].ravel().astype(int) * 36 // 180, weights=hsv[..., 1].ravel() / 255.0, minlength=36)
+    return hist / hist.sum()
+
+
+@pytest.mark.parametrize("colour_cue", [True, False])
+def test_colour_alone_solves_the_demo_but_not_the_colour_free_variant(colour_cue):
+    """A logistic regression on hue histograms (one per class) reads the demo's classes off
+    their colours; with ``colour_cue=False`` it stays at chance (the classes' prevalence)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import average_precision_score
+
+    features, present = [], []
+    for index in range(400):
+        image, mask = render_synth_image(np.random.default_rng([0, index]), 64, colour_cue=colour_cue)
+        features.append(_hue_histogram(image))
+        present.append([(mask == label).any() for label in range(1, len(SYNTH_CLASSES) + 1)])
+    X, Y = np.array(features), np.array(present, dtype=int)
+    n = 320
+    aps = [average_precision_score(Y[n:, c], LogisticRegression(max_iter=2000, C=10).fit(X[:n], Y[:n, c])
+                                   .predict_proba(X[n:])[:, 1]) for c in range(Y.shape[1])]
+    chance = Y[n:].mean()
+    if colour_cue:
+        assert np.mean(aps) > chance + 0.35, (np.mean(aps), chance)  # measured: 0.77 against 0.29
+    else:
+        assert np.mean(aps) < chance + 0.08, (np.mean(aps), chance)  # measured: 0.27 against 0.25
+
+
+def test_colour_free_variant_is_its_own_data_set(tmp_path):
+    """data.synth.colour_cue=false writes another data set (same classes and layout), and a
+    folder holding one variant is not taken for the other."""
+    plain = generate_synth_dataset(tmp_path / "a", num_images=4, image_size=48, progress=False)
+    free = generate_synth_dataset(tmp_path / "b", num_images=4, image_size=48, progress=False, colour_cue=False)
+    assert FolderDataset(free).classes == FolderDataset(plain).classes == SYNTH_CLASSES
+    assert (plain / "images" / "synth_00000.jpg").read_bytes() != (free / "images" / "synth_00000.jpg").read_bytes()
+    assert json.loads((free / "synth.json").read_text())["colour_cue"] is False
+    assert "colour_cue" not in json.loads((plain / "synth.json").read_text())  # older demo folders still match
+    with pytest.raises(ValueError, match="choose another data.root or delete the folder"):
+        generate_synth_dataset(tmp_path / "a", num_images=4, image_size=48, progress=False, colour_cue=False)

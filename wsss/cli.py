@@ -69,10 +69,10 @@ def cmd_data_synth(args) -> int:
     config = _config(args)
     out = args.out or config.data.root
     s = config.data.synth
-    root = generate_synth_dataset(
-        out, num_images=s.num_images, image_size=s.image_size, val_fraction=s.val_fraction, seed=s.seed
-    )
-    print(f"wrote {s.num_images} images ({s.image_size}×{s.image_size}, seed {s.seed}) to {root}")
+    root = generate_synth_dataset(out, num_images=s.num_images, image_size=s.image_size, val_fraction=s.val_fraction,
+                                  seed=s.seed, colour_cue=s.colour_cue)
+    print(f"wrote {s.num_images} images ({s.image_size}×{s.image_size}, seed {s.seed}"
+          f"{'' if s.colour_cue else ', no colour cue'}) to {root}")
     return 0
 
 

@@ -39,6 +39,8 @@ class SynthConfig(_Section):
     image_size: int = Field(128, ge=32, le=1024, description="side of the square images, pixels")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of images in splits/val.txt")
     seed: int = Field(0, description="same seed, same files")
+    colour_cue: bool = Field(True, description="each class's main tone leans to its own hue band (the demo); "
+                                               "false: any colour for every object, shape and texture the only cues")
 
 
 class DataConfig(_Section):

@@ -30,17 +30,15 @@ def detect_format(root: str | os.PathLike) -> str:
 def open_dataset(data, split: str | None) -> Dataset:
     """Open the data set described by a ``DataConfig`` for one split.
 
-    For format 'synth' the demo set is generated into ``data.root`` first if it is not there.
+    For format 'synth' the demo set is generated into ``data.root`` first if it is not there
+    (a folder holding another set raises ValueError naming both).
     """
-    if data.format == "synth":
-        if not (Path(data.root) / "tags.csv").is_file():
-            from wsss.data.synth import generate_synth_dataset
+    if data.format == "synth":  # returns at once when data.root holds this very set
+        from wsss.data.synth import generate_synth_dataset
 
-            s = data.synth
-            generate_synth_dataset(
-                data.root, num_images=s.num_images, image_size=s.image_size,
-                val_fraction=s.val_fraction, seed=s.seed,
-            )
+        s = data.synth
+        generate_synth_dataset(data.root, num_images=s.num_images, image_size=s.image_size,
+                               val_fraction=s.val_fraction, seed=s.seed, colour_cue=s.colour_cue)
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)
     if data.format == "folder":
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)

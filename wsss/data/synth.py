@@ -5,7 +5,9 @@ defined by shape and texture together, and its main tone leans to a hue of its o
 ±``HUE_SPREAD`` around the class's hue, saturation above 0.7 and value above 0.55); the
 second tone and the thin distractors draw from all hues, the background is muted and its soft
 blobs take hues between the class bands, so colour is a strong cue that a small ViT trained from
-scratch on 2 CPU cores picks up in minutes, but not the whole answer:
+scratch on 2 CPU cores picks up in minutes, but not the whole answer. With
+``colour_cue=False`` (``data.synth.colour_cue: false``) every object, blob and distractor takes
+any colour, so shape and texture are the only cues:
 
     disk      filled circle          polka dots
     square    rotated square         checkerboard
@@ -80,10 +82,11 @@ def _off_class_colour(rng: np.random.Generator) -> np.ndarray:
     return np.array(rgb, dtype=np.float32) * 255.0
 
 
-def _two_tones(rng: np.random.Generator, label: int) -> tuple[np.ndarray, np.ndarray]:
-    """The class tone and a free one whose luma differs by at least 60 of 255 (a visible texture)."""
+def _two_tones(rng: np.random.Generator, label: int, colour_cue: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The class tone (any colour without ``colour_cue``) and a free one whose luma differs by
+    at least 60 of 255 (a visible texture)."""
     luma = np.array([0.299, 0.587, 0.114], dtype=np.float32)
-    first = _class_colour(rng, label)
+    first = _class_colour(rng, label) if colour_cue else _colour(rng)
     second = _colour(rng)
     for _ in range(20):
         if abs(float((first - second) @ luma)) >= 60:
@@ -177,8 +180,9 @@ def _texture(
     raise ValueError(f"unknown synthetic class {name!r}; choices: {', '.join(SYNTH_CLASSES)}")
 
 
-def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """S×S×3 float32 cluttered background: gradient, colour noise, waves, soft blobs.
+def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, colour_cue: bool = True) -> np.ndarray:
+    """S×S×3 float32 cluttered background: gradient, colour noise, waves, soft blobs (whose hues
+    avoid the class bands with ``colour_cue``, any hue without).
 
     Built channel-first (3×S×S, where numpy broadcasting is fast) and transposed at the end.
     """
@@ -203,7 +207,8 @@ def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray) -> np.nd
         u, v = ((x - cx) * cos + (y - cy) * sin) / a, ((y - cy) * cos - (x - cx) * sin) / b
         radius = np.sqrt(u * u + v * v)
         blob = np.clip((1.0 - radius) / rng.uniform(0.3, 1.0) + 0.5, 0.0, 1.0) * rng.uniform(0.4, 0.9)
-        image += (_off_class_colour(rng)[:, None, None] - image) * blob
+        tone = _off_class_colour(rng) if colour_cue else _colour(rng)
+        image += (tone[:, None, None] - image) * blob
     return np.ascontiguousarray(image.transpose(1, 2, 0))
 
 
@@ -229,9 +234,13 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
             cv2.ellipse(image, centre, axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
 
 
-def render_synth_image(rng: np.random.Generator, image_size: int = 128) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C)."""
-    image = _background(rng, *_grid(image_size))
+def render_synth_image(rng: np.random.Generator, image_size: int = 128,
+                       colour_cue: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C).
+
+    colour_cue: each class's main tone leans to its own hue band (the demo); False: every
+    object, blob and distractor takes any colour, so shape and texture are the only cues."""
+    image = _background(rng, *_grid(image_size), colour_cue=colour_cue)
     _draw_distractors(rng, image)
     instances = np.zeros((image_size, image_size), dtype=np.int32)  # 0 none, k = k-th object
     areas: list[int] = []
@@ -248,7 +257,7 @@ def render_synth_image(rng: np.random.Generator, image_size: int = 128) -> tuple
             if shape.sum() >= 20 and np.all(visible >= MIN_VISIBLE * np.array(areas, dtype=np.int64)):
                 ys, xs = np.nonzero(shape)
                 pattern = _texture(name, rng, xs.astype(np.float32), ys.astype(np.float32), centre, extent)
-                first, second = _two_tones(rng, label)
+                first, second = _two_tones(rng, label, colour_cue)
                 image[ys, xs] = np.where(pattern[:, None], first, second)
                 instances = trial
                 areas.append(int(shape.sum()))
@@ -268,13 +277,15 @@ def generate_synth_dataset(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    colour_cue: bool = True,
 ) -> Path:
     """Write a synthetic data set in the plain folder format (wsss.data.folder) → its root.
 
     Files: classes.txt (SYNTH_CLASSES), tags.csv (tags = the classes visible in each mask),
     images/synth_NNNNN.jpg (JPEG quality 95, no chroma subsampling), masks/synth_NNNNN.png,
     splits/train.txt and splits/val.txt (val: round(val_fraction × num_images) ids drawn
-    with ``seed``), synth.json (the arguments). Image i depends only on (seed, i).
+    with ``seed``), synth.json (the arguments). Image i depends only on (seed, i) and
+    ``colour_cue`` (see :func:`render_synth_image`).
     A folder already holding a complete set made with the same arguments (and SYNTH_VERSION)
     is returned as is; any other non-empty folder raises ValueError unless ``overwrite`` (then
     synth.json, classes.txt, tags.csv, images/, masks/ and splits/ are replaced).
@@ -287,6 +298,8 @@ def generate_synth_dataset(
     root = Path(out_dir)
     params = {"version": SYNTH_VERSION, "num_images": num_images, "image_size": image_size,
               "val_fraction": val_fraction, "seed": seed}
+    if not colour_cue:  # (absent for the default: folders made before the setting still match)
+        params["colour_cue"] = False
     params_file = root / PARAMS_FILE
     ids = [f"synth_{index:05d}" for index in range(num_images)]
     if params_file.is_file() and json.loads(params_file.read_text()) == params and all(
@@ -295,15 +308,16 @@ def generate_synth_dataset(
         return root
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
-            raise ValueError(f"{root}: folder is not empty and holds no synthetic set made with {params}; "
-                             f"pass overwrite=True to replace it")
+            held = params_file.read_text().strip() if params_file.is_file() else "no synth.json"
+            raise ValueError(f"{root}: folder is not empty and holds no synthetic set made with {params} "
+                             f"(it holds {held}); choose another data.root or delete the folder")
         params_file.unlink(missing_ok=True)
         for sub in ("images", "masks", "splits"):
             shutil.rmtree(root / sub, ignore_errors=True)
     (root / "images").mkdir(parents=True, exist_ok=True)
     tags: dict[str, list[str]] = {}
     for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
-        image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size)
+        image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size, colour_cue)
         Image.fromarray(image).save(root / "images" / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0)
         write_label_png(root / "masks" / f"{image_id}.png", mask)
         tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
