@@ -1,6 +1,7 @@
 """The ``pipeline`` flow: the whole job, end to end.
 
-    data (the demo set is generated when missing) → train_classifier → pseudo_labels (training
+    data (the demo set is generated when missing) → train_classifier → the quality gate (a
+    classifier near chance stops the run here, ``train.classifier.gate``) → pseudo_labels (training
     split) → train_segmenter (its backbone from this run's classifier when
     ``train.segmenter.init`` says ``classifier``) → the segmenter scored once on the validation
     split → stage table and report
@@ -23,7 +24,9 @@ from wsss.attention.views import describe_views
 from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
+from wsss.eval.classification import ClassifierQuality
 from wsss.orchestration.artifacts import evaluation_rows
+from wsss.orchestration.quality import classifier_quality, enforce_gate
 from wsss.orchestration.reporting import stage_table_report
 from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
 from wsss.orchestration.shards import has_masks
@@ -39,6 +42,21 @@ def prepare_data(config: Config) -> dict:
     print(f"data: {config.data.root}: {len(train)} training and {len(val)} validation images, "
           f"classes {', '.join(train.classes)}")
     return {"train": len(train), "val": len(val), "val_has_masks": has_masks(val)}
+
+
+@task(name="classifier-quality-gate", cache_policy=NO_CACHE)
+def quality_gate(config: Config, checkpoint: Path) -> ClassifierQuality | None:
+    """Stop the run here, before any pseudo-label, when the classifier is near chance."""
+    gate = config.train.classifier.gate
+    quality = classifier_quality(checkpoint, gate)
+    enforce_gate(quality, gate)
+    if quality is not None:
+        create_table_artifact(
+            table=[{"class": name, "AP": round(ap, 3) if ap == ap else None, "prevalence": round(p, 3),
+                    "skill": None if k != k else round(k, 2), "told apart": name not in quality.weak}
+                   for name, ap, p, k in zip(quality.classes, quality.ap, quality.prevalence, quality.skill)],
+            key="classifier-quality", description=quality.summary())
+    return quality
 
 
 @task(name="evaluate-segmenter", cache_policy=NO_CACHE)
@@ -58,7 +76,7 @@ def evaluate_segmenter(config: Config, checkpoint: Path) -> SegmenterResult | No
 
 @task(name="stage-table-and-report", cache_policy=NO_CACHE)
 def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str], segmenter: SegmenterResult | None,
-                           pseudo: dict, timings: dict[str, float]) -> dict:
+                           pseudo: dict, timings: dict[str, float], classifier: ClassifierQuality | None) -> dict:
     """The stage table on the validation split, and RUN/report.html + RUN/report.json."""
     run, data = RunLayout(config.run_dir), config.data
     notes = [f"data set: {data.root} ({data.format}); stage table and segmenter on split {data.val_split}, "
@@ -70,7 +88,7 @@ def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str],
                               config.train.device, run.report_json, run.report_html,
                               "wsss pipeline: pseudo-label stages and segmenter", notes,
                               stage_images=config.report.stage_images, segmenter=segmenter, pseudo=pseudo,
-                              timings=timings, config=config.model_dump(mode="json"))
+                              timings=timings, config=config.model_dump(mode="json"), classifier=classifier)
 
 
 @flow(name="pipeline", log_prints=True)
@@ -89,13 +107,14 @@ def pipeline(config: Config = Config(), methods: list[str] = ALL_METHODS) -> dic
 
     data = timed("data", prepare_data, config)
     classifier = timed("train_classifier", train_classifier, config)
+    quality = quality_gate(config, classifier)  # raises (the run stops) when the classifier is near chance
     settings = config.train.segmenter
     pseudo = timed("pseudo_labels", pseudo_labels, config, checkpoint=classifier,
                    out_dir=labels_dir(settings, run) or run.pseudo_labels)
     init = classifier if settings.init == "classifier" else backbone_init(settings.init, run)  # the one just trained
     segmenter = timed("train_segmenter", train_segmenter, config, init=init)
     scored = timed("evaluate_segmenter", evaluate_segmenter, config, segmenter) if data["val_has_masks"] else None
-    report = stage_table_and_report(config, classifier, methods, scored, pseudo, timings)
+    report = stage_table_and_report(config, classifier, methods, scored, pseudo, timings, quality)
     return {"report_html": str(run.report_html), "report_json": str(run.report_json),
             "classifier": str(classifier), "segmenter": str(segmenter),
             "segmenter_mIoU": None if report["segmenter"] is None else report["segmenter"]["mIoU"],

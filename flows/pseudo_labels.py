@@ -25,6 +25,7 @@ from flows.evaluate import evaluate
 from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.data.runner import MANIFEST
+from wsss.eval.evaluate import label_shares
 from wsss.layout import RunLayout
 from wsss.orchestration.artifacts import examples_markdown
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
@@ -122,6 +123,12 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
     print(f"pseudo-labels: {summary['ok']} written, {summary['skipped']} already there, {summary['failed']} failed, "
           f"{summary['seconds']} s, model loaded {summary['model_loads']} time(s)")
 
+    summary["label_shares"] = {k: round(float(v), 4) for k, v in label_shares(out, ids).items()}
+    shares = summary["label_shares"]
+    print(f"labels cover: {100 * shares['foreground']:.1f} % classes, {100 * shares['background']:.1f} % background, "
+          f"{100 * shares['ignore']:.1f} % ignore ({shares['images']} images)")
+    if not has_masks(dataset):
+        print("no masks in the data set: the quality of these pseudo-labels is unmeasured")
     if has_masks(dataset) and ids == list(dataset.ids):
         summary["mIoU"] = evaluate(out, config, split=split, artifact_key="pseudo-labels-evaluation")["mIoU"]
     labelled = [i for i in ids if (out / f"{i}.png").is_file()][:config.flow.examples]

@@ -101,3 +101,36 @@ def test_multilabel_metrics_by_hand():
     assert metrics["F1"][0] == pytest.approx(0.5)
     # class 1: 0.8(+), 0.3(-), 0.2(-), 0.1(+) → AP = (1 + 2/4) / 2; F1: tp 1, fn 1 → 2/3
     assert metrics["AP"][1] == pytest.approx(0.75) and metrics["F1"][1] == pytest.approx(2 / 3)
+
+
+def test_quality_gate_measures_skill_against_chance(capsys):
+    from wsss.config import QualityGateConfig
+    from wsss.eval.classification import ClassifierQuality
+    from wsss.orchestration.quality import QualityGateError, enforce_gate
+
+    classes = ["a", "b", "c"]
+    good = ClassifierQuality(classes, [0.95, 0.9, 0.3], [0.25, 0.5, 0.25], min_skill=0.2, class_min_skill=0.2)
+    assert good.skill == pytest.approx([(0.95 - 0.25) / 0.75, 0.8, (0.3 - 0.25) / 0.75])
+    assert good.chance_map == pytest.approx(1 / 3) and good.passed and good.weak == ["c"]
+    assert good.to_dict()["weak_classes"] == ["c"] and good.to_dict()["passed"] is True
+    enforce_gate(good, QualityGateConfig())
+    assert "cannot tell apart (skill below 0.20): c (AP 0.30, prevalence 0.25)" in capsys.readouterr().out
+    chance = ClassifierQuality(classes, [0.27, 0.52, float("nan")], [0.25, 0.5, 0.0], min_skill=0.2,
+                               class_min_skill=0.2)
+    assert not chance.passed and chance.weak == ["a", "b"] and chance.chance_map == pytest.approx(0.375)
+    with pytest.raises(QualityGateError, match="too close to chance.*mAP 0.395 against 0.375"):
+        enforce_gate(chance, QualityGateConfig())
+    enforce_gate(chance, QualityGateConfig(force=True))  # named setting: go on anyway
+    assert "going on because train.classifier.gate.force is set" in capsys.readouterr().out
+    enforce_gate(None, QualityGateConfig())  # unmeasured: said, not stopped
+    assert "not checked" in capsys.readouterr().out
+
+
+def test_classifier_history_keeps_per_class_ap_and_prevalence(tmp_path):
+    from wsss.config import QualityGateConfig
+    from wsss.orchestration.quality import classifier_quality
+
+    path = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    quality = classifier_quality(path, QualityGateConfig())
+    assert quality is not None and len(quality.ap) == len(quality.prevalence) == 6
+    assert all(0 <= p <= 1 for p in quality.prevalence) and 0 <= quality.mean_ap <= 1

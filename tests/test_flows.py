@@ -47,7 +47,7 @@ def flow_config(tmp: Path, *extra: str):
         "refine.crf.enabled=true", "refine.crf.workers=1", "flow.shard_size=4", "flow.torch_threads=1",
         "flow.retries=1", "flow.retry_delay_seconds=0", "flow.examples=2", "train.segmenter.steps=4",
         "train.segmenter.batch_size=2", "train.segmenter.dpt.features=16", "train.segmenter.threads=1",
-        "predict.batch_size=4", *extra,
+        "predict.batch_size=4", "train.classifier.gate.force=true", *extra,  # 1 epoch on 16 images: near chance
     ])
 
 
@@ -281,7 +281,12 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     assert set(report["timings_s"]) >= {"train_classifier", "pseudo_labels", "train_segmenter", "stage_table", "total"}
     assert set(report["checks"]) == {"getam_beats_baselines", "getam_beats_trivial",
                                      "segmenter_beats_baselines_and_trivial"}
+    quality = report["classifier"]  # the gate's reading (forced past it: a 1-epoch classifier)
+    assert len(quality["AP"]) == 6 and quality["passed"] in (True, False) and "weak_classes" in quality
+    shares = report["pseudo_labels"]["label_shares"]
+    assert shares["images"] == TRAIN_IDS and abs(shares["foreground"] + shares["background"] + shares["ignore"] - 1) < 1e-3
     page = (tmp_path / "run" / "report.html").read_text()
+    assert "Classifier (validation split)" in page and "prevalence (chance AP)" in page
     assert "segmenter (single_stage, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
     assert "trivial baseline" in page
 
@@ -311,3 +316,21 @@ def test_demo_out_dir_uses_its_own_classifier(tmp_path, prefect_api, monkeypatch
     assert torch.allclose(backbone[key], own[key], atol=1e-6)  # one step at lr 1e-12: still X's classifier
     assert not torch.allclose(backbone[key], other[key], atol=1e-3)
     assert (tmp_path / "X" / "report.json").is_file() and (tmp_path / "X" / "data" / "tags.csv").is_file()
+
+
+def test_a_classifier_at_chance_stops_the_run_before_any_pseudo_label(tmp_path, prefect_api, monkeypatch, capsys):
+    """The quality gate: ``wsss demo`` with a classifier that learned nothing (lr 1e-9) ends with
+    the gate's message (what was measured, what to try) and writes no pseudo-label."""
+    from wsss.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PREFECT_HOME", str(PREFECT_HOME.value()))
+    config_file = tmp_path / "tiny.yaml"
+    config_file.write_text(config_to_yaml(flow_config(tmp_path, "data.synth.num_images=40", "data.synth.val_fraction=0.4")))
+    settings = ["train.classifier.lr=1e-9", "train.classifier.gate.force=false"]
+    assert main(["demo", "--out", "X", "--config", str(config_file), *[a for s in settings for a in ("--set", s)]]) == 2
+    err = capsys.readouterr().err
+    assert "the classifier is too close to chance to label anything" in err and "mAP" in err and "prevalence" in err
+    assert "Try: train longer (train.classifier.epochs)" in err and "train.classifier.gate.force=true" in err
+    assert (tmp_path / "X" / "classifier" / "classifier.pt").is_file()
+    assert not (tmp_path / "X" / "pseudo_labels").exists()

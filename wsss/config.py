@@ -134,6 +134,16 @@ class RefineConfig(_Section):
     crf: CrfConfig = CrfConfig()
 
 
+class QualityGateConfig(_Section):
+    """The gate after the classifier (``wsss.eval.classification``): skill = (AP − prevalence) /
+    (1 − prevalence) on the validation split, 0 at chance, 1 when perfect."""
+
+    min_skill: float = Field(0.2, ge=0.0, le=1.0, description="the run stops when the mean skill is below this")
+    class_min_skill: float = Field(0.2, ge=0.0, le=1.0,
+                                   description="classes below this are named as ones the classifier cannot tell apart")
+    force: bool = Field(False, description="go on with a classifier below min_skill (its labels are not to be trusted)")
+
+
 class ClassifierTrainConfig(_Section):
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(32, ge=1)
@@ -143,6 +153,7 @@ class ClassifierTrainConfig(_Section):
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     seed: int = 0
+    gate: QualityGateConfig = QualityGateConfig()
 
 
 class DptConfig(_Section):

@@ -14,6 +14,7 @@ import time
 
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset
+from wsss.eval.classification import ClassifierQuality
 from wsss.eval.stages import run_stages
 from wsss.models.checkpoint import load_classifier, resolve_device
 from wsss.orchestration.shards import has_masks
@@ -27,7 +28,7 @@ def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: Cam
                        title: str, notes: list[str], stage_images: int | None = None,
                        segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
                        timings: dict[str, float] | None = None, config: dict | None = None,
-                       progress: bool = False) -> dict:
+                       classifier: ClassifierQuality | None = None, progress: bool = False) -> dict:
     """Stage table of ``methods`` on ``dataset`` (``stage_images`` of its images, evenly
     spaced; all when None), then report.json and report.html; returns the JSON content."""
     timings, notes, stages = dict(timings or {}), list(notes), None
@@ -38,9 +39,11 @@ def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: Cam
         timings["stage_table"] = time.perf_counter() - started
         print(stages.text_table())
     else:
-        notes.append("the data set has no masks: no stage table, no segmenter score")
+        notes.append("the data set has no masks: the quality of the pseudo-labels is unmeasured (no stage table, no "
+                     "segmenter score); shown instead: the classifier's per-class AP and the labels' coverage and "
+                     "ignore share")
     content, page = build_report(title, notes, stages=stages, segmenter=segmenter, pseudo=pseudo, timings=timings,
-                                 config=config)
+                                 config=config, classifier=classifier)
     if segmenter is not None:
         entry = content["segmenter"]
         parts = [f"segmenter ({segmenter.mode}) mIoU: {entry['mIoU']:.1f} %"]

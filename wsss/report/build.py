@@ -15,7 +15,11 @@ report.json:
                     accuracy, images), its inference settings, its mIoU without the CRF (when
                     predict.crf is on), the mIoU of its in-loop pseudo-labels (single stage), and
                     its mIoU on the stage table's images (what the checks compare); null if none
-    pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s)
+    classifier      the quality gate's reading of the classifier: mAP against chance (the mean
+                    prevalence), skill, per-class AP, prevalence and skill, the classes it cannot
+                    tell apart, whether it passed; null when unmeasured
+    pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s, the
+                    labels' foreground / background / ignore shares)
     timings_s       seconds per pipeline step, and their sum ("total")
     images_per_s    throughput of the pseudo-label flow and of the stage table
     checks          whether GETAM's labels and the segmenter beat the baselines and the trivial one
@@ -30,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from wsss.data.label_png import colorize
+from wsss.eval.classification import ClassifierQuality
 from wsss.eval.evaluate import Evaluation
 from wsss.eval.segmenter import SegmenterScores
 from wsss.eval.stages import STAGES, StageResults
@@ -134,11 +139,25 @@ def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> No
     page.per_class_iou[name] = {k: None if v is None else v / 100.0 for k, v in entry["IoU"].items()}
 
 
+def _classifier_page(page: Report, quality: ClassifierQuality) -> None:
+    """The classifier's per-class AP against chance, and the classes it cannot tell apart."""
+    page.tables["Classifier (validation split)"] = [
+        {"class": name, "AP": ap, "prevalence (chance AP)": p, "skill": k,
+         "told apart": "yes" if name not in quality.weak else "NO"}
+        for name, ap, p, k in zip(quality.classes, quality.ap, quality.prevalence, quality.skill)
+    ] + [{"class": "mean", "AP": quality.mean_ap, "prevalence (chance AP)": quality.chance_map,
+          "skill": quality.mean_skill, "told apart": "passed the gate" if quality.passed else "BELOW THE GATE"}]
+    page.notes.append(quality.summary())
+
+
 def build_report(title: str, notes: list[str], stages: StageResults | None = None,
                  segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
-                 timings: dict[str, float] | None = None, config: dict | None = None) -> tuple[dict, Report]:
+                 timings: dict[str, float] | None = None, config: dict | None = None,
+                 classifier: ClassifierQuality | None = None) -> tuple[dict, Report]:
     """report.json's content and the HTML page of the results handed in (any may be None)."""
     page = Report(title=title, notes=list(notes))
+    if classifier is not None:
+        _classifier_page(page, classifier)
     rows, stage_ids = [], None
     if stages is not None:
         _stage_page(page, stages)
@@ -161,6 +180,7 @@ def build_report(title: str, notes: list[str], stages: StageResults | None = Non
         "stage_columns": list(STAGES),
         "stage_images": images,
         "segmenter": entry,
+        "classifier": None if classifier is None else classifier.to_dict(),
         "pseudo_labels": pseudo,
         "timings_s": {k: round(v, 2) for k, v in timings.items()},
         "images_per_s": {

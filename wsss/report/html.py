@@ -38,6 +38,7 @@ class Report:
     per_class_iou: dict[str, dict[str, float | None]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
+    tables: dict[str, list[dict]] = field(default_factory=dict)  # more tables: {heading: rows}
 
 
 def _png_data_uri(image: np.ndarray) -> str:
@@ -113,6 +114,8 @@ def render_html(report: Report) -> str:
         parts.append("<h2>Stages</h2><p>Scores in percent, on the same images.</p>" + _table(report.stages))
     if report.per_class_iou:
         parts.append("<h2>Per-class IoU</h2>" + bar_chart_svg(report.per_class_iou))
+    for heading, rows in report.tables.items():
+        parts.append(f"<h2>{html.escape(heading)}</h2>" + _table(rows))
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in report.notes) + "</ul>")
     if report.examples:

@@ -141,7 +141,8 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         metrics = evaluate_classifier(model, val_loader, device)
         entry = {
             "epoch": epoch + 1, "loss": total_loss / max(seen, 1), "val_mAP": metrics["mAP"],
-            "val_F1": metrics["F1"], "images_per_s": seen / (time.perf_counter() - started),
+            "val_F1": metrics["F1"], "val_AP": metrics["AP"], "val_prevalence": metrics["prevalence"],
+            "images_per_s": seen / (time.perf_counter() - started),
         }
         history.append(entry)
         print(
