@@ -71,6 +71,11 @@ class ModelConfig(_Section):
     embed_dim: int | None = Field(None, ge=8, description="width override (None: the model's)")
     depth: int | None = Field(6, ge=1, description="number of blocks override (None: the model's)")
     num_heads: int | None = Field(None, ge=1, description="heads override (None: the model's)")
+    conv_stem: list[int] | None = Field(
+        None, min_length=1, max_length=5,
+        description="channels of 3×3 stride-2 conv + BN + ReLU layers that replace the patch embedding (the token "
+                    "stride is 2^layers; patch_size is then ignored); None: timm's patch embedding",
+    )
     pretrained: Path | None = Field(None, description="local weights file (.pth/.safetensors); nothing is downloaded")
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
 

@@ -8,6 +8,7 @@ clear errors. Nothing is ever downloaded.
 from __future__ import annotations
 
 import math
+from functools import partial
 from pathlib import Path
 
 import timm
@@ -33,12 +34,29 @@ def create_classifier(model_config, num_classes: int) -> nn.Module:
         value = getattr(model_config, key)
         if value is not None:
             kwargs[key] = value
+    if model_config.conv_stem:  # a small CNN in front of the tokens (timm's HybridEmbed, 1×1 projection)
+        from timm.layers import HybridEmbed
+
+        kwargs.update(patch_size=1, embed_layer=partial(HybridEmbed, backbone=ConvStem(model_config.conv_stem)))
     if model_config.drop_path_rate:
         kwargs["drop_path_rate"] = model_config.drop_path_rate
     model = timm.create_model(model_config.name, pretrained=False, **kwargs)
     if model_config.pretrained is not None:
         load_pretrained(model, model_config.pretrained)
     return model
+
+
+class ConvStem(nn.Sequential):
+    """3×3 stride-2 convolutions with BatchNorm and ReLU (Xiao et al. 2021, "Early convolutions
+    help transformers see better"): B×3×H×W → B×channels[-1]×H/2^L×W/2^L."""
+
+    def __init__(self, channels: list[int]) -> None:
+        layers, previous = [], 3
+        for width in channels:
+            layers += [nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
+                       nn.ReLU(inplace=True)]
+            previous = width
+        super().__init__(*layers)
 
 
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
