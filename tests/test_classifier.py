@@ -134,3 +134,18 @@ def test_classifier_history_keeps_per_class_ap_and_prevalence(tmp_path):
     quality = classifier_quality(path, QualityGateConfig())
     assert quality is not None and len(quality.ap) == len(quality.prevalence) == 6
     assert all(0 <= p <= 1 for p in quality.prevalence) and 0 <= quality.mean_ap <= 1
+
+
+def test_conv_stem_classifier_saves_and_loads(tmp_path):
+    from wsss.models.attention_capture import model_stride, token_layout
+    from wsss.models.checkpoint import classifier_checkpoint, save_checkpoint
+
+    config = tiny_config(tmp_path, "model.conv_stem=[8, 16, 32]")
+    model = create_classifier(config.model, 6).eval()
+    assert model_stride(model) == 8 and token_layout(model, (48, 64)).grid == (6, 8)
+    path = tmp_path / "classifier.pt"
+    save_checkpoint(path, classifier_checkpoint(model, config.model, [f"c{i}" for i in range(6)], []))
+    loaded, _, settings = load_classifier(path)
+    x = torch.randn(2, 3, 48, 64)
+    with torch.no_grad():
+        assert settings.conv_stem == [8, 16, 32] and torch.equal(loaded(x), model(x))

@@ -26,7 +26,17 @@ FAMILIES = {
     "deit_distilled": (lambda: _tiny("deit_tiny_distilled_patch16_224", img_size=64), (64, 64)),
     "hybrid_nonsquare": (
         lambda: _tiny("vit_tiny_r_s16_p8_224", img_size=128, dynamic_img_size=True), (128, 96)),
+    "conv_stem_nonsquare": (lambda: _conv_stem(), (64, 48)),  # model.conv_stem (BatchNorm in the stem)
 }
+
+
+def _conv_stem():
+    from wsss.config import ModelConfig
+    from wsss.models.classifier import create_classifier
+
+    torch.manual_seed(0)
+    return create_classifier(ModelConfig(name="vit_tiny_patch16_224", img_size=64, embed_dim=48, depth=4, num_heads=3,
+                                         conv_stem=[16, 32, 48]), 5)
 
 
 @pytest.fixture(scope="module", params=list(FAMILIES))
