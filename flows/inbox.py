@@ -6,7 +6,7 @@ segmenter checkpoint exists, predicts the labelled images that have no predictio
 is labelled twice and nothing is deleted: every outcome is appended to the manifests. An image
 that failed is tried again only when its file or tags change.
 
-Deploy it with ``serve_inbox(config)`` (``python -m flows serve``, ``make serve``): a cron
+Deploy it with ``serve_inbox(config)`` (``wsss flow serve``, ``make serve``): a cron
 (``flow.inbox.cron``) or interval (``flow.inbox.interval_seconds``) schedule, one run at a
 time; or through ``prefect.yaml`` and a work pool (README).
 """

@@ -444,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     pseudo.set_defaults(func=cmd_pseudo_label)
 
     report = commands.add_parser("report", help="stage table of GETAM and the baselines, and the HTML report")
-    _add_classifier_run_args(report, "output folder (report.html, stages.json)", dataset_help="a data set with masks")
+    _add_classifier_run_args(report, "output folder (report.html, report.json)", dataset_help="a data set with masks")
     report.add_argument("--methods", default="getam,attention,rollout,relevance,gradcam",
                         help="comma-separated map methods (default: GETAM and all baselines)")
     _add_config_args(report)
