@@ -59,6 +59,9 @@ def test_stage_drops_name_the_steps_that_do_not_help():
     assert "below +PAMR" in drops[0] and "oracle threshold" in drops[1] and "TokenCut" in drops[2]
     assert "where a step does not help:" in results.text_table()
 
+    results.failed["img7"] = "ImageReadError: cannot decode"
+    assert "not scored: 1 image(s), e.g. img7: ImageReadError: cannot decode" in results.text_table()
+    results.failed.clear()
     results.methods.pop("getam")
     results.saliency = "none"
     assert results.drops() == [] and "does not help" not in results.text_table()

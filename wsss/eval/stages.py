@@ -72,6 +72,7 @@ class StageResults:
     examples: dict[str, list[tuple[Sample, ChainResult, int]]] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)  # the images scored (unreadable ones left out)
     saliency: str = "none"  # the saliency source of the label stage (refine.saliency.source)
+    failed: dict[str, str] = field(default_factory=dict)  # image id → why it could not be scored
 
     @property
     def num_images(self) -> int:
@@ -120,6 +121,9 @@ class StageResults:
             lines.append(f"{name:<18}" + "".join(cells))
         if self.trivial is not None:
             lines.append(f"{'trivial baseline':<18}{100 * self.trivial.miou:22.1f}  (every non-background-coloured pixel → the tag)")
+        if self.failed:
+            first = next(iter(self.failed.items()))
+            lines.append(f"not scored: {len(self.failed)} image(s), e.g. {first[0]}: {first[1]}")
         drops = self.drops()
         if drops:
             lines += ["where a step does not help:", *(f"  {line}" for line in drops)]
@@ -192,7 +196,7 @@ def run_stages(
                     kept.append((sample, result, i))
 
             run_dataset(dataset, compute, write, ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}",
-                        progress=progress)
+                        progress=progress, on_failure=results.failed.setdefault)
             results.methods[name] = stages
             results.examples[name] = kept
     return results

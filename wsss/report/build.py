@@ -10,7 +10,8 @@ report.json:
 
     stages          rows of the stage table (mIoU in percent): every map method at
                     raw → +PAMR → +saliency, conflict → +CRF, and the trivial baseline
-    stage_columns   the stage names; stage_images: how many images the stage table scored
+    stage_columns   the stage names; stage_images: how many images the stage table scored;
+                    stage_not_scored: the images it could not score, with the reason
     segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, pixel
                     accuracy, images), its inference settings, its mIoU without the CRF (when
                     predict.crf is on), the mIoU of its in-loop pseudo-labels (single stage), and
@@ -179,6 +180,7 @@ def build_report(title: str, notes: list[str], stages: StageResults | None = Non
         "stages": rows,
         "stage_columns": list(STAGES),
         "stage_images": images,
+        "stage_not_scored": {} if stages is None else dict(stages.failed),
         "segmenter": entry,
         "classifier": None if classifier is None else classifier.to_dict(),
         "pseudo_labels": pseudo,
