@@ -123,7 +123,7 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
     print(f"pseudo-labels: {summary['ok']} written, {summary['skipped']} already there, {summary['failed']} failed, "
           f"{summary['seconds']} s, model loaded {summary['model_loads']} time(s)")
 
-    summary["label_shares"] = {k: round(float(v), 4) for k, v in label_shares(out, ids).items()}
+    summary["label_shares"] = {k: v if k == "images" else round(float(v), 4) for k, v in label_shares(out, ids).items()}
     shares = summary["label_shares"]
     print(f"labels cover: {100 * shares['foreground']:.1f} % classes, {100 * shares['background']:.1f} % background, "
           f"{100 * shares['ignore']:.1f} % ignore ({shares['images']} images)")
