@@ -70,7 +70,8 @@ def cmd_data_synth(args) -> int:
     out = args.out or config.data.root
     s = config.data.synth
     root = generate_synth_dataset(out, num_images=s.num_images, image_size=s.image_size, val_fraction=s.val_fraction,
-                                  seed=s.seed, colour_cue=s.colour_cue)
+                                  seed=s.seed, colour_cue=s.colour_cue, object_size=s.object_size,
+                                  distractors=s.distractors)
     print(f"wrote {s.num_images} images ({s.image_size}×{s.image_size}, seed {s.seed}"
           f"{'' if s.colour_cue else ', no colour cue'}) to {root}")
     return 0

@@ -41,6 +41,24 @@ class SynthConfig(_Section):
     seed: int = Field(0, description="same seed, same files")
     colour_cue: bool = Field(True, description="each class's main tone leans to its own hue band (the demo); "
                                                "false: any colour for every object, shape and texture the only cues")
+    object_size: list[float] = Field([0.2, 0.6], min_length=2, max_length=2,
+                                     description="an object's extent as a fraction of the image side: [smallest, largest]")
+    distractors: list[int] = Field([3, 8], min_length=2, max_length=2,
+                                   description="classless lines, arcs and ellipses per image: [fewest, most]")
+
+    @field_validator("object_size")
+    @classmethod
+    def _object_size(cls, value: list[float]) -> list[float]:
+        if not 0 < value[0] <= value[1] <= 0.9:
+            raise ValueError(f"object_size must be [smallest, largest] with 0 < smallest <= largest <= 0.9, got {value}")
+        return value
+
+    @field_validator("distractors")
+    @classmethod
+    def _distractors(cls, value: list[int]) -> list[int]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError(f"distractors must be [fewest, most] with 0 <= fewest <= most, got {value}")
+        return value
 
 
 class DataConfig(_Section):

@@ -38,7 +38,8 @@ def open_dataset(data, split: str | None) -> Dataset:
 
         s = data.synth
         generate_synth_dataset(data.root, num_images=s.num_images, image_size=s.image_size,
-                               val_fraction=s.val_fraction, seed=s.seed, colour_cue=s.colour_cue)
+                               val_fraction=s.val_fraction, seed=s.seed, colour_cue=s.colour_cue,
+                               object_size=s.object_size, distractors=s.distractors)
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)
     if data.format == "folder":
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)

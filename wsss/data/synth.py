@@ -50,7 +50,8 @@ from wsss.data.label_png import write_label_png
 SYNTH_CLASSES = ["disk", "square", "triangle", "star", "ring", "cross"]
 SYNTH_VERSION = 2  # bump when the drawing changes: a folder made by another version is not reused
 OBJECT_COUNT_PROBS = (0.45, 0.33, 0.22)  # P(1, 2, 3 objects)
-SIZE_RANGE = (0.2, 0.6)  # object extent as a fraction of the image side
+SIZE_RANGE = (0.2, 0.6)  # object extent as a fraction of the image side (default)
+DISTRACTORS = (3, 8)  # classless shapes per image, at least and at most (default)
 MIN_VISIBLE = 0.45  # fraction of an object's pixels that must stay visible after occlusion
 PLACEMENT_TRIES = 12
 PARAMS_FILE = "synth.json"
@@ -212,10 +213,11 @@ def _background(rng: np.random.Generator, x: np.ndarray, y: np.ndarray, colour_c
     return np.ascontiguousarray(image.transpose(1, 2, 0))
 
 
-def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
-    """Draw 3 to 8 classless shapes in place on S×S×3 float32 ``image``: lines, arcs, slim ellipses."""
+def _draw_distractors(rng: np.random.Generator, image: np.ndarray, count: tuple[int, int] = DISTRACTORS) -> None:
+    """Draw ``count`` (at least, at most) classless shapes in place on S×S×3 float32 ``image``:
+    lines, arcs, slim ellipses."""
     size = image.shape[0]
-    for _ in range(int(rng.integers(3, 9))):
+    for _ in range(int(rng.integers(count[0], count[1] + 1))):
         colour = tuple(float(c) for c in _colour(rng))
         kind = int(rng.integers(3))
         if kind == 0:  # thin polyline
@@ -234,14 +236,15 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray) -> None:
             cv2.ellipse(image, centre, axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
 
 
-def render_synth_image(rng: np.random.Generator, image_size: int = 128,
-                       colour_cue: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def render_synth_image(rng: np.random.Generator, image_size: int = 128, colour_cue: bool = True,
+                       object_size: tuple[float, float] = SIZE_RANGE,
+                       distractors: tuple[int, int] = DISTRACTORS) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C).
 
     colour_cue: each class's main tone leans to its own hue band (the demo); False: every
     object, blob and distractor takes any colour, so shape and texture are the only cues."""
     image = _background(rng, *_grid(image_size), colour_cue=colour_cue)
-    _draw_distractors(rng, image)
+    _draw_distractors(rng, image, distractors)
     instances = np.zeros((image_size, image_size), dtype=np.int32)  # 0 none, k = k-th object
     areas: list[int] = []
     labels = [0]
@@ -249,7 +252,7 @@ def render_synth_image(rng: np.random.Generator, image_size: int = 128,
         label = int(rng.integers(len(SYNTH_CLASSES))) + 1
         name = SYNTH_CLASSES[label - 1]
         for _ in range(PLACEMENT_TRIES):
-            extent = rng.uniform(*SIZE_RANGE) * image_size
+            extent = rng.uniform(*object_size) * image_size
             centre = rng.uniform(0.4 * extent, image_size - 0.4 * extent, size=2)
             shape = _shape_mask(name, image_size, centre, extent, rng.uniform(0, 2 * math.pi))
             trial = np.where(shape, len(areas) + 1, instances)
@@ -278,6 +281,8 @@ def generate_synth_dataset(
     progress: bool = True,
     overwrite: bool = False,
     colour_cue: bool = True,
+    object_size: tuple[float, float] = SIZE_RANGE,
+    distractors: tuple[int, int] = DISTRACTORS,
 ) -> Path:
     """Write a synthetic data set in the plain folder format (wsss.data.folder) → its root.
 
@@ -285,7 +290,7 @@ def generate_synth_dataset(
     images/synth_NNNNN.jpg (JPEG quality 95, no chroma subsampling), masks/synth_NNNNN.png,
     splits/train.txt and splits/val.txt (val: round(val_fraction × num_images) ids drawn
     with ``seed``), synth.json (the arguments). Image i depends only on (seed, i) and
-    ``colour_cue`` (see :func:`render_synth_image`).
+    ``colour_cue``, ``object_size`` and ``distractors`` (see :func:`render_synth_image`).
     A folder already holding a complete set made with the same arguments (and SYNTH_VERSION)
     is returned as is; any other non-empty folder raises ValueError unless ``overwrite`` (then
     synth.json, classes.txt, tags.csv, images/, masks/ and splits/ are replaced).
@@ -298,8 +303,13 @@ def generate_synth_dataset(
     root = Path(out_dir)
     params = {"version": SYNTH_VERSION, "num_images": num_images, "image_size": image_size,
               "val_fraction": val_fraction, "seed": seed}
-    if not colour_cue:  # (absent for the default: folders made before the setting still match)
+    # settings at their defaults are left out: folders made before they existed still match
+    if not colour_cue:
         params["colour_cue"] = False
+    if tuple(object_size) != SIZE_RANGE:
+        params["object_size"] = [float(v) for v in object_size]
+    if tuple(distractors) != DISTRACTORS:
+        params["distractors"] = [int(v) for v in distractors]
     params_file = root / PARAMS_FILE
     ids = [f"synth_{index:05d}" for index in range(num_images)]
     if params_file.is_file() and json.loads(params_file.read_text()) == params and all(
@@ -317,7 +327,8 @@ def generate_synth_dataset(
     (root / "images").mkdir(parents=True, exist_ok=True)
     tags: dict[str, list[str]] = {}
     for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
-        image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size, colour_cue)
+        image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size, colour_cue,
+                                         tuple(object_size), tuple(distractors))
         Image.fromarray(image).save(root / "images" / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0)
         write_label_png(root / "masks" / f"{image_id}.png", mask)
         tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
