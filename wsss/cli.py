@@ -81,7 +81,7 @@ def cmd_data_check(args) -> int:
     from wsss.eval.check import check_dataset
 
     fmt = args.format if args.format != "auto" else detect_format(args.dataset)
-    dataset = VocDataset(args.dataset, split=args.split) if fmt == "voc" else FolderDataset(args.dataset, split=args.split)
+    dataset = _dataset_arg(args.dataset, args.split, fmt)
     report = check_dataset(dataset, progress=not args.quiet)
     for item in report.problems:
         print(item)
@@ -168,9 +168,9 @@ def cmd_cam(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _dataset_arg(path: Path, split: str | None):
-    """A data set given on the command line, its format detected."""
-    if detect_format(path) == "voc":
+def _dataset_arg(path: Path, split: str | None, fmt: str | None = None):
+    """A data set given on the command line: ``fmt`` (voc or folder), or its detected format."""
+    if (fmt or detect_format(path)) == "voc":
         return VocDataset(path, split=split)
     return FolderDataset(path, split=split)
 

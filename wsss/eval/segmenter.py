@@ -49,12 +49,13 @@ class SegmenterScores:
     crf: bool = False
 
     def _total(self, by_image: dict[str, ConfusionMatrix], ids: Iterable[str] | None) -> Evaluation:
+        wanted = None if ids is None else set(ids)
         total = ConfusionMatrix(self.num_classes)
-        for image_id in (by_image if ids is None else ids):
-            if image_id in by_image:
-                total.merge(by_image[image_id])
-        missing = self.missing if ids is None else {i: r for i, r in self.missing.items() if i in set(ids)}
-        return Evaluation(total, dict(missing))
+        for image_id, matrix in by_image.items():
+            if wanted is None or image_id in wanted:
+                total.merge(matrix)
+        missing = {i: r for i, r in self.missing.items() if wanted is None or i in wanted}
+        return Evaluation(total, missing)
 
     def final(self, ids: Iterable[str] | None = None) -> Evaluation:
         """The final labels' scores on ``ids`` (None: every image scored)."""
