@@ -2,6 +2,7 @@
 
     pipeline          data → classifier → pseudo-labels → segmenter → evaluation → report
     pseudo-labels     pseudo-labels for a data set, one task per shard of images
+    self-training     the saliency of refine.saliency.source=segmenter (a first-round segmenter)
     train-classifier  the tag classifier
     train-segmenter   the segmenter
     evaluate          label PNGs against a data set's masks
@@ -21,6 +22,7 @@ import importlib
 FLOWS = {
     "pipeline": ("flows.pipeline", "pipeline"),
     "pseudo-labels": ("flows.pseudo_labels", "pseudo_labels"),
+    "self-training": ("flows.self_training", "self_training"),
     "train-classifier": ("flows.training", "train_classifier"),
     "train-segmenter": ("flows.training", "train_segmenter"),
     "evaluate": ("flows.evaluate", "evaluate"),

@@ -1,7 +1,8 @@
 """The ``pipeline`` flow: the whole job, end to end.
 
     data (the demo set is generated when missing) → train_classifier → the quality gate (a
-    classifier near chance stops the run here, ``train.classifier.gate``) → pseudo_labels (training
+    classifier near chance stops the run here, ``train.classifier.gate``) → [self_training, when
+    ``refine.saliency.source`` is ``segmenter``: the saliency maps] → pseudo_labels (training
     split) → train_segmenter (its backbone from this run's classifier when
     ``train.segmenter.init`` says ``classifier``) → the segmenter scored once on the validation
     split → stage table and report
@@ -19,6 +20,7 @@ from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from flows.pseudo_labels import pseudo_labels
+from flows.self_training import self_training
 from flows.training import train_classifier, train_segmenter
 from wsss.attention.views import describe_views
 from wsss.config import Config
@@ -29,6 +31,7 @@ from wsss.orchestration.artifacts import evaluation_rows
 from wsss.orchestration.quality import classifier_quality, enforce_gate
 from wsss.orchestration.reporting import stage_table_report
 from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
+from wsss.orchestration.self_training import describe_saliency, saliency_config
 from wsss.orchestration.shards import has_masks
 from wsss.report.build import SegmenterResult
 
@@ -77,14 +80,17 @@ def evaluate_segmenter(config: Config, checkpoint: Path) -> SegmenterResult | No
 @task(name="stage-table-and-report", cache_policy=NO_CACHE)
 def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str], segmenter: SegmenterResult | None,
                            pseudo: dict, timings: dict[str, float], classifier: ClassifierQuality | None) -> dict:
-    """The stage table on the validation split, and RUN/report.html + RUN/report.json."""
+    """The stage table on the validation split, and RUN/report.html + RUN/report.json
+    (``config`` as the user gave it: self-training's saliency folder is set here)."""
     run, data = RunLayout(config.run_dir), config.data
     notes = [f"data set: {data.root} ({data.format}); stage table and segmenter on split {data.val_split}, "
              f"pseudo-labels on split {data.train_split}",
-             f"classifier: {checkpoint}; {describe_views(config.cam)}; saliency: {config.refine.saliency.source}; "
+             f"classifier: {checkpoint}; {describe_views(config.cam)}; saliency: {describe_saliency(config)}; "
              f"CRF in the pseudo-labels: {config.refine.crf.enabled}",
              "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
-    return stage_table_report(checkpoint, open_dataset(data, data.val_split), config.cam, config.refine, methods,
+    labelling = saliency_config(config)
+    return stage_table_report(checkpoint, open_dataset(labelling.data, data.val_split), config.cam, labelling.refine,
+                              methods,
                               config.train.device, run.report_json, run.report_html,
                               "wsss pipeline: pseudo-label stages and segmenter", notes,
                               stage_images=config.report.stage_images, segmenter=segmenter, pseudo=pseudo,
@@ -108,12 +114,17 @@ def pipeline(config: Config = Config(), methods: list[str] = ALL_METHODS) -> dic
     data = timed("data", prepare_data, config)
     classifier = timed("train_classifier", train_classifier, config)
     quality = quality_gate(config, classifier)  # raises (the run stops) when the classifier is near chance
+    saved_maps = None
+    if config.refine.saliency.source == "segmenter":
+        timed("self_training", self_training, config, checkpoint=classifier)
+        saved_maps = run.self_training.pseudo_labels / "maps"  # the second round reuses the first round's maps
+    labelling = saliency_config(config)  # self-training: its maps as the saliency folder from here on
     settings = config.train.segmenter
-    pseudo = timed("pseudo_labels", pseudo_labels, config, checkpoint=classifier,
-                   out_dir=labels_dir(settings, run) or run.pseudo_labels)
+    pseudo = timed("pseudo_labels", pseudo_labels, labelling, checkpoint=classifier,
+                   out_dir=labels_dir(settings, run) or run.pseudo_labels, maps_dir=saved_maps)
     init = classifier if settings.init == "classifier" else backbone_init(settings.init, run)  # the one just trained
-    segmenter = timed("train_segmenter", train_segmenter, config, init=init)
-    scored = timed("evaluate_segmenter", evaluate_segmenter, config, segmenter) if data["val_has_masks"] else None
+    segmenter = timed("train_segmenter", train_segmenter, labelling, init=init)
+    scored = timed("evaluate_segmenter", evaluate_segmenter, labelling, segmenter) if data["val_has_masks"] else None
     report = stage_table_and_report(config, classifier, methods, scored, pseudo, timings, quality)
     return {"report_html": str(run.report_html), "report_json": str(run.report_json),
             "classifier": str(classifier), "segmenter": str(segmenter),

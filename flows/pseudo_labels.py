@@ -38,30 +38,34 @@ from wsss.orchestration.workers import checkpoint_digest, worker_labeler
 
 @task(name="label-shard", cache_policy=WhenShardLabelled(), retry_condition_fn=retry_on_io_error, persist_result=True)
 def label_shard(config: Config, split: str | None, shard: list[list], out_dir: Path, checkpoint: Path,
-                digest: str) -> dict:
+                digest: str, save_maps: bool = False, maps_dir: Path | None = None) -> dict:
     """Label the images of ``shard`` ([id, fingerprint] pairs) that have no label in ``out_dir``
     yet; returns the counts {ok, skipped, failed} and ``loads`` (1 when this task loaded the
-    classifier)."""
+    classifier). save_maps: also write OUT/maps/<id>.npz; maps_dir: label from the maps saved
+    there instead of computing them."""
     from wsss.refine.write_labels import write_pseudo_labels
 
     todo = unlabelled(shard, out_dir)
     if not todo:
         return {"ok": 0, "skipped": len(shard), "failed": 0, "loads": 0}
     worker = worker_labeler(config.data, split, config.cam, config.refine, config.train.device, checkpoint, digest,
-                            torch_threads=config.flow.torch_threads)
+                            torch_threads=config.flow.torch_threads, maps_dir=maps_dir)
     counts = write_pseudo_labels(worker.labeler, worker.dataset, out_dir, batch_size=config.cam.batch_size, ids=todo,
-                                 progress=False)
+                                 save_maps=save_maps, progress=False)
     return {**counts, "loads": int(worker.loaded)}
 
 
 @flow(name="pseudo-labels", log_prints=True)
 def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, split: str | None = None,
-                  out_dir: Path | None = None, ids: list[str] | None = None, strict_source: bool = True) -> dict:
+                  out_dir: Path | None = None, ids: list[str] | None = None, strict_source: bool = True,
+                  save_maps: bool = False, maps_dir: Path | None = None) -> dict:
     """Write pseudo-labels for ``config.data`` (``split``; None: the training split).
 
     checkpoint: classifier.pt (None: RUN/classifier/classifier.pt); out_dir: None for
     RUN/pseudo_labels; ids: only these images (None: all of the split); strict_source: refuse a
-    folder labelled with another checkpoint or settings (False: keep its labels, go on).
+    folder labelled with another checkpoint or settings (False: keep its labels, go on);
+    save_maps: also write the refined maps, OUT/maps/<id>.npz; maps_dir: make the labels from
+    the refined maps saved there (the rule and CRF only: self-training's second round).
     Returns a summary: total, ok, skipped, failed, model_loads, seconds, images_per_s, mIoU.
     """
     logger = get_run_logger()
@@ -97,7 +101,8 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
                                           retry_delay_seconds=config.flow.retry_delay_seconds)
     with make_task_runner(config.flow) as runner:
         futures = {runner.submit(shard_task, {"config": config, "split": split, "shard": shard, "out_dir": out,
-                                              "checkpoint": checkpoint, "digest": digest}): shard
+                                              "checkpoint": checkpoint, "digest": digest,
+                                              "save_maps": save_maps, "maps_dir": maps_dir}): shard
                    for shard in plan.shards}
         for future in as_completed(list(futures)):
             shard = futures[future]

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+from PIL import Image
 
 from wsss.cli import main
 from wsss.data import FolderDataset
@@ -52,3 +53,48 @@ def test_report_writes_stage_table_and_page(tmp_path, capsys):
     page = (out / "report.html").read_text()
     assert "Stages" in page and "Per-class IoU" in page and page.count("data:image/png") >= 5
     assert "map views: scale 1, mirrored" in page
+
+
+def test_saved_maps_labeler_equals_the_chain_on_the_same_maps(tmp_path):
+    """SavedMapsLabeler reads OUT/maps/<id>.npz and runs the rule (+CRF) only: its labels equal
+    the chain's on the saved maps; missing maps or maps of other tags raise ValueError."""
+    import pytest
+    import torch
+
+    from wsss.attention.dataset_maps import write_npz
+    from wsss.config import load_config
+    from wsss.refine.chain import LabelChain, saved_maps_labeler
+    from wsss.refine.saliency import FolderSaliency
+
+    checkpoint = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    data, out = tmp_path / "data", tmp_path / "labels"
+    assert main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
+                 "--out", str(out), "--save-maps", "--set", "refine.saliency.source=none",
+                 "--set", "refine.label.opening=3"]) == 0
+    # a saliency folder: the left half of every image
+    (tmp_path / "sal").mkdir()
+    dataset = FolderDataset(data, split="val", saliency_dir=tmp_path / "sal")
+    for image_id in dataset.ids:
+        h, w = dataset.load(image_id).image.shape[:2]
+        half = np.zeros((h, w), np.uint8)
+        half[:, : w // 2] = 255
+        Image.fromarray(half).save(tmp_path / "sal" / f"{image_id}.png")
+    dataset = FolderDataset(data, split="val", saliency_dir=tmp_path / "sal")
+    refine = load_config(None, ["refine.saliency.source=folder", "refine.label.opening=3"]).refine
+    labeler = saved_maps_labeler(out / "maps", refine, dataset)
+    samples = [dataset.load(i) for i in dataset.ids[:1]]
+    result = labeler(samples)
+    saved = np.load(out / "maps" / f"{samples[0].id}.npz")
+    maps = torch.zeros(1, len(dataset.classes), *samples[0].image.shape[:2])
+    maps[0, saved["classes"]] = torch.from_numpy(saved["maps"].astype(np.float32))
+    chain = LabelChain(refine.pamr.model_copy(update={"enabled": False}), refine.label)
+    expected = chain(maps, torch.from_numpy(samples[0].tags[None]), torch.from_numpy(samples[0].image).permute(2, 0, 1)[None],
+                     FolderSaliency(dataset)(samples, size=samples[0].image.shape[:2]))
+    assert torch.equal(result.labels, expected.labels) and result.saliency[0][:, -1].sum() == 0
+    (out / "maps" / f"{samples[0].id}.npz").unlink()
+    with pytest.raises(ValueError, match="no saved maps"):
+        labeler(samples)
+    other = np.flatnonzero(samples[0].tags == 0)[:1]
+    write_npz(out / "maps" / f"{samples[0].id}.npz", maps=saved["maps"][:1], classes=other.astype(np.int16))
+    with pytest.raises(ValueError, match="do not fit image"):
+        labeler(samples)

@@ -88,6 +88,37 @@ def test_none_and_factory_errors():
         saliency_source(_config())
     with pytest.raises(ValueError, match="needs the data set"):
         saliency_source(_config("refine.saliency.source=folder"))
+    with pytest.raises(ValueError, match="self-training step"):
+        saliency_source(_config("refine.saliency.source=segmenter"))
+
+
+def test_self_training_config_reads_the_runs_maps_as_a_folder(tmp_path):
+    """``source: segmenter`` → the folder source on RUN/self_training/saliency; other sources
+    are left as they are; require=True says what to run when the maps are not there yet."""
+    from wsss.orchestration.self_training import describe_saliency, saliency_config
+
+    config = load_config(None, [f"run_dir={tmp_path / 'run'}", "refine.saliency.source=segmenter",
+                                "refine.saliency.threshold=0.8"])
+    with pytest.raises(FileNotFoundError, match="wsss flow run self-training"):
+        saliency_config(config, require=True)
+    (tmp_path / "run" / "self_training" / "saliency").mkdir(parents=True)
+    folder = saliency_config(config, require=True)
+    assert folder.refine.saliency.source == "folder" and folder.refine.saliency.threshold == 0.5
+    assert folder.data.saliency_dir == tmp_path / "run" / "self_training" / "saliency"
+    assert config.refine.saliency.source == "segmenter"  # the original is not edited
+    assert "first-round segmenter" in describe_saliency(config)
+    other = load_config(None, ["refine.saliency.source=none"])
+    assert saliency_config(other, require=True) is other and describe_saliency(other) == "none"
+
+
+def test_cli_with_segmenter_saliency_and_no_maps_says_what_to_run(tmp_path, folder_dataset, capsys):
+    checkpoint = classifier_of(tiny_config(tmp_path), progress=False)
+    code = main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(folder_dataset),
+                 "--out", str(tmp_path / "labels"), "--set", f"run_dir={tmp_path / 'elsewhere'}",
+                 "--set", "refine.saliency.source=segmenter"])
+    assert code == 2
+    assert "wsss flow run self-training" in capsys.readouterr().err
+    assert not (tmp_path / "labels").exists()
 
 
 # --- the normalized cut on hand-made keys --------------------------------------------------

@@ -16,7 +16,7 @@ from wsss.data.base import DatasetError
 from wsss.data.image_folder import ImageFolder
 from wsss.eval.segmenter import evaluate_segmenter
 from wsss.models.checkpoint import load_segmenter
-from wsss.predict import Predictor, predict_dataset
+from wsss.predict import Predictor, predict_dataset, write_foreground_maps
 from tests.test_segmenter import segmenter_config
 
 torch.set_num_threads(1)
@@ -136,3 +136,23 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(classifier_like), "--images", str(images),
                  "--out", str(tmp_path / "q")]) == 2
     assert "not a wsss segmenter checkpoint" in capsys.readouterr().err
+
+
+def test_foreground_maps_are_the_thresholded_non_background_probability(segmenter, tmp_path):
+    """write_foreground_maps: 255 where 1 − P(background) > threshold, at each image's size;
+    a second call skips what is written."""
+    from tests.test_segmenter import segmenter_config
+
+    config = segmenter_config(tmp_path)
+    dataset = open_dataset(config.data, config.data.val_split)
+    predictor = Predictor(segmenter, scales=(1.0, 1.5), flip=True)
+    counts = write_foreground_maps(predictor, dataset, tmp_path / "fg", threshold=0.6, progress=False)
+    assert counts == {"ok": len(dataset.ids), "skipped": 0, "failed": 0}
+    for image_id in dataset.ids:
+        sample = dataset.load(image_id)
+        expected = (1.0 - predictor([sample.image])[0, 0]).numpy() > 0.6
+        written = np.asarray(Image.open(tmp_path / "fg" / f"{image_id}.png"))
+        assert written.shape == sample.image.shape[:2] and set(np.unique(written)) <= {0, 255}
+        assert np.array_equal(written == 255, expected)
+    again = write_foreground_maps(predictor, dataset, tmp_path / "fg", progress=False)
+    assert again["skipped"] == len(dataset.ids) and again["ok"] == 0

@@ -106,9 +106,12 @@ def cmd_train_classifier(args) -> int:
 
 def cmd_train_segmenter(args) -> int:
     from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
+    from wsss.orchestration.self_training import saliency_config
     from wsss.train.segmenter import train_segmenter
 
     config = _config(args)
+    if config.train.segmenter.mode == "single_stage":  # the in-loop labels use the saliency
+        config = saliency_config(config, require=True)
     run, settings = RunLayout(config.run_dir), config.train.segmenter
     files = run.segmenter(settings.mode)
     path = train_segmenter(config.data, config.model, settings, config.cam, config.refine, config.train.device, files,
@@ -168,11 +171,12 @@ def cmd_cam(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _dataset_arg(path: Path, split: str | None, fmt: str | None = None):
-    """A data set given on the command line: ``fmt`` (voc or folder), or its detected format."""
+def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, saliency_dir: Path | None = None):
+    """A data set given on the command line: ``fmt`` (voc or folder), or its detected format;
+    saliency_dir: its saliency maps (``data.saliency_dir``; None: DATASET/saliency)."""
     if (fmt or detect_format(path)) == "voc":
-        return VocDataset(path, split=split)
-    return FolderDataset(path, split=split)
+        return VocDataset(path, split=split, saliency_dir=saliency_dir)
+    return FolderDataset(path, split=split, saliency_dir=saliency_dir)
 
 
 def cmd_evaluate(args) -> int:
@@ -215,13 +219,16 @@ def cmd_saliency(args) -> int:
 
 
 def _classifier_and_dataset(args):
-    """(config, device, model, dataset) for commands that take --checkpoint and --dataset."""
+    """(config, device, model, dataset) for commands that take --checkpoint and --dataset. With
+    ``refine.saliency.source: segmenter`` the config reads the run's self-training maps as a
+    saliency folder (``wsss.orchestration.self_training.saliency_config``)."""
     from wsss.models.checkpoint import load_classifier, resolve_device
+    from wsss.orchestration.self_training import saliency_config
 
-    config = _config(args)
+    config = saliency_config(_config(args), require=True)
     device = resolve_device(config.train.device)
     model, classes, _ = load_classifier(args.checkpoint, device)
-    dataset = _dataset_arg(args.dataset, args.split)
+    dataset = _dataset_arg(args.dataset, args.split, saliency_dir=config.data.saliency_dir)
     if dataset.classes != classes:
         raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
     return config, device, model, dataset

@@ -121,15 +121,27 @@ class PamrConfig(_Section):
         return value
 
 
+class SelfTrainingConfig(_Section):
+    """``refine.saliency.source: segmenter``: the foreground of a first-round segmenter, trained on
+    labels made without saliency (``source: none``), is the saliency of the labels the run keeps."""
+
+    steps: int = Field(200, ge=1, description="training steps of the first-round segmenter (two stage)")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="salient where its foreground probability > this")
+    scales: Scales = Field([1.0], min_length=1, description="input scales of its prediction (averaged)")
+    flip: bool = Field(True, description="also average over the mirrored image")
+
+
 class SaliencyConfig(_Section):
-    source: Literal["tokencut", "folder", "none"] = Field(
-        "tokencut", description="tokencut: built in; folder: data.saliency_dir; none: background from alpha only"
+    source: Literal["segmenter", "tokencut", "folder", "none"] = Field(
+        "tokencut", description="segmenter: self-training (a first-round segmenter's foreground, made by the "
+                                "pipeline); tokencut: built in; folder: data.saliency_dir; none: background from alpha only"
     )
     threshold: float = Field(0.5, ge=0.0, le=1.0, description="folder maps are salient where > threshold")
     missing: Literal["error", "none"] = Field("error", description="a missing saliency file: error, or no saliency")
     tokencut_tau: float = Field(0.2, ge=-1.0, le=1.0)
     tokencut_eps: float = Field(1e-5, gt=0.0)
     tokencut_objects: int = Field(1, ge=1, description="MaskCut-style repeats")
+    self_training: SelfTrainingConfig = SelfTrainingConfig()
 
 
 class LabelRuleConfig(_Section):

@@ -4,6 +4,7 @@
     run.classifier.final          RUN/classifier/classifier.pt
     run.segmenter("two_stage")    RUN/segmenter_two_stage/ (its files as properties)
     run.pseudo_labels             RUN/pseudo_labels/
+    run.self_training.saliency    RUN/self_training/saliency/ (self-training's saliency maps)
     run.report_html               RUN/report.html
 
 Nothing else in wsss spells a run's file names; a run folder is self-contained (no setting
@@ -16,7 +17,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["RunLayout", "ClassifierFiles", "SegmenterFiles"]
+__all__ = ["RunLayout", "ClassifierFiles", "SegmenterFiles", "SelfTrainingFiles"]
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,19 @@ class SegmenterFiles:
 
 
 @dataclass(frozen=True)
+class SelfTrainingFiles:
+    """RUN/self_training (``refine.saliency.source: segmenter``): ``pseudo_labels/`` (first
+    round, no saliency), ``segmenter/`` (the first-round segmenter's files), ``saliency/`` (its
+    foreground, 0/255 PNGs for the training and validation images)."""
+
+    folder: Path
+
+    pseudo_labels = property(lambda self: self.folder / "pseudo_labels")
+    segmenter = property(lambda self: SegmenterFiles(self.folder / "segmenter"))
+    saliency = property(lambda self: self.folder / "saliency")
+
+
+@dataclass(frozen=True)
 class RunLayout:
     """The files of one run folder (``run_dir`` of the config)."""
 
@@ -67,6 +81,7 @@ class RunLayout:
         return SegmenterFiles(self.root / ("segmenter" if mode == "single_stage" else "segmenter_two_stage"))
 
     pseudo_labels = property(lambda self: self.root / "pseudo_labels")
+    self_training = property(lambda self: SelfTrainingFiles(self.root / "self_training"))
     report_html = property(lambda self: self.root / "report.html")
     report_json = property(lambda self: self.root / "report.json")
     inbox = property(lambda self: self.root / "inbox")

@@ -32,7 +32,7 @@ from wsss.models.attention_capture import model_input_size
 from wsss.models.dpt import Segmenter
 from wsss.refine.crf import crf_executor
 
-__all__ = ["Predictor", "probs_to_labels", "predict_dataset"]
+__all__ = ["Predictor", "probs_to_labels", "predict_dataset", "write_foreground_maps"]
 
 
 class Predictor:
@@ -109,3 +109,36 @@ def predict_dataset(
 
         return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
                            batch_size=batch_size, needs_tags=False, desc="predicting", progress=progress)
+
+
+def write_foreground_maps(
+    predictor: Predictor,
+    dataset: Dataset,
+    out_dir: str | os.PathLike,
+    threshold: float = 0.5,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> dict:
+    """Write OUT/<id>.png, 255 where the segmenter's foreground probability 1 − P(background)
+    exceeds ``threshold`` and 0 elsewhere (H×W uint8 at the image's size): the saliency maps of
+    self-training (``refine.saliency.source: segmenter``), read back as a saliency folder.
+
+    The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures in
+    OUT/manifest.jsonl). Returns counts {ok, skipped, failed}.
+    """
+    from PIL import Image
+
+    from wsss.files import atomic_path
+
+    out = Path(out_dir)
+
+    def compute(batch: list[Sample]) -> list[np.ndarray]:
+        probs = predictor([sample.image for sample in batch])  # B×(C+1)×H×W
+        return list(((1.0 - probs[:, 0]) > threshold).to(torch.uint8).mul_(255).numpy())
+
+    def write(sample: Sample, mask: np.ndarray) -> None:
+        with atomic_path(out / f"{sample.id}.png") as tmp:
+            Image.fromarray(mask, mode="L").save(tmp, format="PNG")
+
+    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
+                       batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)

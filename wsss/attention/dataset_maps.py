@@ -31,13 +31,26 @@ from wsss.files import atomic_path
 from wsss.models.attention_capture import model_input_size, model_stride
 from wsss.viz import heatmap_overlay, save_png
 
-__all__ = ["write_dataset_maps", "write_npz"]
+__all__ = ["write_dataset_maps", "write_npz", "read_npz_maps"]
 
 
 def write_npz(path: str | os.PathLike, **arrays) -> None:
     """np.savez_compressed, atomically (never a half-written file)."""
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, **arrays)
+
+
+def read_npz_maps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
+    """A maps file of this module's layout → (K×H×W float32 maps, K int64 class indices).
+    Raises ValueError naming the file when it is not such a file."""
+    try:
+        with np.load(path) as saved:
+            maps, classes = saved["maps"].astype(np.float32), saved["classes"].astype(np.int64)
+    except (OSError, KeyError, ValueError) as error:
+        raise ValueError(f"{path}: not a maps file (.npz with 'maps' K×H×W and 'classes' K): {error}") from error
+    if maps.ndim != 3 or classes.shape != (maps.shape[0],):
+        raise ValueError(f"{path}: maps {maps.shape} and classes {classes.shape} do not form K×H×W and K")
+    return maps, classes
 
 
 def write_dataset_maps(

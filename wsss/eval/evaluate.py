@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from wsss.attention.dataset_maps import read_npz_maps
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import read_label_png
 from wsss.eval.confusion import ConfusionMatrix
@@ -108,8 +109,7 @@ def sweep_map_thresholds(
         if not path.is_file():
             missing[image_id] = "no maps"
             continue
-        with np.load(path) as saved:
-            maps, classes = saved["maps"].astype(np.float32), saved["classes"]
+        maps, classes = read_npz_maps(path)
         gt = _ground_truth(dataset, image_id)
         if maps.shape[1:] != gt.shape:
             missing[image_id] = f"maps {maps.shape[1:]} vs mask {gt.shape}"

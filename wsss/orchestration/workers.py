@@ -20,7 +20,7 @@ from wsss.config import CamConfig, DataConfig, RefineConfig
 from wsss.data.base import Dataset
 
 if TYPE_CHECKING:
-    from wsss.refine.chain import PseudoLabeler
+    from wsss.refine.chain import PseudoLabeler, SavedMapsLabeler
 
 _DIGESTS: dict[tuple[str, int, int], str] = {}
 _DIGEST_LOCK = threading.Lock()
@@ -48,16 +48,18 @@ def checkpoint_digest(path: str | os.PathLike) -> str:
 class WorkerLabeler:
     """What a shard task needs: the chain with its classifier, and the data set it labels."""
 
-    labeler: PseudoLabeler
+    labeler: PseudoLabeler | SavedMapsLabeler
     dataset: Dataset
     loaded: bool  # True when this call loaded the model (False: it came from the cache)
 
 
 def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: RefineConfig, device: str,
-                   checkpoint: str | os.PathLike, digest: str, torch_threads: int | None = None) -> WorkerLabeler:
+                   checkpoint: str | os.PathLike, digest: str, torch_threads: int | None = None,
+                   maps_dir: str | os.PathLike | None = None) -> WorkerLabeler:
     """The offline chain of the ``cam`` and ``refine`` sections with the classifier at
     ``checkpoint`` (whose SHA-256 is ``digest``) on ``device``, and the data set ``data`` /
-    ``split``, cached in this thread.
+    ``split``, cached in this thread. maps_dir: label from the refined maps saved there
+    (``SavedMapsLabeler``; the classifier is not loaded) instead of computing them.
 
     A call with another checkpoint, digest, split or other settings replaces the cached one.
     Raises ValueError when the checkpoint's classes differ from the data set's.
@@ -65,10 +67,11 @@ def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: 
     import torch
 
     from wsss.data import open_dataset
-    from wsss.models.checkpoint import load_classifier, resolve_device
-    from wsss.refine.chain import offline_labeler
+    from wsss.models.checkpoint import load_classifier, read_classes, resolve_device
+    from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
-    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(), refine.model_dump_json())
+    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(), refine.model_dump_json(),
+           str(maps_dir))
     cached = getattr(_local, "entry", None)
     if cached is not None and cached[0] == key:
         return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)
@@ -77,12 +80,17 @@ def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: 
     if checkpoint_digest(checkpoint) != digest:
         raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {digest[:12]} expected)")
     dataset = open_dataset(data, split)
-    model, classes, _ = load_classifier(checkpoint, resolve_device(device))
+    if maps_dir is not None:
+        model, classes = None, read_classes(checkpoint)
+    else:
+        model, classes, _ = load_classifier(checkpoint, resolve_device(device))
     if classes != dataset.classes:
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({data.root})")
     # The task runner's workers are the parallelism: each runs its CRF in its own process
     # (a CRF pool per batch would cost more to start than the CRF itself).
     single = refine.model_copy(update={"crf": refine.crf.model_copy(update={"workers": 1})})
-    entry = WorkerLabeler(offline_labeler(model, cam, single, dataset), dataset, loaded=True)
+    labeler = (saved_maps_labeler(maps_dir, single, dataset) if maps_dir is not None
+               else offline_labeler(model, cam, single, dataset))
+    entry = WorkerLabeler(labeler, dataset, loaded=model is not None)
     _local.entry = (key, entry)
     return entry

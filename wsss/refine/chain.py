@@ -10,12 +10,16 @@ The callers differ only in where the maps and the saliency come from:
 - offline (``wsss pseudo-label``, the flows, the stage table): :class:`PseudoLabeler` runs a
   map method (GETAM or a baseline, over its views) and a saliency source on a batch of images;
 - the single-stage training loop (``wsss.refine.inloop``): GETAM from the step's own forward,
-  the saliency of the training crops, no CRF.
+  the saliency of the training crops, no CRF;
+- self-training's second round: :class:`SavedMapsLabeler` reads the refined maps the first
+  round saved and runs the rule (+ CRF) with the new saliency.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -26,6 +30,7 @@ from torch import Tensor, nn
 
 from wsss.attention import configured_map_method
 from wsss.attention.base import AttentionMapMethod
+from wsss.attention.dataset_maps import read_npz_maps
 from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
@@ -150,6 +155,39 @@ class PseudoLabeler:
         return self.chain(maps, tags, rgb, saliency)
 
 
+class SavedMapsLabeler:
+    """Pseudo-labels from the refined maps of an earlier pass (``OUT/maps/<id>.npz``, as
+    ``write_pseudo_labels(save_maps=True)`` writes them): the label rule with ``saliency`` (+
+    the CRF of ``chain``) without computing the maps or PAMR again. Self-training's second round
+    uses it: the same maps, a new saliency. A batch whose saved maps are missing, of another
+    size, or of other classes than the image's tags raises ValueError (that image fails alone).
+    """
+
+    def __init__(self, maps_dir: str | os.PathLike, saliency: SaliencySource, chain: LabelChain) -> None:
+        self.maps_dir, self.saliency = Path(maps_dir), saliency
+        self.chain = LabelChain(chain.pamr.model_copy(update={"enabled": False}), chain.rule, chain.crf, chain.executor)
+
+    def __call__(self, samples: list[Sample]) -> ChainResult:
+        sizes = {s.image.shape[:2] for s in samples}
+        if len(sizes) != 1:
+            raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
+        (H, W), = sizes
+        tags = torch.from_numpy(np.stack([s.tags for s in samples]))
+        maps = torch.zeros(len(samples), tags.shape[1], H, W)
+        for i, sample in enumerate(samples):
+            path = self.maps_dir / f"{sample.id}.npz"
+            if not path.is_file():
+                raise ValueError(f"{path}: no saved maps for image {sample.id}")
+            saved, classes = read_npz_maps(path)
+            if saved.shape[1:] != (H, W) or not np.array_equal(classes, np.flatnonzero(sample.tags)):
+                raise ValueError(f"{path}: maps of classes {classes.tolist()} at {saved.shape[1:]} do not fit image "
+                                 f"{sample.id} (tags {np.flatnonzero(sample.tags).tolist()}, size {(H, W)})")
+            maps[i, classes] = torch.from_numpy(saved)
+        saliency = self.saliency(samples, None, size=(H, W))
+        rgb = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
+        return self.chain(maps, tags, rgb, saliency)
+
+
 def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, dataset: Dataset | None = None,
                     crf: bool | None = None, executor: Executor | None = None,
                     saliency: SaliencySource | None = None) -> PseudoLabeler:
@@ -162,3 +200,11 @@ def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, data
     chain = LabelChain(refine.pamr, refine.label, refine.crf if use_crf else None, executor)
     source = saliency or saliency_source(refine.saliency, model=model, dataset=dataset)
     return PseudoLabeler(model, configured_map_method(cam), source, chain)
+
+
+def saved_maps_labeler(maps_dir: str | os.PathLike, refine: RefineConfig, dataset: Dataset | None = None,
+                       executor: Executor | None = None) -> SavedMapsLabeler:
+    """The :class:`SavedMapsLabeler` of the ``refine`` section (its saliency, label rule and CRF)
+    on the maps in ``maps_dir``. dataset: for folder saliency (its maps)."""
+    chain = LabelChain(refine.pamr, refine.label, refine.crf if refine.crf.enabled else None, executor)
+    return SavedMapsLabeler(maps_dir, saliency_source(refine.saliency, dataset=dataset), chain)

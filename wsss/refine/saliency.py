@@ -202,6 +202,11 @@ def saliency_source(config: SaliencyConfig, model: nn.Module | None = None,
     """
     if config.source == "none":
         return NoSaliency()
+    if config.source == "segmenter":
+        raise ValueError(
+            "refine.saliency.source=segmenter: these maps are made by the pipeline's self-training step "
+            "(wsss demo / wsss flow run pipeline writes RUN/self_training/saliency); to use them here, set "
+            "refine.saliency.source=folder and data.saliency_dir=RUN/self_training/saliency")
     if config.source == "folder":
         if dataset is None:
             raise ValueError("refine.saliency.source=folder needs the data set (its saliency folder)")
