@@ -23,7 +23,8 @@ from flows.pseudo_labels import pseudo_labels
 from flows.self_training import self_training
 from flows.training import train_classifier, train_segmenter
 from wsss.attention.views import describe_views
-from wsss.config import Config
+from wsss.config import Config, config_to_yaml
+from wsss.files import write_text
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.eval.classification import ClassifierQuality
@@ -111,6 +112,7 @@ def pipeline(config: Config = Config(), methods: list[str] = ALL_METHODS) -> dic
         timings[name] = time.perf_counter() - started
         return result
 
+    write_text(run.config, config_to_yaml(config))  # what `--checkpoint RUN/...` without --config uses
     data = timed("data", prepare_data, config)
     classifier = timed("train_classifier", train_classifier, config)
     quality = quality_gate(config, classifier)  # raises (the run stops) when the classifier is near chance

@@ -171,3 +171,27 @@ def test_malformed_index_files(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="unknown data set layout"):
         detect_format(tmp_path / "empty")
+
+
+def test_tags_rows_with_commas_or_paths_outside_the_data_set_are_errors_naming_the_line(tmp_path):
+    """``x.jpg,disk,triangle`` (tags split by ',' instead of ';') would keep only the first tag;
+    ``../x.jpg`` or an absolute path would read a file outside images/: both are errors."""
+    tags = tmp_path / "tags.csv"
+    tags.write_text("image,tags\na.png,disk\nx.jpg,disk,triangle,star\n")
+    with pytest.raises(DatasetError, match=r"tags.csv:3: 4 fields .*separate tags with ';' \(e.g. x.jpg,disk;triangle;star\)"):
+        read_tags_csv(tags)
+    tags.write_text('image,tags\n"x.jpg","disk;triangle"\n')
+    assert read_tags_csv(tags) == {"x": ("x.jpg", ["disk", "triangle"])}
+    for name in ("../../etc/passwd", "/etc/hostname", "sub/../../x.png"):
+        tags.write_text(f"image,tags\na.png,disk\n{name},disk\n")
+        with pytest.raises(DatasetError, match=r"tags.csv:3: image .* is outside the data set's images/ folder"):
+            read_tags_csv(tags)
+    tags.write_text("image,tags\nsub/a.png,disk\n")  # a sub-folder of images/ is fine
+    assert read_tags_csv(tags) == {"a": ("sub/a.png", ["disk"])}
+
+
+def test_voc_ids_that_name_paths_are_errors(voc_dataset):
+    split = voc_dataset / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_text(split.read_text() + "../../secret\n")
+    with pytest.raises(DatasetError, match=r"image ids \['../../secret'\] .* are not plain file names"):
+        VocDataset(voc_dataset, split="train")

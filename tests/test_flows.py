@@ -70,6 +70,12 @@ def trained(tmp_path_factory, prefect_api):
     return tmp, config, checkpoint, summary
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def labels_in(folder: Path) -> dict[str, np.ndarray]:
     return {p.stem: read_label_png(p) for p in sorted(folder.glob("*.png")) if not p.name.startswith(".")}
 
@@ -149,6 +155,11 @@ def test_rerun_skips_finished_images_and_redoes_deleted_ones(trained, tmp_path):
     summary = pseudo_labels(config, checkpoint=checkpoint, out_dir=out)
     assert (summary["ok"], summary["skipped"]) == (1, TRAIN_IDS - 1)
     assert np.array_equal(read_label_png(victim), reference)
+    victim.write_bytes(b"")  # an empty file left by something else is not a label: redone
+    summary = pseudo_labels(config, checkpoint=checkpoint, out_dir=out)
+    assert (summary["ok"], summary["skipped"]) == (1, TRAIN_IDS - 1)
+    assert np.array_equal(read_label_png(victim), reference)
+    assert victim.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable as the umask allows
     other = config.model_copy(update={"cam": config.cam.model_copy(update={"method": "rollout"})})
     with pytest.raises(ValueError, match="another cam"):
         pseudo_labels(other, checkpoint=checkpoint, out_dir=out)

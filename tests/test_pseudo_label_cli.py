@@ -98,3 +98,26 @@ def test_saved_maps_labeler_equals_the_chain_on_the_same_maps(tmp_path):
     write_npz(out / "maps" / f"{samples[0].id}.npz", maps=saved["maps"][:1], classes=other.astype(np.int16))
     with pytest.raises(ValueError, match="do not fit image"):
         labeler(samples)
+
+
+def test_checkpoint_without_config_uses_its_runs_settings_and_folders_keep_one_source(tmp_path, capsys):
+    """`--checkpoint RUN/classifier/classifier.pt` without --config takes RUN/config.yaml (and
+    says so); labels of another checkpoint or method are not mixed into a folder (exit 2)."""
+    from wsss.config import config_to_yaml
+
+    config = tiny_config(tmp_path, "train.classifier.epochs=1", "refine.label.opening=2", "cam.method=rollout")
+    checkpoint = classifier_of(config, progress=False)
+    (tmp_path / "run" / "config.yaml").write_text(config_to_yaml(config))
+    out = tmp_path / "labels"
+    args = ["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(tmp_path / "data"), "--split", "val",
+            "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert f"settings: {tmp_path / 'run' / 'config.yaml'}, the run that made" in printed
+    source = json.loads((out / "source.json").read_text())
+    assert source["cam"]["method"] == "rollout" and source["refine"]["label"]["opening"] == 2
+    assert main([*args, "--method", "getam"]) == 2  # another method into the same folder
+    assert "would mix two kinds of labels" in capsys.readouterr().err
+    (tmp_path / "run" / "config.yaml").unlink()
+    assert main([*args[:-1], str(tmp_path / "other")]) == 0
+    assert "settings: the built-in defaults" in capsys.readouterr().out

@@ -55,7 +55,20 @@ def _add_classifier_run_args(parser: argparse.ArgumentParser, out_help: str,
 
 
 def _config(args):
-    return load_config(args.config, args.overrides)
+    """The settings of a command: --config (or the built-in defaults) with --set. A command given
+    a --checkpoint and no --config uses the settings of the run that made the checkpoint
+    (RUN/config.yaml, written when a pipeline run starts) and says so."""
+    path = args.config
+    checkpoint = getattr(args, "checkpoint", None)
+    if path is None and checkpoint is not None:
+        stored = RunLayout(Path(checkpoint).resolve().parent.parent).config
+        if stored.is_file():
+            path = stored
+            print(f"settings: {stored}, the run that made {checkpoint} (--config chooses others)")
+        else:
+            print(f"settings: the built-in defaults (no --config, and no config.yaml in the run folder of "
+                  f"{checkpoint})")
+    return load_config(path, args.overrides)
 
 
 def cmd_config_show(args) -> int:
@@ -97,9 +110,13 @@ def cmd_data_check(args) -> int:
 def cmd_train_classifier(args) -> int:
     from wsss.train.classifier import train_classifier
 
+    from wsss.files import write_text
+
     config = _config(args)
+    run = RunLayout(config.run_dir)
+    write_text(run.config, config_to_yaml(config))  # what `--checkpoint RUN/...` without --config uses
     path = train_classifier(config.data, config.model, config.train.classifier, config.train.device,
-                            RunLayout(config.run_dir).classifier, restart=args.restart)
+                            run.classifier, restart=args.restart)
     print(f"classifier written to {path}")
     return 0
 
@@ -241,8 +258,13 @@ def cmd_pseudo_label(args) -> int:
     from wsss.refine.crf import crf_executor
     from wsss.refine.write_labels import write_pseudo_labels
 
+    from wsss.orchestration.shards import claim_label_dir, label_source
+    from wsss.orchestration.workers import checkpoint_digest
+
     config, _, model, dataset = _classifier_and_dataset(args)
     cam = config.cam.model_copy(update={"method": args.method}) if args.method else config.cam
+    # the flows' rule: a folder keeps labels of one checkpoint and one set of settings (source.json)
+    claim_label_dir(args.out, label_source(cam, config.refine, checkpoint_digest(args.checkpoint)), strict=True)
     with crf_executor(config.refine.crf if config.refine.crf.enabled else None) as executor:  # one pool per run
         labeler = offline_labeler(model, cam, config.refine, dataset, executor=executor)
         counts = write_pseudo_labels(labeler, dataset, args.out, batch_size=cam.batch_size, save_maps=args.save_maps)
@@ -488,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # ConfigError, DatasetError, PretrainedWeightsError, ...
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # e.g. a read-only output folder
+        print(f"error: cannot write or read {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
 
 

@@ -16,7 +16,23 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_path", "write_json", "write_text"]
+__all__ = ["atomic_path", "write_json", "write_text", "is_finished"]
+
+
+def _process_umask() -> int:
+    """This process's umask (read once: setting it to read it is not thread-safe later)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
 
 
 @contextmanager
@@ -30,6 +46,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode open() would
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -46,3 +63,13 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 def write_json(path: str | os.PathLike, content) -> Path:
     """Write JSON (indent 1) atomically; returns the path."""
     return write_text(path, json.dumps(content, indent=1))
+
+
+def is_finished(path: str | os.PathLike) -> bool:
+    """Whether an output file counts as done: it exists and is not empty (wsss writes every
+    output atomically, so an empty file was left by something else and is redone)."""
+    path = Path(path)
+    try:
+        return path.is_file() and path.stat().st_size > 0
+    except OSError:
+        return False

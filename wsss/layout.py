@@ -1,6 +1,7 @@
 """Where a run keeps its files: one type names every file of a run folder.
 
     run = RunLayout(config.run_dir)
+    run.config                    RUN/config.yaml (the run's settings)
     run.classifier.final          RUN/classifier/classifier.pt
     run.segmenter("two_stage")    RUN/segmenter_two_stage/ (its files as properties)
     run.pseudo_labels             RUN/pseudo_labels/
@@ -82,6 +83,7 @@ class RunLayout:
 
     pseudo_labels = property(lambda self: self.root / "pseudo_labels")
     self_training = property(lambda self: SelfTrainingFiles(self.root / "self_training"))
+    config = property(lambda self: self.root / "config.yaml")  # the settings of the run (written when it starts)
     report_html = property(lambda self: self.root / "report.html")
     report_json = property(lambda self: self.root / "report.json")
     inbox = property(lambda self: self.root / "inbox")

@@ -79,13 +79,13 @@ class Dataset(abc.ABC):
         """Where the tags of ``image_id`` come from, for error messages."""
         return f"tags of {image_id}"
 
-    def load(self, image_id: str) -> Sample:
+    def load(self, image_id: str, masks: bool = True) -> Sample:
         """Read one sample: the image, its mask (checked against the image's size) when the set
-        has masks, its tags, its saliency map when there is one. Raises DatasetError /
-        ImageReadError naming the file."""
+        has masks and ``masks`` is True (False: not read, ``mask`` None), its tags, its saliency
+        map when there is one. Raises DatasetError / ImageReadError naming the file."""
         image = read_rgb(self.image_path(image_id))
         mask = None
-        mask_path = self.mask_path(image_id)
+        mask_path = self.mask_path(image_id) if masks else None
         if mask_path is not None:
             if not Path(mask_path).is_file():
                 raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")

@@ -16,18 +16,21 @@ def same_size_batches(
     batch_size: int,
     on_failure: Callable[[str, str], None],
     needs_tags: bool = True,
+    masks: bool = False,
 ) -> Iterator[list[Sample]]:
     """Yield lists of at most ``batch_size`` loaded samples of one image size, in id order.
 
-    An image that cannot be read (or has no tags, when ``needs_tags``) is reported through
-    ``on_failure(id, reason)`` and left out; the walk goes on.
+    An image that cannot be read (its image, its mask when ``masks``, its saliency map, its
+    tags; or no tags, when ``needs_tags``) is reported through ``on_failure(id, reason)`` and
+    left out; the walk goes on. Masks are read only when ``masks`` is True.
     """
     pending: list[Sample] = []
     for image_id in ids:
         try:
-            sample = dataset.load(image_id)
-        except (ImageReadError, DatasetError, FileNotFoundError) as error:
-            on_failure(image_id, str(error))
+            sample = dataset.load(image_id, masks=masks)
+        except (ImageReadError, DatasetError, ValueError, OSError) as error:  # ValueError: e.g. an RGB mask
+            on_failure(image_id, str(error) if isinstance(error, (ImageReadError, DatasetError))
+                       else f"{type(error).__name__}: {error}")
             continue
         if needs_tags and not sample.tags.any():
             on_failure(image_id, "no tags: nothing to localise")

@@ -50,9 +50,18 @@ def read_tags_csv(path: Path) -> dict[str, tuple[str, list[str]]]:
         if reader.fieldnames is None or not {"image", "tags"} <= set(reader.fieldnames):
             raise DatasetError(f"{path}: header must have columns 'image' and 'tags', got {reader.fieldnames}")
         for line_number, row in enumerate(reader, start=2):
+            if row.get(None):  # more fields than the header: tags separated by ',' instead of ';'
+                fields = [row["image"], row["tags"], *row[None]]
+                raise DatasetError(
+                    f"{path}:{line_number}: {len(fields)} fields ({','.join(str(f) for f in fields)}), expected 2 "
+                    f"(image,tags): separate tags with ';' (e.g. {fields[0]},{';'.join(str(f) for f in fields[1:])}), "
+                    "or quote the field")
             name = (row["image"] or "").strip()
             if not name:
                 raise DatasetError(f"{path}:{line_number}: empty image name")
+            if Path(name).is_absolute() or ".." in Path(name).parts:
+                raise DatasetError(f"{path}:{line_number}: image {name!r} is outside the data set's images/ folder "
+                                   "(names are relative to images/, without '..')")
             image_id = Path(name).stem
             if image_id in entries:
                 raise DatasetError(f"{path}:{line_number}: image id {image_id!r} listed twice")

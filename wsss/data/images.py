@@ -2,8 +2,10 @@
 
 Every reader returns H×W×3 uint8 RGB. Inputs that are readable but unusual are converted
 and the conversion is reported (``ImageNotes``) so that ``wsss data check`` can list it:
-grayscale → RGB, alpha channel dropped (composited on black), 16-bit → 8-bit.
-Unreadable or truncated files raise ``ImageReadError`` naming the file.
+grayscale → RGB, alpha channel dropped (composited on black), 16-bit → 8-bit, and an EXIF
+orientation applied (the array is the image as a viewer shows it, which is what masks drawn on
+it follow). Unreadable or truncated files, and images over PIL's decompression-bomb limit
+(``Image.MAX_IMAGE_PIXELS``), raise ``ImageReadError`` naming the file.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
+_EXIF_ORIENTATION = 0x0112
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
@@ -40,9 +43,16 @@ def read_rgb(path: str | os.PathLike, notes: ImageNotes | None = None) -> np.nda
     try:
         with Image.open(path) as image:
             image.load()  # decodes fully: raises on truncated data
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            if orientation not in (1, None):
+                image = ImageOps.exif_transpose(image)
+                if notes is not None:
+                    notes.conversions.append(f"EXIF orientation {orientation} applied (rotated/flipped as shown)")
             array = _to_rgb(image, notes)
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: refused, too many pixels ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"{path}: cannot decode image ({error})") from error
     return array
@@ -85,5 +95,7 @@ def read_gray01(path: str | os.PathLike) -> np.ndarray:
             return np.asarray(image.convert("L")).astype(np.float32) / 255.0
     except FileNotFoundError:
         raise
+    except Image.DecompressionBombError as error:
+        raise ImageReadError(f"{path}: refused, too many pixels ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
         raise ImageReadError(f"{path}: cannot decode saliency map ({error})") from error

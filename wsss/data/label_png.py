@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from wsss.files import atomic_path
 
@@ -60,14 +60,21 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     """Read a label PNG (palette or 8-bit grayscale) → H×W uint8 class indices.
 
     Raises ValueError naming the file when it is not a single-channel 8-bit label map
-    (an RGB-coloured mask, a 16-bit PNG).
+    (an RGB-coloured mask, a 16-bit PNG), cannot be decoded, or is over PIL's pixel limit.
     """
     path = Path(path)
-    with Image.open(path) as image:
-        image.load()
-        if image.mode not in ("P", "L"):
-            raise ValueError(
-                f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
-                f"indices, got mode {image.mode!r}"
-            )
-        return np.array(image, dtype=np.uint8)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            if image.mode not in ("P", "L"):
+                raise ValueError(
+                    f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
+                    f"indices, got mode {image.mode!r}"
+                )
+            return np.array(image, dtype=np.uint8)
+    except FileNotFoundError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise ValueError(f"{path}: refused, too many pixels ({error})") from error
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise ValueError(f"{path}: cannot decode label map ({error})") from error

@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from wsss.data.base import Dataset, Sample
 from wsss.data.batching import same_size_batches
+from wsss.files import is_finished
 
 __all__ = ["Manifest", "SampleFailed", "run_dataset", "MANIFEST"]
 
@@ -97,6 +98,7 @@ def run_dataset(
     ids: Iterable[str] | None = None,
     batch_size: int = 8,
     needs_tags: bool = True,
+    needs_masks: bool = False,
     desc: str = "",
     progress: bool = True,
     on_failure: Callable[[str, str], None] | None = None,
@@ -104,11 +106,12 @@ def run_dataset(
     """Walk ``ids`` (default: every image of ``dataset``); returns counts {ok, skipped, failed}.
 
     out_dir: where ``manifest.jsonl`` is appended (None: no manifest); finished: the file whose
-    existence means an image is done (None: nothing is skipped).
+    existence means an image is done (an empty file does not count; None: nothing is skipped);
+    needs_masks: read the masks (scoring walks); other walks never open them.
     """
     ids = list(dataset.ids if ids is None else ids)
     manifest = Manifest(Path(out_dir) / MANIFEST) if out_dir is not None else None
-    todo = [i for i in ids if finished is None or not finished(i).is_file()]
+    todo = [i for i in ids if finished is None or not is_finished(finished(i))]
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
     tally = _Tally(manifest, bar, on_failure)
     tally.counts["skipped"] = len(ids) - len(todo)
@@ -132,7 +135,8 @@ def run_dataset(
             tally.ok(sample.id)
 
     try:
-        for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags):
+        for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags,
+                                       masks=needs_masks):
             handle(batch)
     finally:
         bar.close()

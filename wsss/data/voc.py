@@ -61,6 +61,10 @@ class VocDataset(Dataset):
                 raise DatasetError(f"{split_file}: split {split!r} not found; available: {found}")
             self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
         self.split = split
+        escaping = [i for i in self.ids if "/" in i or "\\" in i or i in (".", "..")]
+        if escaping:
+            raise DatasetError(f"{self.root}: image ids {escaping[:5]} (split {split!r}) are not plain file names "
+                               "(an id may not name a path outside JPEGImages/)")
         if masks == "auto":
             masks = "SegmentationClassAug" if (self.root / "SegmentationClassAug").is_dir() else "SegmentationClass"
         self._mask_dir = self.root / masks if (self.root / masks).is_dir() else None

@@ -68,7 +68,8 @@ def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: 
                        ids: list[str] | None = None) -> Evaluation:
     """Score PRED_DIR/<id>.png against the masks of every image of ``dataset`` (or of ``ids``).
 
-    A missing prediction or one of another size is recorded in ``missing`` and not scored.
+    A missing or unreadable prediction or mask, or a prediction of another size, is recorded in
+    ``missing`` with the reason and not scored; a data set without masks raises DatasetError.
     """
     pred_dir = Path(pred_dir)
     result = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
@@ -77,7 +78,16 @@ def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: 
         if not path.is_file():
             result.missing[image_id] = "no prediction"
             continue
-        gt, pred = _ground_truth(dataset, image_id), read_label_png(path)
+        try:
+            gt, pred = _ground_truth(dataset, image_id), read_label_png(path)
+        except FileNotFoundError as error:
+            result.missing[image_id] = f"no mask ({error.filename or error})"
+            continue
+        except (ValueError, OSError) as error:  # an unreadable prediction or mask: not scored, said why
+            if isinstance(error, DatasetError) and dataset.mask_path(image_id) is None:
+                raise
+            result.missing[image_id] = f"{type(error).__name__}: {error}"
+            continue
         if pred.shape != gt.shape:
             result.missing[image_id] = f"prediction {pred.shape} vs mask {gt.shape}"
             continue
@@ -109,8 +119,14 @@ def sweep_map_thresholds(
         if not path.is_file():
             missing[image_id] = "no maps"
             continue
-        maps, classes = read_npz_maps(path)
-        gt = _ground_truth(dataset, image_id)
+        try:
+            maps, classes = read_npz_maps(path)
+            gt = _ground_truth(dataset, image_id)
+        except (ValueError, OSError) as error:
+            if isinstance(error, DatasetError) and dataset.mask_path(image_id) is None:
+                raise
+            missing[image_id] = f"{type(error).__name__}: {error}"
+            continue
         if maps.shape[1:] != gt.shape:
             missing[image_id] = f"maps {maps.shape[1:]} vs mask {gt.shape}"
             continue

@@ -107,7 +107,8 @@ def evaluate_segmenter(
             if out is not None:
                 write_label_png(out / f"{sample.id}.png", final)
 
-        run_dataset(dataset, compute, write, batch_size=batch_size, needs_tags=False, desc="evaluating segmenter",
+        run_dataset(dataset, compute, write, batch_size=batch_size, needs_tags=False, needs_masks=True,
+                    desc="evaluating segmenter",
                     progress=progress, on_failure=scores.missing.__setitem__)
     return scores
 
@@ -145,6 +146,6 @@ def evaluate_inloop_labels(segmenter: nn.Module, start_block: int | None, refine
         result.confusion.update(label, _ground_truth(sample))
 
     with eval_mode(segmenter), torch.enable_grad():
-        run_dataset(dataset, compute, write, batch_size=batch_size, desc="evaluating in-loop labels",
+        run_dataset(dataset, compute, write, batch_size=batch_size, needs_masks=True, desc="evaluating in-loop labels",
                     progress=progress, on_failure=result.missing.__setitem__)
     return result

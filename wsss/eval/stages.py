@@ -195,7 +195,7 @@ def run_stages(
                 if len(kept) < examples:
                     kept.append((sample, result, i))
 
-            run_dataset(dataset, compute, write, ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}",
+            run_dataset(dataset, compute, write, ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}", needs_masks=True,
                         progress=progress, on_failure=results.failed.setdefault)
             results.methods[name] = stages
             results.examples[name] = kept

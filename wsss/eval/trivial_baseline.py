@@ -4,7 +4,7 @@ It uses the image-level tags and the colours, nothing learned; a method that doe
 by far has learned nothing about objects. Exactly:
 
 1. background colour b = per-channel median of the border pixels (the outer ``border`` rows
-   and columns of the image);
+   and columns of the image; fewer on an image too small for them);
 2. a pixel is foreground when the Euclidean RGB distance of its colour (0..255 per channel)
    from b exceeds ``threshold``;
 3. every foreground pixel gets the lowest-index present tag (label = that index + 1, so with
@@ -44,11 +44,12 @@ def background_distance(image: np.ndarray, border: int = DEFAULT_BORDER) -> np.n
     if image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"image must be H×W×3, got shape {image.shape}")
     height, width = image.shape[:2]
-    if border < 1 or 2 * border >= min(height, width):
-        limit = (min(height, width) - 1) // 2
-        raise ValueError(f"border must be in 1..{limit} for a {width}×{height} image, got {border}")
+    if border < 1:
+        raise ValueError(f"border must be at least 1, got {border}")
+    border = min(border, (min(height, width) - 1) // 2)  # a tiny image: a thinner border
     ring = np.ones((height, width), dtype=bool)
-    ring[border:-border, border:-border] = False
+    if border >= 1:
+        ring[border:-border, border:-border] = False  # (side 2 or less: every pixel is border)
     pixels = image.astype(np.float32)
     background = np.median(pixels[ring], axis=0)
     return np.sqrt(((pixels - background) ** 2).sum(axis=2))

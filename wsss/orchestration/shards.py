@@ -23,7 +23,7 @@ from pathlib import Path
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.runner import MANIFEST, Manifest
-from wsss.files import write_json
+from wsss.files import is_finished, write_json
 
 SOURCE = "source.json"
 
@@ -69,19 +69,19 @@ class Plan:
 
 def plan_shards(dataset: Dataset, ids: list[str], out_dir: str | os.PathLike, shard_size: int) -> Plan:
     """Cut ``ids`` into shards of at most ``shard_size`` and note which are finished
-    (``out_dir/<id>.png`` exists)."""
+    (``out_dir/<id>.png`` exists and is not empty)."""
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: expected at least 1")
     out = Path(out_dir)
     items = [[image_id, image_fingerprint(dataset, image_id)] for image_id in ids]
-    return Plan(total=len(ids), done={i for i in ids if (out / f"{i}.png").is_file()},
+    return Plan(total=len(ids), done={i for i in ids if is_finished(out / f"{i}.png")},
                 shards=[items[i:i + shard_size] for i in range(0, len(items), shard_size)])
 
 
 def unlabelled(shard: list[list], out_dir: str | os.PathLike) -> list[str]:
-    """The ids of ``shard`` whose label is not on disk."""
+    """The ids of ``shard`` whose label is not on disk (or is an empty file)."""
     out = Path(out_dir)
-    return [image_id for image_id, _ in shard if not (out / f"{image_id}.png").is_file()]
+    return [image_id for image_id, _ in shard if not is_finished(out / f"{image_id}.png")]
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:

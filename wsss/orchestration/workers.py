@@ -70,8 +70,8 @@ def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: 
     from wsss.models.checkpoint import load_classifier, read_classes, resolve_device
     from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
-    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(), refine.model_dump_json(),
-           str(maps_dir))
+    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(),
+           refine.model_dump_json(), str(maps_dir))
     cached = getattr(_local, "entry", None)
     if cached is not None and cached[0] == key:
         return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)

@@ -162,6 +162,8 @@ def normalized_cut(
         raise ValueError(f"keys hold {P} patches but grid {h}×{w} has {h * w}")
     if objects < 1:
         raise ValueError(f"objects={objects}: expected at least 1")
+    if P < 3:  # too few patches to cut (a tiny image): all of it is the object
+        return torch.ones(B, h, w, dtype=torch.bool, device=keys.device)
     unit = F.normalize(keys.detach().double(), dim=-1)
     similar = (unit @ unit.transpose(-2, -1)) > tau
     found = torch.zeros(B, P, dtype=torch.bool, device=keys.device)

@@ -47,7 +47,7 @@ class TaggedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int):
         if index not in self._cache:
-            sample = self.dataset[index]
+            sample = self.dataset.load(self.dataset.ids[index], masks=False)
             self._cache[index] = (sample.image, sample.tags)
         image, tags = self._cache[index]
         if self.train:

@@ -123,7 +123,7 @@ class SegmenterCrops(torch.utils.data.Dataset):
 
     def __getitem__(self, key: tuple[int, int]) -> dict:
         position, index = key
-        sample = self.dataset[index]
+        sample = self.dataset.load(self.dataset.ids[index], masks=False)
         rng = np.random.default_rng((self.seed, position))
         window = random_window(sample.image.shape[:2], self.crop, self.scale_range, rng)
         rgb = window.apply(sample.image)
