@@ -7,7 +7,7 @@ For ``--images`` evenly spaced images of the split, the GETAM maps of the run's 
 through the config's chain up to PAMR once; then the label rule (the config's α, opening and
 conflict map; no CRF) runs with every source and completion quantile τ:
 
-- none: background from α alone (τ has no effect);
+- none: background from α alone (τ still sets which pixels the conflict map's classes claim);
 - tokencut: the normalized cut on the classifier's last-block keys (the config's tau, objects);
 - segmenter: the foreground of a segmenter (``--segmenter``, e.g. self-training's first round)
   at the config's ``refine.saliency.self_training`` scales, flip and threshold;
@@ -92,7 +92,8 @@ def main() -> None:
                 both[0] += int((mask & fg).sum())
                 both[1] += int((mask | fg).sum())
 
-        score("none", None, rule.tau)
+        for tau in args.taus:  # τ also sets the conflict map's claims, with or without saliency
+            score(f"none, tau {tau}", None, tau)
         size = model_input_size((H, W), model_stride(model))
         inputs = torch.stack([image_to_tensor(s.image) for s in batch]) if size == (H, W) else None
         sources = {"ground truth (ceiling)": torch.from_numpy(np.stack(foreground))}

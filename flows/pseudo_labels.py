@@ -27,6 +27,7 @@ from wsss.data import open_dataset
 from wsss.data.runner import MANIFEST
 from wsss.eval.evaluate import label_shares
 from wsss.layout import RunLayout
+from wsss.lifetime import hold_folder
 from wsss.orchestration.artifacts import examples_markdown
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
 from wsss.orchestration.shards import (
@@ -67,12 +68,19 @@ def pseudo_labels(config: Config = Config(), checkpoint: Path | None = None, spl
     save_maps: also write the refined maps, OUT/maps/<id>.npz; maps_dir: make the labels from
     the refined maps saved there (the rule and CRF only: self-training's second round).
     Returns a summary: total, ok, skipped, failed, model_loads, seconds, images_per_s, mIoU.
+    A second run on the same folder is refused while this one holds it (``wsss.lifetime``).
     """
-    logger = get_run_logger()
-    split = split or config.data.train_split
     run = RunLayout(config.run_dir)
-    checkpoint = Path(checkpoint or run.classifier.final)
     out = Path(out_dir or run.pseudo_labels)
+    with hold_folder(out):
+        return _label_folder(config, Path(checkpoint or run.classifier.final), split or config.data.train_split, out,
+                             ids, strict_source, save_maps, maps_dir)
+
+
+def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: list[str] | None, strict_source: bool,
+                  save_maps: bool, maps_dir: Path | None) -> dict:
+    """The body of ``pseudo_labels`` (its folder held)."""
+    logger = get_run_logger()
     digest = checkpoint_digest(checkpoint)
     dataset = open_dataset(config.data, split)
     if ids is None:

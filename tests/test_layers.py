@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # lowest first; a module may import its own layer and the ones before it
 LAYERS = [
-    ["wsss", "wsss.config", "wsss.files", "wsss.layout"],  # foundations: settings, atomic files, run layout
+    ["wsss", "wsss.config", "wsss.files", "wsss.layout", "wsss.lifetime"],  # foundations: settings, files, run layout, process lifetime
     ["wsss.data", "wsss.viz"],
     ["wsss.models"],
     ["wsss.attention"],

@@ -301,7 +301,7 @@ DEMO_CONFIG = Path("configs/demo.yaml")
 
 def cmd_demo(args) -> int:
     """The main job on the built-in demo data: generate and check the data, then the
-    ``pipeline`` flow (on Prefect's temporary local server unless PREFECT_API_URL is set).
+    ``pipeline`` flow (on a temporary local Prefect server unless PREFECT_API_URL is set).
     Everything, the data included, lives in ``--out``."""
     from wsss.eval.check import check_dataset
     from wsss.orchestration.server import offline_defaults
@@ -320,9 +320,12 @@ def cmd_demo(args) -> int:
             for item in report.problems:
                 print(item)
             return 1
-    from flows import load_flow
+    from wsss.orchestration.server import temporary_server
 
-    summary = load_flow("pipeline")(config)
+    with temporary_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log"):
+        from flows import load_flow
+
+        summary = load_flow("pipeline")(config)
     print(f"\nreport: {summary['report_html']} (machine-readable: {summary['report_json']}); "
           f"segmenter mIoU {summary['segmenter_mIoU']:.1f} %, pseudo-labels mIoU {summary['pseudo_labels_mIoU']:.1f} % "
           f"(training split), {summary['seconds']:.0f} s")
@@ -348,9 +351,17 @@ def cmd_flow_run(args) -> int:
 
     offline_defaults()
     config = _config(args)
-    from flows import load_flow
+    from wsss.orchestration.server import temporary_server
 
+    with temporary_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log"):
+        return _run_flow(args, config)
+
+
+def _run_flow(args, config) -> int:
+    """``wsss flow run``'s body, with a Prefect API (imports Prefect)."""
     import inspect
+
+    from flows import load_flow
 
     flow = load_flow(args.flow)
     params = {"config": config, **_flow_params(args.param)}
@@ -504,9 +515,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_FOLDER_WRITERS = (cmd_predict, cmd_cam, cmd_saliency, cmd_pseudo_label)  # commands that fill --out with files
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.func in _FOLDER_WRITERS:  # one run at a time per output folder
+            from wsss.lifetime import hold_folder
+
+            with hold_folder(args.out):
+                return args.func(args)
         return args.func(args)
     except (ValueError, FileNotFoundError) as error:  # ConfigError, DatasetError, PretrainedWeightsError, ...
         print(f"error: {error}", file=sys.stderr)

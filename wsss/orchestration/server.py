@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -44,11 +46,14 @@ class LocalServer:
     home: PREFECT_HOME of the server (database, logs); None keeps the environment's.
     env: extra environment variables for the server (e.g. the scheduler's loop interval).
     log: file that receives the server's output (None: discarded).
+    watch_parent: run it under ``python -m wsss.lifetime`` so that it stops when this process
+    ends in any way, SIGKILL included.
     """
 
     def __init__(self, port: int = 4200, host: str = "127.0.0.1", home: str | os.PathLike | None = None,
-                 env: dict[str, str] | None = None, log: str | os.PathLike | None = None, timeout: float = 120.0):
-        self.host, self.port, self.timeout = host, port, timeout
+                 env: dict[str, str] | None = None, log: str | os.PathLike | None = None, timeout: float = 120.0,
+                 watch_parent: bool = True):
+        self.host, self.port, self.timeout, self.watch_parent = host, port, timeout, watch_parent
         self.env = {**os.environ, **OFFLINE_ENV, **(env or {})}
         self.env.pop("PREFECT_API_URL", None)
         if home is not None:
@@ -76,8 +81,11 @@ class LocalServer:
             raise RuntimeError(f"a server already answers at {self.ui_url}; stop it or choose another port")
         output = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
         try:
+            command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)]
+            if self.watch_parent:  # ends with this process, even when it is killed with SIGKILL
+                command = [sys.executable, "-m", "wsss.lifetime", str(os.getpid()), "--", *command]
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)],
+                command,
                 env=self.env, stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
@@ -113,3 +121,36 @@ class LocalServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def temporary_server(log: str | os.PathLike | None = None) -> Iterator[str | None]:
+    """The Prefect API for one command: PREFECT_API_URL when it is set (yields it), else a
+    ``LocalServer`` on a free loopback port for the duration of the block (its URL is set in
+    the environment, before Prefect is imported, and yielded). Unlike Prefect's own temporary
+    server it runs in its own session (Ctrl-C reaches the flow, which can still report to it)
+    and ends with this process even when it is killed."""
+    configured = os.environ.get("PREFECT_API_URL")
+    if not configured and "prefect" in sys.modules:  # already imported: its settings may name a server
+        from prefect.settings import PREFECT_API_URL
+
+        configured = PREFECT_API_URL.value()
+    if configured:
+        yield configured
+        return
+    with LocalServer(port=free_port(), log=log) as server:
+        os.environ["PREFECT_API_URL"] = server.api_url
+        print(f"Prefect server for this run: {server.ui_url} (stops when the run ends)")
+        try:
+            yield server.api_url
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import os
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from wsss.data.label_png import IGNORE_INDEX
+from wsss.lifetime import exit_with
 
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
@@ -86,7 +88,9 @@ def crf_pool(workers: int) -> ProcessPoolExecutor:
         context.set_forkserver_preload(["numpy", "pydensecrf.densecrf", __name__])
     else:
         context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    # Workers end with this process even when it is killed (SIGKILL leaves no CRF worker behind).
+    return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=exit_with,
+                               initargs=(os.getpid(),))
 
 
 @contextmanager
