@@ -58,9 +58,11 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
     """Hold ``folder`` (created when missing) for this process while the block runs.
 
     Raises FolderBusyError naming the pid when another live process holds it; a lock left by a
-    process that is gone (killed) is taken over. Re-entrant within one process.
+    process that is gone (killed) is taken over. Re-entrant within one process. A folder it
+    created that is still empty at the end is removed.
     """
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     lock = folder / LOCK_FILE
     mine = str(os.getpid())
@@ -87,6 +89,8 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
             yield folder
         finally:
             lock.unlink(missing_ok=True)
+            if created and not any(folder.iterdir()):  # a command that wrote nothing leaves no folder
+                folder.rmdir()
         return
     raise FolderBusyError(f"{folder}: could not take the lock {lock}")
 

@@ -48,6 +48,7 @@ class ImageFolder(Dataset):
     def tag_names(self, image_id: str) -> list[str]:
         return []
 
-    def load(self, image_id: str) -> Sample:
+    def load(self, image_id: str, masks: bool = True) -> Sample:
+        """The image alone (no tags, no mask, whatever ``masks`` says)."""
         return Sample(id=image_id, image=read_rgb(self._files[image_id]),
                       tags=np.zeros(len(self.classes), dtype=np.float32))
