@@ -12,6 +12,7 @@ and stops it, with everything it started, on exit:
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 from collections.abc import Iterator
@@ -137,8 +138,9 @@ def temporary_server(log: str | os.PathLike | None = None) -> Iterator[str | Non
     """The Prefect API for one command: PREFECT_API_URL when it is set (yields it), else a
     ``LocalServer`` on a free loopback port for the duration of the block (its URL is set in
     the environment, before Prefect is imported, and yielded). Unlike Prefect's own temporary
-    server it runs in its own session (Ctrl-C reaches the flow, which can still report to it)
-    and ends with this process even when it is killed."""
+    server it runs in its own session (Ctrl-C reaches the flow, which can still report to it);
+    it stops when this process exits, after Prefect's exit handlers, and ends with this process
+    even when it is killed."""
     configured = os.environ.get("PREFECT_API_URL")
     if not configured and "prefect" in sys.modules:  # already imported: its settings may name a server
         from prefect.settings import PREFECT_API_URL
@@ -147,10 +149,11 @@ def temporary_server(log: str | os.PathLike | None = None) -> Iterator[str | Non
     if configured:
         yield configured
         return
-    with LocalServer(port=free_port(), log=log) as server:
-        os.environ["PREFECT_API_URL"] = server.api_url
-        print(f"Prefect server for this run: {server.ui_url} (stops when the run ends)")
-        try:
-            yield server.api_url
-        finally:
-            os.environ.pop("PREFECT_API_URL", None)
+    server = LocalServer(port=free_port(), log=log).__enter__()
+    # Stopped at interpreter exit, and registered before Prefect is imported: atexit runs the
+    # last registered first, so Prefect's own exit handlers (which send the last logs and
+    # events to this server) run before it stops. A killed run: the server watches its pid.
+    atexit.register(server.stop)
+    os.environ["PREFECT_API_URL"] = server.api_url
+    print(f"Prefect server for this run: {server.ui_url} (stops when the run ends)")
+    yield server.api_url
