@@ -11,6 +11,8 @@ it follow). Unreadable or truncated files, and images over PIL's decompression-b
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,23 +41,31 @@ def read_rgb(path: str | os.PathLike, notes: ImageNotes | None = None) -> np.nda
     16-bit and float images are rescaled to 0..255; each such conversion is appended to
     ``notes`` when given. Raises ImageReadError for a corrupt or truncated file.
     """
+    with decoded_image(path, "image") as image:
+        orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+        if orientation not in (1, None):
+            image = ImageOps.exif_transpose(image)
+            if notes is not None:
+                notes.conversions.append(f"EXIF orientation {orientation} applied (rotated/flipped as shown)")
+        return _to_rgb(image, notes)
+
+
+@contextmanager
+def decoded_image(path: str | os.PathLike, what: str) -> Iterator[Image.Image]:
+    """The PIL image of ``path``, fully decoded (truncated data raises here). FileNotFoundError
+    passes; a file PIL cannot decode, or one over ``Image.MAX_IMAGE_PIXELS`` (a decompression
+    bomb), raises ImageReadError naming the file and ``what`` it was meant to be."""
     path = Path(path)
     try:
         with Image.open(path) as image:
-            image.load()  # decodes fully: raises on truncated data
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            if orientation not in (1, None):
-                image = ImageOps.exif_transpose(image)
-                if notes is not None:
-                    notes.conversions.append(f"EXIF orientation {orientation} applied (rotated/flipped as shown)")
-            array = _to_rgb(image, notes)
+            image.load()
+            yield image
     except FileNotFoundError:
         raise
     except Image.DecompressionBombError as error:
         raise ImageReadError(f"{path}: refused, too many pixels ({error})") from error
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ImageReadError(f"{path}: cannot decode image ({error})") from error
-    return array
+        raise ImageReadError(f"{path}: cannot decode {what} ({error})") from error
 
 
 def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
@@ -84,18 +94,9 @@ def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
 
 def read_gray01(path: str | os.PathLike) -> np.ndarray:
     """Read a saliency map → H×W float32 in [0, 1] (8- or 16-bit grayscale, or RGB averaged)."""
-    path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode.startswith("I;16") or image.mode == "I":
-                return (np.asarray(image).astype(np.float32) / 65535.0).clip(0, 1)
-            if image.mode == "F":
-                return np.asarray(image).astype(np.float32).clip(0, 1)
-            return np.asarray(image.convert("L")).astype(np.float32) / 255.0
-    except FileNotFoundError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ImageReadError(f"{path}: refused, too many pixels ({error})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ImageReadError(f"{path}: cannot decode saliency map ({error})") from error
+    with decoded_image(path, "saliency map") as image:
+        if image.mode.startswith("I;16") or image.mode == "I":
+            return (np.asarray(image).astype(np.float32) / 65535.0).clip(0, 1)
+        if image.mode == "F":
+            return np.asarray(image).astype(np.float32).clip(0, 1)
+        return np.asarray(image.convert("L")).astype(np.float32) / 255.0

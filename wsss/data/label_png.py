@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from wsss.data.images import decoded_image
 from wsss.files import atomic_path
 
 IGNORE_INDEX = 255
@@ -63,18 +64,10 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     (an RGB-coloured mask, a 16-bit PNG), cannot be decoded, or is over PIL's pixel limit.
     """
     path = Path(path)
-    try:
-        with Image.open(path) as image:
-            image.load()
-            if image.mode not in ("P", "L"):
-                raise ValueError(
-                    f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
-                    f"indices, got mode {image.mode!r}"
-                )
-            return np.array(image, dtype=np.uint8)
-    except FileNotFoundError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise ValueError(f"{path}: refused, too many pixels ({error})") from error
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise ValueError(f"{path}: cannot decode label map ({error})") from error
+    with decoded_image(path, "label map") as image:
+        if image.mode not in ("P", "L"):
+            raise ValueError(
+                f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
+                f"indices, got mode {image.mode!r}"
+            )
+        return np.array(image, dtype=np.uint8)
