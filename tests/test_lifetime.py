@@ -113,7 +113,7 @@ def _group_members(pgid: int) -> list[int]:
 
 @pytest.mark.slow
 def test_the_temporary_prefect_server_ends_when_its_run_is_killed(tmp_path):
-    """The server a command starts (``temporary_server``) runs under ``wsss.lifetime``: a SIGKILL
+    """The server a command starts (``ensure_api_server``) runs under ``wsss.lifetime``: a SIGKILL
     of the command leaves no server process behind (checked by process group)."""
     script = (
         "import os, sys, time\n"

@@ -320,12 +320,12 @@ def cmd_demo(args) -> int:
             for item in report.problems:
                 print(item)
             return 1
-    from wsss.orchestration.server import temporary_server
+    from wsss.orchestration.server import ensure_api_server
 
-    with temporary_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log"):
-        from flows import load_flow
+    ensure_api_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log")
+    from flows import load_flow
 
-        summary = load_flow("pipeline")(config)
+    summary = load_flow("pipeline")(config)
     print(f"\nreport: {summary['report_html']} (machine-readable: {summary['report_json']}); "
           f"segmenter mIoU {summary['segmenter_mIoU']:.1f} %, pseudo-labels mIoU {summary['pseudo_labels_mIoU']:.1f} % "
           f"(training split), {summary['seconds']:.0f} s")
@@ -347,20 +347,13 @@ def _flow_params(pairs: list[str]) -> dict:
 
 def cmd_flow_run(args) -> int:
     """Run one flow once with the config (``--config/--set``) and any other parameters."""
-    from wsss.orchestration.server import offline_defaults
+    import inspect
+
+    from wsss.orchestration.server import ensure_api_server, offline_defaults
 
     offline_defaults()
     config = _config(args)
-    from wsss.orchestration.server import temporary_server
-
-    with temporary_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log"):
-        return _run_flow(args, config)
-
-
-def _run_flow(args, config) -> int:
-    """``wsss flow run``'s body, with a Prefect API (imports Prefect)."""
-    import inspect
-
+    ensure_api_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log")  # before Prefect's import
     from flows import load_flow
 
     flow = load_flow(args.flow)

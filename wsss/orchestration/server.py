@@ -15,8 +15,6 @@ from __future__ import annotations
 import atexit
 import os
 import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 import subprocess
 import sys
 import time
@@ -82,7 +80,8 @@ class LocalServer:
             raise RuntimeError(f"a server already answers at {self.ui_url}; stop it or choose another port")
         output = self.log.open("ab") if self.log is not None else subprocess.DEVNULL
         try:
-            command = [sys.executable, "-m", "prefect", "server", "start", "--host", self.host, "--port", str(self.port)]
+            command = [sys.executable, "-m", "prefect", "server", "start",
+                       "--host", self.host, "--port", str(self.port)]
             if self.watch_parent:  # ends with this process, even when it is killed with SIGKILL
                 command = [sys.executable, "-m", "wsss.lifetime", str(os.getpid()), "--", *command]
             self.process = subprocess.Popen(
@@ -133,27 +132,24 @@ def free_port(host: str = "127.0.0.1") -> int:
         return probe.getsockname()[1]
 
 
-@contextmanager
-def temporary_server(log: str | os.PathLike | None = None) -> Iterator[str | None]:
-    """The Prefect API for one command: PREFECT_API_URL when it is set (yields it), else a
-    ``LocalServer`` on a free loopback port for the duration of the block (its URL is set in
-    the environment, before Prefect is imported, and yielded). Unlike Prefect's own temporary
-    server it runs in its own session (Ctrl-C reaches the flow, which can still report to it);
-    it stops when this process exits, after Prefect's exit handlers, and ends with this process
-    even when it is killed."""
+def ensure_api_server(log: str | os.PathLike | None = None) -> str:
+    """The Prefect API for this process: PREFECT_API_URL (or Prefect's setting) when one is
+    set, else a ``LocalServer`` on a free loopback port, whose URL is put in the environment
+    (call this before Prefect is imported). Returns the API URL.
+
+    Unlike Prefect's own temporary server it runs in its own session (Ctrl-C reaches the flow,
+    which can still report to it). It stops at interpreter exit, registered before Prefect is
+    imported: atexit runs the last registered first, so Prefect's exit handlers (which send the
+    last logs and events) run before it stops. A killed process: the server watches its pid."""
     configured = os.environ.get("PREFECT_API_URL")
     if not configured and "prefect" in sys.modules:  # already imported: its settings may name a server
         from prefect.settings import PREFECT_API_URL
 
         configured = PREFECT_API_URL.value()
     if configured:
-        yield configured
-        return
+        return configured
     server = LocalServer(port=free_port(), log=log).__enter__()
-    # Stopped at interpreter exit, and registered before Prefect is imported: atexit runs the
-    # last registered first, so Prefect's own exit handlers (which send the last logs and
-    # events to this server) run before it stops. A killed run: the server watches its pid.
     atexit.register(server.stop)
     os.environ["PREFECT_API_URL"] = server.api_url
     print(f"Prefect server for this run: {server.ui_url} (stops when the run ends)")
-    yield server.api_url
+    return server.api_url
