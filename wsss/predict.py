@@ -25,7 +25,7 @@ from torch import Tensor
 from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.label_png import write_label_png
+from wsss.data.label_png import write_label_png, write_mask_png
 from wsss.data.runner import run_dataset
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import model_input_size
@@ -126,19 +126,14 @@ def write_foreground_maps(
     The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures in
     OUT/manifest.jsonl). Returns counts {ok, skipped, failed}.
     """
-    from PIL import Image
-
-    from wsss.files import atomic_path
-
     out = Path(out_dir)
 
     def compute(batch: list[Sample]) -> list[np.ndarray]:
         probs = predictor([sample.image for sample in batch])  # B×(C+1)×H×W
-        return list(((1.0 - probs[:, 0]) > threshold).to(torch.uint8).mul_(255).numpy())
+        return list(((1.0 - probs[:, 0]) > threshold).numpy())
 
     def write(sample: Sample, mask: np.ndarray) -> None:
-        with atomic_path(out / f"{sample.id}.png") as tmp:
-            Image.fromarray(mask, mode="L").save(tmp, format="PNG")
+        write_mask_png(out / f"{sample.id}.png", mask)
 
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
                        batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)

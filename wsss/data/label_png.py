@@ -57,6 +57,13 @@ def write_label_png(path: str | os.PathLike, label: np.ndarray) -> None:
         image.save(tmp, format="PNG")
 
 
+def write_mask_png(path: str | os.PathLike, mask: np.ndarray) -> None:
+    """Write an H×W bool (or 0/1) mask atomically as an 8-bit grayscale PNG: 255 where set,
+    0 elsewhere (saliency and foreground maps, which any saliency folder reads back)."""
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.asarray(mask).astype(bool).astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+
+
 def read_label_png(path: str | os.PathLike) -> np.ndarray:
     """Read a label PNG (palette or 8-bit grayscale) → H×W uint8 class indices.
 

@@ -39,15 +39,14 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import Tensor, nn
 
 from wsss.config import SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
+from wsss.data.label_png import write_mask_png
 from wsss.data.runner import SampleFailed, run_dataset
 from wsss.data.tensors import image_to_tensor, resize_image
-from wsss.files import atomic_path
 from wsss.models.attention_capture import TokenLayout, model_input_size, model_stride
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
@@ -252,8 +251,7 @@ def write_saliency_maps(
     def write(sample: Sample, mask: Tensor | None) -> None:
         if mask is None:
             raise SampleFailed("no saliency for this image")
-        with atomic_path(out / f"{sample.id}.png") as tmp:
-            Image.fromarray(mask.cpu().numpy().astype(np.uint8) * 255, mode="L").save(tmp, format="PNG")
+        write_mask_png(out / f"{sample.id}.png", mask.cpu().numpy())
 
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
                        batch_size=batch_size, needs_tags=False, desc=f"{source.name} saliency", progress=progress)
