@@ -16,7 +16,10 @@ line), serve the inbox with ``wsss flow serve``, or call it from Python
 (``from flows.pipeline import pipeline; pipeline(load_config(...))``).
 """
 
+import ast
 import importlib
+import importlib.util
+from pathlib import Path
 
 # name on the command line → (module, flow function)
 FLOWS = {
@@ -36,3 +39,19 @@ def load_flow(name: str):
         raise ValueError(f"flow {name!r}: expected one of {', '.join(sorted(FLOWS))}")
     module, attribute = FLOWS[name]
     return getattr(importlib.import_module(module), attribute)
+
+
+def flow_parameters(name: str) -> dict[str, bool]:
+    """The parameters of flow ``name`` → whether each is required (has no default), read from
+    the flow module's source without importing it (so that ``wsss flow run`` can check its
+    ``--param`` before a Prefect server is started and Prefect imported)."""
+    if name not in FLOWS:
+        raise ValueError(f"flow {name!r}: expected one of {', '.join(sorted(FLOWS))}")
+    module, attribute = FLOWS[name]
+    tree = ast.parse(Path(importlib.util.find_spec(module).origin).read_text(encoding="utf-8"))
+    function = next(node for node in tree.body if isinstance(node, ast.FunctionDef) and node.name == attribute)
+    arguments = [*function.args.posonlyargs, *function.args.args]
+    required = len(arguments) - len(function.args.defaults)
+    parameters = {a.arg: i < required for i, a in enumerate(arguments)}
+    parameters.update({a.arg: d is None for a, d in zip(function.args.kwonlyargs, function.args.kw_defaults)})
+    return parameters

@@ -88,7 +88,7 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
     unknown = sorted(set(ids) - set(dataset.ids))
     if unknown:
         raise ValueError(f"ids not in {config.data.root} (split {split}): {unknown[:5]}")
-    note = claim_label_dir(out, label_source(config.cam, config.refine, digest), strict=strict_source)
+    note = claim_label_dir(out, label_source(config.cam, config.refine, config.data, digest), strict=strict_source)
     if note:
         logger.warning(f"{note}; earlier labels are kept, new ones use the current settings")
     removed = remove_stale_temporaries(out)

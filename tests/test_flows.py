@@ -368,6 +368,7 @@ def test_pipeline_self_training_saliency_labels_with_the_first_round_segmenter(t
     assert round1["refine"]["saliency"]["source"] == "none"
     kept = json.loads((run / "pseudo_labels" / "source.json").read_text())
     assert kept["refine"]["saliency"]["source"] == "folder"
+    assert kept["data"]["saliency_dir"] == str(first / "saliency") and round1["data"]["saliency_dir"] is None
     assert (first / "segmenter" / "segmenter.pt").is_file()
     train, val = (open_dataset(config.data, s) for s in (config.data.train_split, config.data.val_split))
     for dataset in (train, val):

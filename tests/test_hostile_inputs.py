@@ -5,6 +5,7 @@ handled as documented; every other image is labelled."""
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +126,65 @@ def test_pseudo_label_fails_only_the_bad_images_and_reads_no_mask(hostile, tmp_p
     assert main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(root), "--out", str(out),
                  "--set", "refine.label.opening=3", "--set", "refine.saliency.source=tokencut"]) == 1
     assert read_label_png(out / "good0.png").shape == (40, 48)
+
+
+@pytest.fixture
+def with_big_photo(tmp_path):
+    """Two folder data sets of the same images: in "big" one image is 120×200 (over a
+    data.max_side of 64), in "small" that image is stored already shrunk to 38×64 (the working
+    size) as a lossless PNG."""
+    from wsss.data.size_limit import working_size
+    from wsss.data.tensors import resize_image
+
+    rng = np.random.default_rng(3)
+    big_image, big_mask = draw_sample(rng, (120, 200), [1, 2])
+    roots = {}
+    for kind in ("big", "small"):
+        root = tmp_path / kind
+        (root / "images").mkdir(parents=True)
+        tags = {}
+        for i in range(2):
+            image, mask = draw_sample(np.random.default_rng(10 + i), (40, 48), [1 + i])
+            Image.fromarray(image).save(root / "images" / f"good{i}.png")
+            write_label_png(root / "masks" / f"good{i}.png", mask)
+            tags[f"good{i}.png"] = [CLASSES[i]]
+        image = big_image if kind == "big" else resize_image(big_image, working_size(120, 200, 64))
+        Image.fromarray(image).save(root / "images" / "photo.png")
+        write_label_png(root / "masks" / "photo.png", big_mask if kind == "big" else
+                        cv2.resize(big_mask, (64, 38), interpolation=cv2.INTER_NEAREST))
+        tags["photo.png"] = [CLASSES[0], CLASSES[1]]
+        write_folder_dataset_index(root, CLASSES, tags)
+        roots[kind] = root
+    return roots
+
+
+def test_an_image_over_max_side_is_labelled_small_and_written_at_its_size(with_big_photo, tmp_path, capsys):
+    checkpoint = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    common = ["--checkpoint", str(checkpoint), "--set", "data.max_side=64", "--set", "refine.saliency.source=tokencut"]
+    out = {kind: tmp_path / f"labels_{kind}" for kind in with_big_photo}
+    for kind, root in with_big_photo.items():
+        assert main(["pseudo-label", "--dataset", str(root), "--out", str(out[kind]), *common]) == 0
+    printed = capsys.readouterr().out
+    assert "photo: 200×120 is over data.max_side=64: computed at 64×38, outputs written at 200×120" in printed
+    entries = {json.loads(line)["id"]: json.loads(line) for line in (out["big"] / "manifest.jsonl").read_text().splitlines()}
+    assert "max_side=64" in entries["photo"]["note"] and "note" not in entries["good0"]
+    big, small = read_label_png(out["big"] / "photo.png"), read_label_png(out["small"] / "photo.png")
+    assert big.shape == (120, 200) and small.shape == (38, 64)
+    # the label of the big photo is the label of its working-size copy, brought back by nearest neighbour
+    assert np.array_equal(big, cv2.resize(small, (200, 120), interpolation=cv2.INTER_NEAREST))
+    assert (small > 0).any()
+    for image_id in ("good0", "good1"):
+        assert np.array_equal(read_label_png(out["big"] / f"{image_id}.png"),
+                              read_label_png(out["small"] / f"{image_id}.png"))
+    assert not evaluate_label_dir(out["big"], FolderDataset(with_big_photo["big"]), progress=False).missing
+    # the same photo refused by data.oversize=refuse: its entry fails and says why, the others are labelled
+    refused = tmp_path / "labels_refused"
+    assert main(["pseudo-label", "--dataset", str(with_big_photo["big"]), "--out", str(refused), *common,
+                 "--set", "data.oversize=refuse"]) == 1
+    entries = {json.loads(line)["id"]: json.loads(line) for line in (refused / "manifest.jsonl").read_text().splitlines()}
+    assert entries["photo"]["status"] == "failed"
+    assert "photo.png: 200×120 is over data.max_side=64" in entries["photo"]["reason"]
+    assert entries["good0"]["status"] == entries["good1"]["status"] == "ok"
+    # data check counts the images over the limit
+    report = check_dataset(FolderDataset(with_big_photo["big"]).limit_size(64), progress=False)
+    assert report.over_max_side == 1 and "1 image(s) over data.max_side=64" in report.summary()

@@ -25,7 +25,7 @@ LAYERS = [
     ["wsss.cli"],
 ]
 # entry points that only forward to a higher layer's command line
-ALIASES = {"flows.__main__": "wsss.cli"}
+ALIASES = {"flows.__main__": "wsss.cli", "wsss.__main__": "wsss.cli"}
 
 
 def layer_of(module: str) -> int | None:

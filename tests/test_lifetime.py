@@ -136,3 +136,55 @@ def test_the_temporary_prefect_server_ends_when_its_run_is_killed(tmp_path):
     finally:
         run.kill()
         run.wait()
+
+
+def test_ctrl_c_ends_a_command_whose_main_thread_stays_busy(tmp_path):
+    """``stop_soon_after_interrupt``: the main thread gets KeyboardInterrupt as usual; when it
+    is still busy (here a clean-up that hangs, as a long torch operation does) the process
+    exits with 130 a grace period later, and its CRF pool workers (which ignore SIGINT and end
+    with it) leave nothing behind."""
+    script = (
+        "import os, time\n"
+        "from wsss.lifetime import stop_soon_after_interrupt\n"
+        "from wsss.refine.crf import crf_pool\n"
+        "stop_soon_after_interrupt(grace_s=1.0)\n"
+        "pool = crf_pool(2)\n"
+        "pids = [pool.submit(os.getpid).result() for _ in range(4)]\n"
+        "print(' '.join(map(str, set(pids))), flush=True)\n"
+        "try:\n"
+        "    time.sleep(120)\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupt seen', flush=True)\n"
+        "    time.sleep(120)\n"
+    )
+    run = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True, start_new_session=True)
+    try:
+        workers = [int(pid) for pid in run.stdout.readline().split()]
+        assert workers and all(pid_alive(pid) for pid in workers)
+        started = time.monotonic()
+        os.killpg(run.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        assert run.wait(timeout=30) == 130
+        assert time.monotonic() - started < 10
+        assert run.stdout.read().strip() == "interrupt seen"
+        errors = run.stderr.read()
+        assert "interrupted: still busy 1 s after Ctrl-C" in errors
+        assert "Traceback" not in errors and "leaked semaphore" not in errors  # workers print nothing
+        deadline = time.monotonic() + 15
+        while any(pid_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not any(pid_alive(pid) for pid in workers)
+    finally:
+        run.kill()
+        run.wait()
+
+
+def test_ctrl_c_in_a_command_is_an_interrupted_line_and_status_130(tmp_path, monkeypatch, capsys):
+    import wsss.cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(wsss.cli, "cmd_config_show", interrupted)
+    assert main(["config", "show"]) == 130
+    assert "interrupted: finished outputs are kept" in capsys.readouterr().err

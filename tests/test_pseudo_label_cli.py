@@ -116,8 +116,11 @@ def test_checkpoint_without_config_uses_its_runs_settings_and_folders_keep_one_s
     assert f"settings: {tmp_path / 'run' / 'config.yaml'}, the run that made" in printed
     source = json.loads((out / "source.json").read_text())
     assert source["cam"]["method"] == "rollout" and source["refine"]["label"]["opening"] == 2
+    assert source["data"] == {"saliency_dir": None, "max_side": 1024, "oversize": "resize"}
     assert main([*args, "--method", "getam"]) == 2  # another method into the same folder
     assert "would mix two kinds of labels" in capsys.readouterr().err
+    assert main([*args, "--set", "data.max_side=64"]) == 2  # another size limit: other labels for big images
+    assert "another data" in capsys.readouterr().err
     (tmp_path / "run" / "config.yaml").unlink()
     assert main([*args[:-1], str(tmp_path / "other")]) == 0
     assert "settings: the built-in defaults" in capsys.readouterr().out

@@ -125,7 +125,10 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     code = main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
                  "--scales", "0.75,1", "--no-flip", "--crf", *args])
     assert code == 0
-    assert "scales [0.75, 1.0], flip False, CRF True" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "scales [0.75, 1.0], flip False, CRF True" in printed
+    # no --config: the settings `wsss train segmenter` stored with the run
+    assert f"settings: {tmp_path / 'run' / 'config.yaml'}, the run that made {checkpoint}" in printed
     written = sorted(p.stem for p in (tmp_path / "p").glob("*.png"))
     assert written == sorted(p.stem for p in images.iterdir())
 
@@ -156,3 +159,30 @@ def test_foreground_maps_are_the_thresholded_non_background_probability(segmente
         assert np.array_equal(written == 255, expected)
     again = write_foreground_maps(predictor, dataset, tmp_path / "fg", progress=False)
     assert again["skipped"] == len(dataset.ids) and again["ok"] == 0
+
+
+def test_predictions_and_foreground_maps_of_an_image_over_max_side_come_back_at_its_size(segmenter, tmp_path):
+    """data.max_side: the segmenter sees the shrunk image (INTER_AREA); the PNG is its
+    prediction brought back to the file's size by nearest neighbour."""
+    import cv2
+
+    from wsss.data.tensors import resize_image
+
+    rng = np.random.default_rng(4)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = random_image(rng, 90, 150)
+    Image.fromarray(image).save(folder / "photo.png")
+    Image.fromarray(random_image(rng, 30, 40)).save(folder / "small.png")
+    images = ImageFolder(folder, [f"c{i}" for i in range(6)]).limit_size(60)
+    predictor = Predictor(segmenter, flip=False)
+    assert predict_dataset(predictor, images, tmp_path / "pred", progress=False)["ok"] == 2
+    shrunk = resize_image(image, (36, 60))
+    expected = cv2.resize(predictor([shrunk])[0].argmax(0).numpy().astype(np.uint8), (150, 90),
+                          interpolation=cv2.INTER_NEAREST)
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "pred" / "photo.png")), expected)
+    assert np.asarray(Image.open(tmp_path / "pred" / "small.png")).shape == (30, 40)
+    write_foreground_maps(predictor, images, tmp_path / "fg", progress=False)
+    foreground = ((1.0 - predictor([shrunk])[0, 0]) > 0.5).numpy().astype(np.uint8) * 255
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "fg" / "photo.png")),
+                          cv2.resize(foreground, (150, 90), interpolation=cv2.INTER_NEAREST))

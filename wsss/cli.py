@@ -27,7 +27,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from wsss.config import CamConfig, config_to_yaml, load_config
+from wsss.config import CamConfig, DataConfig, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
@@ -57,7 +57,7 @@ def _add_classifier_run_args(parser: argparse.ArgumentParser, out_help: str,
 def _config(args):
     """The settings of a command: --config (or the built-in defaults) with --set. A command given
     a --checkpoint and no --config uses the settings of the run that made the checkpoint
-    (RUN/config.yaml, written when a pipeline run starts) and says so."""
+    (RUN/config.yaml, written when a pipeline run or a `wsss train` command starts) and says so."""
     path = args.config
     checkpoint = getattr(args, "checkpoint", None)
     if path is None and checkpoint is not None:
@@ -131,6 +131,10 @@ def cmd_train_segmenter(args) -> int:
         config = saliency_config(config, require=True)
     run, settings = RunLayout(config.run_dir), config.train.segmenter
     files = run.segmenter(settings.mode)
+    if int(os.environ.get("RANK", "0")) == 0:
+        from wsss.files import write_text
+
+        write_text(run.config, config_to_yaml(config))  # what `wsss predict --checkpoint RUN/...` without --config uses
     path = train_segmenter(config.data, config.model, settings, config.cam, config.refine, config.train.device, files,
                            init=backbone_init(settings.init, run), labels_dir=labels_dir(settings, run),
                            restart=args.restart, stop_after=args.stop_after)
@@ -154,7 +158,7 @@ def cmd_predict(args) -> int:
     flip = settings.flip if args.flip is None else args.flip
     crf = config.refine.crf if (settings.crf if args.crf is None else args.crf) else None
     segmenter, classes, _ = load_segmenter(args.checkpoint, resolve_device(config.train.device))
-    images = ImageFolder(args.images, classes)
+    images = ImageFolder(args.images, classes).limit_size(config.data.max_side, config.data.oversize)
     counts = predict_dataset(Predictor(segmenter, scales, flip), images, args.out, crf=crf,
                              batch_size=settings.batch_size)
     print(f"predictions in {args.out}: {counts['ok']} written, {counts['skipped']} already there, {counts['failed']} "
@@ -188,12 +192,16 @@ def cmd_cam(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, saliency_dir: Path | None = None):
+def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, data: DataConfig | None = None):
     """A data set given on the command line: ``fmt`` (voc or folder), or its detected format;
-    saliency_dir: its saliency maps (``data.saliency_dir``; None: DATASET/saliency)."""
+    data: the ``data`` section whose saliency_dir (None: DATASET/saliency) and size limit
+    (max_side, oversize) apply (None: the defaults)."""
+    data = data or DataConfig()
     if (fmt or detect_format(path)) == "voc":
-        return VocDataset(path, split=split, saliency_dir=saliency_dir)
-    return FolderDataset(path, split=split, saliency_dir=saliency_dir)
+        dataset = VocDataset(path, split=split, saliency_dir=data.saliency_dir)
+    else:
+        dataset = FolderDataset(path, split=split, saliency_dir=data.saliency_dir)
+    return dataset.limit_size(data.max_side, data.oversize)
 
 
 def cmd_evaluate(args) -> int:
@@ -227,7 +235,7 @@ def cmd_saliency(args) -> int:
         return 2
     device = resolve_device(config.train.device)
     model, _, _ = load_classifier(args.checkpoint, device)
-    dataset = _dataset_arg(args.dataset, args.split)
+    dataset = _dataset_arg(args.dataset, args.split, data=config.data)
     source = TokenCutSaliency(model, tau=settings.tokencut_tau, eps=settings.tokencut_eps, objects=objects)
     counts = write_saliency_maps(source, dataset, args.out, batch_size=config.cam.batch_size, device=device)
     print(f"tokencut saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
@@ -245,7 +253,7 @@ def _classifier_and_dataset(args):
     config = saliency_config(_config(args), require=True)
     device = resolve_device(config.train.device)
     model, classes, _ = load_classifier(args.checkpoint, device)
-    dataset = _dataset_arg(args.dataset, args.split, saliency_dir=config.data.saliency_dir)
+    dataset = _dataset_arg(args.dataset, args.split, data=config.data)
     if dataset.classes != classes:
         raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
     return config, device, model, dataset
@@ -264,7 +272,7 @@ def cmd_pseudo_label(args) -> int:
     config, _, model, dataset = _classifier_and_dataset(args)
     cam = config.cam.model_copy(update={"method": args.method}) if args.method else config.cam
     # the flows' rule: a folder keeps labels of one checkpoint and one set of settings (source.json)
-    claim_label_dir(args.out, label_source(cam, config.refine, checkpoint_digest(args.checkpoint)), strict=True)
+    claim_label_dir(args.out, label_source(cam, config.refine, config.data, checkpoint_digest(args.checkpoint)), strict=True)
     with crf_executor(config.refine.crf if config.refine.crf.enabled else None) as executor:  # one pool per run
         labeler = offline_labeler(model, cam, config.refine, dataset, executor=executor)
         counts = write_pseudo_labels(labeler, dataset, args.out, batch_size=cam.batch_size, save_maps=args.save_maps)
@@ -346,26 +354,25 @@ def _flow_params(pairs: list[str]) -> dict:
 
 
 def cmd_flow_run(args) -> int:
-    """Run one flow once with the config (``--config/--set``) and any other parameters."""
-    import inspect
-
+    """Run one flow once with the config (``--config/--set``) and any other parameters, checked
+    against the flow's signature before a server is started."""
+    from flows import flow_parameters
     from wsss.orchestration.server import ensure_api_server, offline_defaults
 
     offline_defaults()
     config = _config(args)
+    params = {"config": config, **_flow_params(args.param)}
+    signature = flow_parameters(args.flow)
+    unknown = sorted(set(params) - set(signature))
+    missing = [name for name, required in signature.items() if required and name not in params]
+    if unknown or missing:
+        names = ", ".join(name for name in signature if name != "config")
+        problem = f"unknown parameter(s) {', '.join(unknown)}" if unknown else f"missing --param {missing[0]}=..."
+        raise ValueError(f"flow {args.flow}: {problem}; its parameters besides config: {names}")
     ensure_api_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log")  # before Prefect's import
     from flows import load_flow
 
-    flow = load_flow(args.flow)
-    params = {"config": config, **_flow_params(args.param)}
-    signature = inspect.signature(flow.fn)
-    unknown = sorted(set(params) - set(signature.parameters))
-    missing = [name for name, p in signature.parameters.items() if p.default is p.empty and name not in params]
-    if unknown or missing:
-        names = ", ".join(name for name in signature.parameters if name != "config")
-        problem = f"unknown parameter(s) {', '.join(unknown)}" if unknown else f"missing --param {missing[0]}=..."
-        raise ValueError(f"flow {args.flow}: {problem}; its parameters besides config: {names}")
-    print(flow(**params))
+    print(load_flow(args.flow)(**params))
     return 0
 
 
@@ -526,7 +533,21 @@ def main(argv: list[str] | None = None) -> int:
     except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # e.g. a read-only output folder
         print(f"error: cannot write or read {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        from wsss.lifetime import INTERRUPTED
+
+        print("\ninterrupted: finished outputs are kept, the same command finishes the rest", file=sys.stderr)
+        return INTERRUPTED
+
+
+def run() -> None:
+    """The ``wsss`` command (and ``python -m wsss``): :func:`main` with Ctrl-C that stops
+    within seconds (``wsss.lifetime.stop_soon_after_interrupt``)."""
+    from wsss.lifetime import stop_soon_after_interrupt
+
+    stop_soon_after_interrupt()
+    sys.exit(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -77,6 +77,14 @@ class DataConfig(_Section):
     voc_tags: Literal["auto", "xml", "mask"] = Field(
         "auto", description="VOC tags from Annotations/*.xml or from masks; auto: XML when present"
     )
+    max_side: int | None = Field(
+        1024, ge=16, description="longest image side the walks (maps, labels, predictions) compute at; larger images "
+                                "are handled as data.oversize says (None: no limit)"
+    )
+    oversize: Literal["resize", "refuse"] = Field(
+        "resize", description="an image over data.max_side: resize (computed smaller, outputs written back at the "
+                              "file's size) or refuse (fails that image's manifest entry)"
+    )
     synth: SynthConfig = SynthConfig()
 
 

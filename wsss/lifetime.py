@@ -7,18 +7,25 @@
                                    process is gone is taken over)
     python -m wsss.lifetime PID -- CMD ...   run CMD until it exits or process PID is gone
                                    (how wsss starts its temporary Prefect server)
+    stop_soon_after_interrupt()    in a command's main thread: Ctrl-C (SIGINT) ends the process
+                                   within a few seconds even while a long torch operation runs
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["exit_with", "pid_alive", "hold_folder", "FolderBusyError", "LOCK_FILE", "run_watched"]
+__all__ = ["exit_with", "pid_alive", "hold_folder", "FolderBusyError", "LOCK_FILE", "run_watched",
+           "stop_soon_after_interrupt", "INTERRUPTED"]
+
+INTERRUPTED = 130  # the exit status of a command ended by Ctrl-C (128 + SIGINT)
 
 LOCK_FILE = ".wsss-lock"
 
@@ -38,8 +45,13 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
-def exit_with(parent_pid: int, interval: float = 1.0) -> None:
-    """Start a daemon thread that ends this process (``os._exit``) once ``parent_pid`` is gone."""
+def exit_with(parent_pid: int, interval: float = 1.0, ignore_interrupt: bool = False) -> None:
+    """Start a daemon thread that ends this process (``os._exit``) once ``parent_pid`` is gone.
+
+    ignore_interrupt: ignore SIGINT here (a pool worker: Ctrl-C in a terminal reaches the whole
+    process group, and the parent, which handles it, is the one to end its workers)."""
+    if ignore_interrupt:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         while pid_alive(parent_pid):
@@ -128,3 +140,38 @@ if __name__ == "__main__":
     if len(sys.argv) < 4 or sys.argv[2] != "--" or not sys.argv[1].isdigit():
         sys.exit("usage: python -m wsss.lifetime PARENT_PID -- COMMAND [ARGS...]")
     sys.exit(run_watched(int(sys.argv[1]), sys.argv[3:]))
+
+
+def stop_soon_after_interrupt(grace_s: float = 3.0) -> None:
+    """Make Ctrl-C end this process within about ``grace_s`` seconds. Call it once, from the
+    main thread of a command (the ``wsss`` entry point does).
+
+    Python raises KeyboardInterrupt only between bytecodes, so a long torch operation (the
+    backward pass over a large image, a CRF) can hold a Ctrl-C for minutes. Here the signal
+    also wakes a watcher thread (``signal.set_wakeup_fd``): the main thread gets the usual
+    KeyboardInterrupt (and cleans up) when it can; if it is still running ``grace_s`` seconds
+    later the process exits with status 130 at once. Nothing finished is lost that way: every
+    output is written atomically, the manifest line by line, a stale lock is taken over, and
+    worker pools and temporary servers end with their parent (``exit_with``).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        raise RuntimeError("stop_soon_after_interrupt: call it from the main thread")
+    # multiprocessing's resource tracker (started later, with these options) would warn about the
+    # semaphores of a pool that an exit at once leaves behind; it removes them all the same.
+    sys.warnoptions.append("ignore::UserWarning:multiprocessing.resource_tracker")
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+
+    def watch() -> None:
+        while True:
+            received = os.read(read_end, 64)
+            if not received or signal.SIGINT not in received:
+                continue
+            time.sleep(grace_s)
+            sys.stderr.write(f"\ninterrupted: still busy {grace_s:g} s after Ctrl-C, stopped now; finished outputs are "
+                             "kept, the same command finishes the rest\n")
+            sys.stderr.flush()
+            os._exit(INTERRUPTED)
+
+    threading.Thread(target=watch, name="wsss-interrupt-watch", daemon=True).start()

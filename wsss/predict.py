@@ -27,6 +27,7 @@ from wsss.config import CrfConfig
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png, write_mask_png
 from wsss.data.runner import run_dataset
+from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import model_input_size
 from wsss.models.dpt import Segmenter
@@ -105,7 +106,7 @@ def predict_dataset(
             return probs_to_labels(images, predictor(images), crf, executor)
 
         def write(sample: Sample, label: np.ndarray) -> None:
-            write_label_png(out / f"{sample.id}.png", label)
+            write_label_png(out / f"{sample.id}.png", at_source_size(label, sample))
 
         return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
                            batch_size=batch_size, needs_tags=False, desc="predicting", progress=progress)
@@ -133,7 +134,7 @@ def write_foreground_maps(
         return list(((1.0 - probs[:, 0]) > threshold).numpy())
 
     def write(sample: Sample, mask: np.ndarray) -> None:
-        write_mask_png(out / f"{sample.id}.png", mask)
+        write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
 
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
                        batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)

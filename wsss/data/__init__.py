@@ -28,11 +28,16 @@ def detect_format(root: str | os.PathLike) -> str:
 
 
 def open_dataset(data, split: str | None) -> Dataset:
-    """Open the data set described by a ``DataConfig`` for one split.
+    """Open the data set described by a ``DataConfig`` for one split, with its size limit
+    (``data.max_side``, ``data.oversize``: ``wsss.data.size_limit``).
 
     For format 'synth' the demo set is generated into ``data.root`` first if it is not there
     (a folder holding another set raises ValueError naming both).
     """
+    return _open(data, split).limit_size(data.max_side, data.oversize)
+
+
+def _open(data, split: str | None) -> Dataset:
     if data.format == "synth":  # returns at once when data.root holds this very set
         from wsss.data.synth import generate_synth_dataset
 

@@ -26,6 +26,8 @@ class Sample:
     tags:     C float32 multi-hot (1 = the class is present), C = len(dataset.classes).
     mask:     H×W uint8 (0 background, 1..C classes, 255 ignore) or None.
     saliency: H×W float32 in [0, 1] or None.
+    source_size: (H, W) of the image file when a walk shrank the image to ``data.max_side``
+        (``wsss.data.size_limit``; outputs go back to it), else None.
     """
 
     id: str
@@ -33,6 +35,7 @@ class Sample:
     tags: np.ndarray
     mask: np.ndarray | None = None
     saliency: np.ndarray | None = None
+    source_size: tuple[int, int] | None = None
 
 
 class Dataset(abc.ABC):
@@ -44,6 +47,14 @@ class Dataset(abc.ABC):
 
     classes: list[str]
     ids: list[str]
+    max_side: int | None = None  # the walks' size limit (``wsss.data.size_limit``); None: none
+    oversize: str = "resize"
+
+    def limit_size(self, max_side: int | None, oversize: str = "resize") -> "Dataset":
+        """Set the size limit the walks over this data set apply (``data.max_side``,
+        ``data.oversize``); returns the data set."""
+        self.max_side, self.oversize = max_side, oversize
+        return self
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import ImageReadError
+from wsss.data.size_limit import fit_max_side
 
 __all__ = ["same_size_batches"]
 
@@ -17,17 +18,21 @@ def same_size_batches(
     on_failure: Callable[[str, str], None],
     needs_tags: bool = True,
     masks: bool = False,
+    on_note: Callable[[str, str], None] | None = None,
 ) -> Iterator[list[Sample]]:
     """Yield lists of at most ``batch_size`` loaded samples of one image size, in id order.
 
     An image that cannot be read (its image, its mask when ``masks``, its saliency map, its
-    tags; or no tags, when ``needs_tags``) is reported through ``on_failure(id, reason)`` and
-    left out; the walk goes on. Masks are read only when ``masks`` is True.
+    tags; or no tags, when ``needs_tags``), or is over the data set's ``max_side`` when it
+    refuses such images, is reported through ``on_failure(id, reason)`` and left out; the walk
+    goes on. An image over ``max_side`` is otherwise shrunk (``wsss.data.size_limit``) and
+    ``on_note(id, note)`` says so. Masks are read only when ``masks`` is True.
     """
     pending: list[Sample] = []
     for image_id in ids:
         try:
-            sample = dataset.load(image_id, masks=masks)
+            sample, note = fit_max_side(dataset.load(image_id, masks=masks), dataset.max_side, dataset.oversize,
+                                        where=str(dataset.image_path(image_id)))
         except (ImageReadError, DatasetError, ValueError, OSError) as error:  # ValueError: e.g. an RGB mask
             on_failure(image_id, str(error) if isinstance(error, (ImageReadError, DatasetError))
                        else f"{type(error).__name__}: {error}")
@@ -35,6 +40,8 @@ def same_size_batches(
         if needs_tags and not sample.tags.any():
             on_failure(image_id, "no tags: nothing to localise")
             continue
+        if note and on_note is not None:
+            on_note(image_id, note)
         if pending and pending[0].image.shape[:2] != sample.image.shape[:2]:
             yield pending
             pending = []

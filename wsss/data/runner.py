@@ -12,7 +12,9 @@ it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason.
 that cannot be read, has no tags (when ``needs_tags``), or whose computation raises
 ValueError/RuntimeError (the batch is retried one image at a time to find it) fails alone:
 it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
-the walk goes on. Images whose ``finished(id)`` file exists are skipped, so a re-run finishes
+the walk goes on. An image over the data set's ``max_side`` is computed at a reduced size
+(``wsss.data.size_limit``; writers bring outputs back with ``at_source_size``): a line on the
+terminal and a "note" in its manifest entry say so. Images whose ``finished(id)`` file exists are skipped, so a re-run finishes
 an interrupted one. With ``out_dir=None`` nothing is recorded or skipped (scoring walks);
 failures still reach ``on_failure``.
 """
@@ -72,15 +74,26 @@ class _Tally:
     def __init__(self, manifest: Manifest | None, bar, on_failure: Callable[[str, str], None] | None):
         self.manifest, self.bar, self.on_failure = manifest, bar, on_failure
         self.counts = {"ok": 0, "skipped": 0, "failed": 0}
+        self.notes: dict[str, str] = {}
+
+    def note(self, image_id: str, text: str) -> None:
+        """Something the user should know about an image that is still computed (a resize)."""
+        self.notes[image_id] = text
+        if self.bar.disable:  # no bar (e.g. a flow's task): a print, which Prefect logs
+            print(f"{image_id}: {text}", flush=True)
+        else:
+            tqdm.write(f"{image_id}: {text}")
 
     def ok(self, image_id: str) -> None:
         self.counts["ok"] += 1
         if self.manifest is not None:
-            self.manifest.record(image_id, "ok")
+            note = self.notes.pop(image_id, "")
+            self.manifest.record(image_id, "ok", **({"note": note} if note else {}))
         self.bar.update(1)
 
     def failed(self, image_id: str, reason: str) -> None:
         self.counts["failed"] += 1
+        self.notes.pop(image_id, None)
         if self.manifest is not None:
             self.manifest.record(image_id, "failed", reason)
         if self.on_failure is not None:
@@ -136,7 +149,7 @@ def run_dataset(
 
     try:
         for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags,
-                                       masks=needs_masks):
+                                       masks=needs_masks, on_note=tally.note):
             handle(batch)
     finally:
         bar.close()

@@ -50,6 +50,8 @@ class CheckReport:
     sizes: Counter = field(default_factory=Counter)  # (w, h) → images
     with_mask: int = 0
     with_saliency: int = 0
+    max_side: int | None = None  # the data set's size limit (``data.max_side``)
+    over_max_side: int = 0  # images whose longer side is over it (computed at a reduced size)
     trivial_baseline: object | None = None  # ConfusionMatrix when masks exist
 
     @property
@@ -73,6 +75,9 @@ class CheckReport:
             widths = [w for w, _ in self.sizes.elements()]
             heights = [h for _, h in self.sizes.elements()]
             lines.append(f"image sizes: width {min(widths)}..{max(widths)}, height {min(heights)}..{max(heights)}")
+        if self.over_max_side:
+            lines.append(f"{self.over_max_side} image(s) over data.max_side={self.max_side}: maps and labels are computed "
+                         f"at a reduced size and written at the image's size (data.oversize=refuse fails them)")
         if self.tags_per_image:
             spread = ", ".join(f"{k}: {v}" for k, v in sorted(self.tags_per_image.items()))
             lines.append(f"tags per image: {spread}")
@@ -100,7 +105,7 @@ class CheckReport:
 def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     """Read every sample of ``dataset`` and collect problems and statistics."""
     num_classes = len(dataset.classes)
-    report = CheckReport(classes=list(dataset.classes), num_images=len(dataset.ids))
+    report = CheckReport(classes=list(dataset.classes), num_images=len(dataset.ids), max_side=dataset.max_side)
     report.tagged_images = np.zeros(num_classes, dtype=np.int64)
     report.mask_images = np.zeros(num_classes, dtype=np.int64)
     report.mask_pixels = np.zeros(num_classes + 1, dtype=np.int64)
@@ -120,6 +125,7 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
             try:
                 image = read_rgb(path, notes)
                 report.sizes[(image.shape[1], image.shape[0])] += 1
+                report.over_max_side += dataset.max_side is not None and max(image.shape[:2]) > dataset.max_side
             except ImageReadError as error:
                 problem("error", path, f"unreadable or truncated image ({error.__cause__})")
             for conversion in notes.conversions:

@@ -12,12 +12,14 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 from tqdm import tqdm
 
 from wsss.attention.dataset_maps import read_npz_maps
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import read_label_png
+from wsss.data.size_limit import working_size
 from wsss.eval.confusion import ConfusionMatrix
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, *np.round(np.arange(0.05, 0.96, 0.05), 2))
@@ -110,7 +112,8 @@ def sweep_map_thresholds(
     maps_dir: str | os.PathLike, dataset: Dataset, thresholds=DEFAULT_THRESHOLDS, progress: bool = True
 ) -> tuple[Evaluation, dict[float, float]]:
     """Score MAPS_DIR/<id>.npz at every background threshold; return the best Evaluation and
-    {threshold: mIoU}."""
+    {threshold: mIoU}. Maps of an image over the data set's ``max_side`` (saved at the reduced
+    size, ``wsss.data.size_limit``) are scored against its mask shrunk the same way (nearest)."""
     maps_dir = Path(maps_dir)
     matrices = {t: ConfusionMatrix(dataset.num_classes + 1) for t in thresholds}
     missing: dict[str, str] = {}
@@ -127,6 +130,8 @@ def sweep_map_thresholds(
                 raise
             missing[image_id] = f"{type(error).__name__}: {error}"
             continue
+        if dataset.max_side is not None and maps.shape[1:] == working_size(*gt.shape, dataset.max_side):
+            gt = cv2.resize(gt, maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST)  # maps of a shrunk image
         if maps.shape[1:] != gt.shape:
             missing[image_id] = f"maps {maps.shape[1:]} vs mask {gt.shape}"
             continue

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss.config import CamConfig, RefineConfig
+from wsss.config import CamConfig, DataConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.runner import MANIFEST, Manifest
 from wsss.files import is_finished, write_json
@@ -139,13 +139,15 @@ def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
     return removed
 
 
-def label_source(cam: CamConfig, refine: RefineConfig, digest: str) -> dict:
+def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest: str) -> dict:
     """What determines the labels: the checkpoint's digest, the map method (``cam``), the
-    refinement settings (without the CRF's worker count, which does not change results)."""
+    refinement settings (without the CRF's worker count, which does not change results), and
+    of ``data`` the saliency folder and the size limit."""
     return {
         "checkpoint_sha256": digest,
         "cam": cam.model_dump(mode="json", exclude={"batch_size"}),
         "refine": refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
+        "data": data.model_dump(mode="json", include={"saliency_dir", "max_side", "oversize"}),
     }
 
 

@@ -88,9 +88,10 @@ def crf_pool(workers: int) -> ProcessPoolExecutor:
         context.set_forkserver_preload(["numpy", "pydensecrf.densecrf", __name__])
     else:
         context = multiprocessing.get_context("spawn")
-    # Workers end with this process even when it is killed (SIGKILL leaves no CRF worker behind).
+    # Workers end with this process even when it is killed (SIGKILL leaves no CRF worker behind),
+    # and leave Ctrl-C to it.
     return ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=exit_with,
-                               initargs=(os.getpid(),))
+                               initargs=(os.getpid(), 1.0, True))
 
 
 @contextmanager

@@ -46,6 +46,7 @@ from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
 from wsss.data.label_png import write_mask_png
 from wsss.data.runner import SampleFailed, run_dataset
+from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import TokenLayout, model_input_size, model_stride
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
@@ -251,7 +252,7 @@ def write_saliency_maps(
     def write(sample: Sample, mask: Tensor | None) -> None:
         if mask is None:
             raise SampleFailed("no saliency for this image")
-        write_mask_png(out / f"{sample.id}.png", mask.cpu().numpy())
+        write_mask_png(out / f"{sample.id}.png", at_source_size(mask.cpu().numpy(), sample))
 
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
                        batch_size=batch_size, needs_tags=False, desc=f"{source.name} saliency", progress=progress)

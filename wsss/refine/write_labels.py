@@ -19,6 +19,7 @@ from wsss.attention.dataset_maps import write_npz
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png
 from wsss.data.runner import run_dataset
+from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler
 
 __all__ = ["write_pseudo_labels"]
@@ -47,7 +48,7 @@ def write_pseudo_labels(
             write_npz(out / "maps" / f"{sample.id}.npz",
                       maps=result.refined[i, present].cpu().numpy().astype(np.float16),
                       classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]))
-        write_label_png(out / f"{sample.id}.png", result.labels[i].cpu().numpy().astype(np.uint8))
+        write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
 
     out.mkdir(parents=True, exist_ok=True)
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
