@@ -30,9 +30,9 @@ from wsss.layout import RunLayout
 from wsss.lifetime import hold_folder
 from wsss.orchestration.artifacts import examples_markdown
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
+from wsss.orchestration.provenance import claim_output_dir, label_source
 from wsss.orchestration.shards import (
-    claim_label_dir, failure_reasons, has_masks, label_source, plan_shards, reconcile_manifest,
-    remove_stale_temporaries, unlabelled,
+    failure_reasons, has_masks, plan_shards, reconcile_manifest, remove_stale_temporaries, unlabelled,
 )
 from wsss.orchestration.workers import checkpoint_digest, worker_labeler
 
@@ -88,7 +88,7 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
     unknown = sorted(set(ids) - set(dataset.ids))
     if unknown:
         raise ValueError(f"ids not in {config.data.root} (split {split}): {unknown[:5]}")
-    note = claim_label_dir(out, label_source(config.cam, config.refine, config.data, digest), strict=strict_source)
+    note = claim_output_dir(out, label_source(config.cam, config.refine, config.data, digest), strict=strict_source)
     if note:
         logger.warning(f"{note}; earlier labels are kept, new ones use the current settings")
     removed = remove_stale_temporaries(out)

@@ -15,7 +15,8 @@ def test_cam_writes_maps_overlays_and_resumes(tmp_path, capsys):
     checkpoint = classifier_of(config, progress=False)
     data, out = tmp_path / "data", tmp_path / "cams"
     args = ["cam", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val", "--out", str(out)]
-    assert main(args + ["--method", "rollout"]) == 0
+    args += ["--method", "rollout"]
+    assert main(args) == 0
     val_ids = (data / "splits" / "val.txt").read_text().split()
     tags = {line.split(",")[0].split(".")[0]: line.split(",")[1].split(";")
             for line in (data / "tags.csv").read_text().splitlines()[1:]}
@@ -38,3 +39,7 @@ def test_cam_writes_maps_overlays_and_resumes(tmp_path, capsys):
     lines = [json.loads(x) for x in (out / "manifest.jsonl").read_text().splitlines()][len(val_ids):]
     assert {x["id"]: x["status"] for x in lines} == {val_ids[0]: "ok", val_ids[1]: "failed"}
     assert "cannot decode image" in lines[[x["id"] for x in lines].index(val_ids[1])]["reason"]
+    # maps of another method into the same folder: refused (source.json)
+    assert json.loads((out / "source.json").read_text())["cam"]["method"] == "rollout"
+    assert main([*args[:-1], "getam"]) == 2
+    assert "another cam; finishing the folder would mix" in capsys.readouterr().err

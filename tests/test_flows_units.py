@@ -16,8 +16,9 @@ from wsss.data.label_png import write_label_png
 from wsss.orchestration.inbox import scan_inbox
 from wsss.report.build import checks
 from wsss.orchestration.runners import WhenShardLabelled
+from wsss.orchestration.provenance import claim_output_dir
 from wsss.orchestration.shards import (
-    claim_label_dir, image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
+    image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
 )
 
 
@@ -52,12 +53,12 @@ def test_shard_cache_key_only_when_labelled_and_follows_the_images(folder_datase
 
 def test_label_folder_refuses_another_source(tmp_path):
     source = {"checkpoint_sha256": "abc", "cam": {"method": "getam"}, "refine": {}}
-    assert claim_label_dir(tmp_path, source) is None
-    assert claim_label_dir(tmp_path, dict(source)) is None
+    assert claim_output_dir(tmp_path, source) is None
+    assert claim_output_dir(tmp_path, dict(source)) is None
     other = {**source, "cam": {"method": "rollout"}}
     with pytest.raises(ValueError, match="another cam; finishing the folder would mix"):
-        claim_label_dir(tmp_path, other)
-    assert "another cam" in claim_label_dir(tmp_path, other, strict=False)
+        claim_output_dir(tmp_path, other)
+    assert "another cam" in claim_output_dir(tmp_path, other, strict=False)
     assert json.loads((tmp_path / "source.json").read_text()) == other
 
 

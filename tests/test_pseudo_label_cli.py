@@ -118,7 +118,7 @@ def test_checkpoint_without_config_uses_its_runs_settings_and_folders_keep_one_s
     assert source["cam"]["method"] == "rollout" and source["refine"]["label"]["opening"] == 2
     assert source["data"] == {"saliency_dir": None, "max_side": 1024, "oversize": "resize"}
     assert main([*args, "--method", "getam"]) == 2  # another method into the same folder
-    assert "would mix two kinds of labels" in capsys.readouterr().err
+    assert "would mix two kinds of outputs" in capsys.readouterr().err
     assert main([*args, "--set", "data.max_side=64"]) == 2  # another size limit: other labels for big images
     assert "another data" in capsys.readouterr().err
     (tmp_path / "run" / "config.yaml").unlink()

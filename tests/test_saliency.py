@@ -276,6 +276,9 @@ def test_cli_writes_pngs_skips_and_reports_failures(tmp_path, capsys):
     assert (out / f"{ids[0]}.png").is_file() and not (out / f"{ids[1]}.png").exists()
 
     assert main(args[:-1] + ["0"]) == 2
+    capsys.readouterr()
+    assert main(args[:-1] + ["3"]) == 2  # TokenCut with other settings into the same folder
+    assert "another tokencut; finishing the folder would mix" in capsys.readouterr().err
 
 
 def test_failing_batch_is_retried_image_by_image(tmp_path, vit, monkeypatch):

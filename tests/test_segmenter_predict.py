@@ -131,6 +131,12 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     assert f"settings: {tmp_path / 'run' / 'config.yaml'}, the run that made {checkpoint}" in printed
     written = sorted(p.stem for p in (tmp_path / "p").glob("*.png"))
     assert written == sorted(p.stem for p in images.iterdir())
+    source = json.loads((tmp_path / "p" / "source.json").read_text())
+    assert source["scales"] == [0.75, 1.0] and source["flip"] is False and source["crf"] is not None
+    # other settings into the same folder would mix two kinds of predictions: refused
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
+                 "--scales", "1", "--no-flip", "--crf", *args]) == 2
+    assert "another scales; finishing the folder would mix" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
         main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "q"),

@@ -150,6 +150,8 @@ def cmd_train_segmenter(args) -> int:
 def cmd_predict(args) -> int:
     from wsss.data.image_folder import ImageFolder
     from wsss.models.checkpoint import load_segmenter, resolve_device
+    from wsss.orchestration.provenance import claim_output_dir, prediction_source
+    from wsss.orchestration.workers import checkpoint_digest
     from wsss.predict import Predictor, predict_dataset
 
     config = _config(args)
@@ -159,6 +161,7 @@ def cmd_predict(args) -> int:
     crf = config.refine.crf if (settings.crf if args.crf is None else args.crf) else None
     segmenter, classes, _ = load_segmenter(args.checkpoint, resolve_device(config.train.device))
     images = ImageFolder(args.images, classes).limit_size(config.data.max_side, config.data.oversize)
+    claim_output_dir(args.out, prediction_source(checkpoint_digest(args.checkpoint), scales, flip, crf, config.data))
     counts = predict_dataset(Predictor(segmenter, scales, flip), images, args.out, crf=crf,
                              batch_size=settings.batch_size)
     print(f"predictions in {args.out}: {counts['ok']} written, {counts['skipped']} already there, {counts['failed']} "
@@ -182,9 +185,13 @@ def cmd_cam(args) -> int:
     from wsss.attention import configured_map_method
     from wsss.attention.dataset_maps import write_dataset_maps
 
+    from wsss.orchestration.provenance import claim_output_dir, maps_source
+    from wsss.orchestration.workers import checkpoint_digest
+
     config, device, model, dataset = _classifier_and_dataset(args)
     method_name = args.method or config.cam.method
     method = configured_map_method(config.cam, method_name)
+    claim_output_dir(args.out, maps_source(checkpoint_digest(args.checkpoint), config.cam, method_name, config.data))
     counts = write_dataset_maps(model, method, dataset, args.out, batch_size=config.cam.batch_size, device=device,
                                 overlays=not args.no_overlays)
     print(f"{method_name} maps in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
@@ -225,6 +232,8 @@ def cmd_evaluate(args) -> int:
 
 def cmd_saliency(args) -> int:
     from wsss.models.checkpoint import load_classifier, resolve_device
+    from wsss.orchestration.provenance import claim_output_dir, saliency_maps_source
+    from wsss.orchestration.workers import checkpoint_digest
     from wsss.refine.saliency import TokenCutSaliency, write_saliency_maps
 
     config = _config(args)
@@ -236,6 +245,7 @@ def cmd_saliency(args) -> int:
     device = resolve_device(config.train.device)
     model, _, _ = load_classifier(args.checkpoint, device)
     dataset = _dataset_arg(args.dataset, args.split, data=config.data)
+    claim_output_dir(args.out, saliency_maps_source(checkpoint_digest(args.checkpoint), settings, objects, config.data))
     source = TokenCutSaliency(model, tau=settings.tokencut_tau, eps=settings.tokencut_eps, objects=objects)
     counts = write_saliency_maps(source, dataset, args.out, batch_size=config.cam.batch_size, device=device)
     print(f"tokencut saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
@@ -266,13 +276,13 @@ def cmd_pseudo_label(args) -> int:
     from wsss.refine.crf import crf_executor
     from wsss.refine.write_labels import write_pseudo_labels
 
-    from wsss.orchestration.shards import claim_label_dir, label_source
+    from wsss.orchestration.provenance import claim_output_dir, label_source
     from wsss.orchestration.workers import checkpoint_digest
 
     config, _, model, dataset = _classifier_and_dataset(args)
     cam = config.cam.model_copy(update={"method": args.method}) if args.method else config.cam
     # the flows' rule: a folder keeps labels of one checkpoint and one set of settings (source.json)
-    claim_label_dir(args.out, label_source(cam, config.refine, config.data, checkpoint_digest(args.checkpoint)), strict=True)
+    claim_output_dir(args.out, label_source(cam, config.refine, config.data, checkpoint_digest(args.checkpoint)))
     with crf_executor(config.refine.crf if config.refine.crf.enabled else None) as executor:  # one pool per run
         labeler = offline_labeler(model, cam, config.refine, dataset, executor=executor)
         counts = write_pseudo_labels(labeler, dataset, args.out, batch_size=cam.batch_size, save_maps=args.save_maps)

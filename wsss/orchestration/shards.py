@@ -9,8 +9,7 @@ Shards are cut from the full id list, so a shard's inputs are the same from run 
 image travels with a fingerprint (size and mtime of its file, and its tags), so a shard's
 cache key changes when one of its images is replaced or re-tagged.
 
-``source.json`` records what made the labels (checkpoint digest, map method, refinement
-settings): finishing a folder with other settings would mix two kinds of labels.
+What made a folder's labels is recorded in ``source.json`` (``wsss.orchestration.provenance``).
 """
 
 from __future__ import annotations
@@ -20,13 +19,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from wsss.config import CamConfig, DataConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.runner import MANIFEST, Manifest
-from wsss.files import is_finished, write_json
-
-SOURCE = "source.json"
-
+from wsss.files import is_finished
 
 def has_masks(dataset: Dataset) -> bool:
     """True when the data set's first image has a mask file (masks come for all or none)."""
@@ -137,44 +132,3 @@ def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
         path.unlink(missing_ok=True)
         removed += 1
     return removed
-
-
-def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest: str) -> dict:
-    """What determines the labels: the checkpoint's digest, the map method (``cam``), the
-    refinement settings (without the CRF's worker count, which does not change results), and
-    of ``data`` the saliency folder and the size limit."""
-    return {
-        "checkpoint_sha256": digest,
-        "cam": cam.model_dump(mode="json", exclude={"batch_size"}),
-        "refine": refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
-        "data": data.model_dump(mode="json", include={"saliency_dir", "max_side", "oversize"}),
-    }
-
-
-def claim_label_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:
-    """Make ``out_dir`` a label folder of ``source``.
-
-    A new folder gets ``source.json``. A folder made with another source raises ValueError
-    when ``strict`` (naming what differs); otherwise the marker is updated and a note saying
-    what changed is returned (earlier labels stay as they are).
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    marker = out / SOURCE
-    note = None
-    if marker.is_file():
-        try:
-            previous = json.loads(marker.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{marker}: not valid JSON ({error}); delete it to relabel this folder") from error
-        changed = sorted(key for key in set(previous) | set(source) if previous.get(key) != source.get(key))
-        if not changed:
-            return None
-        note = f"{out}: labels so far were made with another {', '.join(changed)}"
-        if strict:
-            raise ValueError(
-                f"{note}; finishing the folder would mix two kinds of labels. Use another output folder, "
-                f"or delete {out} to relabel everything"
-            )
-    write_json(marker, source)
-    return note

@@ -1,0 +1,94 @@
+"""What made the files of an output folder, and one kind of files per folder.
+
+Every command and flow that writes per-image outputs into a folder (pseudo-labels, predictions,
+attention maps, saliency maps) records what made them in ``OUT/source.json`` and refuses to
+finish a folder made by something else, which would mix two kinds of outputs:
+
+    claim_output_dir(out, label_source(config.cam, config.refine, config.data, digest))
+
+A source is a plain dict: the checkpoint's SHA-256 plus the settings that change the outputs
+(not those that change only speed: batch sizes, worker counts).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, SaliencyConfig
+from wsss.files import write_json
+
+__all__ = ["SOURCE", "claim_output_dir", "label_source", "maps_source", "prediction_source", "saliency_maps_source"]
+
+SOURCE = "source.json"
+
+
+def _data_part(data: DataConfig) -> dict:
+    """Of the ``data`` section, what changes any output: the size limit (and the saliency folder)."""
+    return data.model_dump(mode="json", include={"saliency_dir", "max_side", "oversize"})
+
+
+def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest: str) -> dict:
+    """What determines pseudo-labels: the classifier's digest, the map method (``cam``), the
+    refinement settings (without the CRF's worker count), and of ``data`` the saliency folder
+    and the size limit."""
+    return {
+        "checkpoint_sha256": digest,
+        "cam": cam.model_dump(mode="json", exclude={"batch_size"}),
+        "refine": refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
+        "data": _data_part(data),
+    }
+
+
+def prediction_source(digest: str, scales: list[float], flip: bool, crf: CrfConfig | None, data: DataConfig) -> dict:
+    """What determines ``wsss predict``'s labels: the segmenter's digest, scales, flip, the CRF
+    (None: off) and the size limit."""
+    return {
+        "checkpoint_sha256": digest, "scales": [float(s) for s in scales], "flip": bool(flip),
+        "crf": None if crf is None else crf.model_dump(mode="json", exclude={"workers", "enabled"}),
+        "data": _data_part(data),
+    }
+
+
+def maps_source(digest: str, cam: CamConfig, method: str, data: DataConfig) -> dict:
+    """What determines ``wsss cam``'s maps: the classifier's digest, the method and its
+    ``cam`` settings, the size limit."""
+    return {"checkpoint_sha256": digest, "cam": {**cam.model_dump(mode="json", exclude={"batch_size"}), "method": method},
+            "data": _data_part(data)}
+
+
+def saliency_maps_source(digest: str, saliency: SaliencyConfig, objects: int, data: DataConfig) -> dict:
+    """What determines ``wsss saliency``'s TokenCut maps: the classifier's digest, TokenCut's
+    settings, the size limit."""
+    return {"checkpoint_sha256": digest, "tokencut": {"tau": saliency.tokencut_tau, "eps": saliency.tokencut_eps,
+                                                      "objects": objects}, "data": _data_part(data)}
+
+
+def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:
+    """Make ``out_dir`` a folder of outputs of ``source``.
+
+    A new folder gets ``source.json``. A folder made with another source raises ValueError
+    when ``strict`` (naming what differs); otherwise the marker is updated and a note saying
+    what changed is returned (earlier outputs stay as they are).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    marker = out / SOURCE
+    note = None
+    if marker.is_file():
+        try:
+            previous = json.loads(marker.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{marker}: not valid JSON ({error}); delete it to redo this folder") from error
+        changed = sorted(key for key in set(previous) | set(source) if previous.get(key) != source.get(key))
+        if not changed:
+            return None
+        note = f"{out}: the files so far were made with another {', '.join(changed)}"
+        if strict:
+            raise ValueError(
+                f"{note}; finishing the folder would mix two kinds of outputs. Use another output folder, "
+                f"or delete {out} to redo everything"
+            )
+    write_json(marker, source)
+    return note
