@@ -1,14 +1,37 @@
-"""The batching rule of every walk over a data set (``wsss.data.runner``), in one function."""
+"""The batching rule of every walk over a data set (``wsss.data.runner``), in one function.
+
+Images are grouped by the size the walk computes them at (their header's size, after an EXIF
+rotation and ``data.max_side``), so that on a mix of sizes (VOC: mostly 500×375 and 375×500
+with a long tail) batches stay full, and batch members are never padded or resized: each
+output equals the one of the image computed alone. Within a size, and between sizes (by their
+first image), the id order is kept.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 
 from wsss.data.base import Dataset, DatasetError, Sample
-from wsss.data.images import ImageReadError
-from wsss.data.size_limit import fit_max_side
+from wsss.data.images import ImageReadError, stored_image_size
+from wsss.data.size_limit import fit_max_side, working_size
 
-__all__ = ["same_size_batches"]
+__all__ = ["same_size_batches", "size_grouped"]
+
+
+def size_grouped(dataset: Dataset, ids: Iterable[str]) -> list[str]:
+    """``ids`` reordered so that images of one working size follow each other: sizes in the
+    order of their first image, ids in their order within a size. An image whose header cannot
+    be read keeps a place of its own (loading it reports why)."""
+    groups: dict[object, list[str]] = {}
+    for image_id in ids:
+        try:
+            size = stored_image_size(dataset.image_path(image_id))
+        except (DatasetError, OSError, KeyError):
+            size = None
+        if size is not None and dataset.max_side is not None:
+            size = working_size(*size, dataset.max_side)
+        groups.setdefault(size if size is not None else ("unknown", image_id), []).append(image_id)
+    return [image_id for group in groups.values() for image_id in group]
 
 
 def same_size_batches(
@@ -20,7 +43,8 @@ def same_size_batches(
     masks: bool = False,
     on_note: Callable[[str, str], None] | None = None,
 ) -> Iterator[list[Sample]]:
-    """Yield lists of at most ``batch_size`` loaded samples of one image size, in id order.
+    """Yield lists of at most ``batch_size`` loaded samples of one image size, the ids grouped
+    by size first (:func:`size_grouped`): every batch is full except the last of each size.
 
     An image that cannot be read (its image, its mask when ``masks``, its saliency map, its
     tags; or no tags, when ``needs_tags``), or is over the data set's ``max_side`` when it
@@ -29,7 +53,7 @@ def same_size_batches(
     ``on_note(id, note)`` says so. Masks are read only when ``masks`` is True.
     """
     pending: list[Sample] = []
-    for image_id in ids:
+    for image_id in size_grouped(dataset, ids):
         try:
             sample, note = fit_max_side(dataset.load(image_id, masks=masks), dataset.max_side, dataset.oversize,
                                         where=str(dataset.image_path(image_id)))

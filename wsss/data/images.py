@@ -92,6 +92,19 @@ def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
     return np.array(image.convert("RGB"))  # a writable copy
 
 
+def stored_image_size(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(H, W) of an image file as ``read_rgb`` returns it (EXIF rotations by 90° swap the
+    sides), from its header alone (nothing is decoded); None when the header cannot be read
+    (reading the image will then say why)."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - any failure: unknown, left to read_rgb to report
+        return None
+    return (width, height) if orientation in (5, 6, 7, 8) else (height, width)
+
+
 def read_gray01(path: str | os.PathLike) -> np.ndarray:
     """Read a saliency map → H×W float32 in [0, 1] (8- or 16-bit grayscale, or RGB averaged)."""
     with decoded_image(path, "saliency map") as image:

@@ -1,8 +1,8 @@
 """The one walk over a data set that every step uses (maps, saliency, pseudo-labels,
 predictions, scoring):
 
-    ids → skip what is finished → batches (``same_size_batches``) → compute → write
-        → manifest → progress
+    ids → skip what is finished → batches (``same_size_batches``: grouped by size, full on a
+        mix of sizes, never padded) → compute → write → manifest → progress
 
     counts = run_dataset(dataset, compute, write, out_dir=OUT, finished=lambda i: OUT / f"{i}.png",
                          batch_size=8, desc="pseudo-labels")

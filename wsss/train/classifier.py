@@ -1,7 +1,8 @@
 """Training the tag classifier: multi-label soft-margin loss on image-level tags.
 
-Each epoch trains on ``data.train_split`` with augmentation, then reports mAP and per-class
-F1 on ``data.val_split``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
+Each epoch trains on ``data.train_split`` with augmentation (the first
+``low_res_epochs`` at ``low_res_size`` when set: progressive resizing), then reports mAP and
+per-class F1 on ``data.val_split`` at ``model.img_size``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
 a new run with the same config resumes from it. At the end ``RUN/classifier/classifier.pt``
 holds the final weights, the config and the class names (the file ``wsss cam`` loads).
 """
@@ -37,8 +38,8 @@ class TaggedImages(torch.utils.data.Dataset):
     epoch's augmentation is the same after a resume. Decoded images are kept in memory.
     """
 
-    def __init__(self, dataset: Dataset, size: int, train: bool, seed: int = 0):
-        self.dataset, self.size, self.train, self.seed = dataset, size, train, seed
+    def __init__(self, dataset: Dataset, size: int, train: bool, seed: int = 0, dihedral: bool = False):
+        self.dataset, self.size, self.train, self.seed, self.dihedral = dataset, size, train, seed, dihedral
         self.epoch = 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -52,7 +53,7 @@ class TaggedImages(torch.utils.data.Dataset):
         image, tags = self._cache[index]
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            image = augment(image, self.size, rng)
+            image = augment(image, self.size, rng, dihedral=self.dihedral)
         else:
             image = resize_image(image, self.size)
         return image_to_tensor(image), torch.from_numpy(tags)
@@ -66,6 +67,14 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
+
+
+def training_size(settings: ClassifierTrainConfig, model_config: ModelConfig, epoch: int) -> int:
+    """The side of the training crops in ``epoch`` (0-based): ``low_res_size`` for the first
+    ``low_res_epochs`` (progressive resizing), ``model.img_size`` after."""
+    if settings.low_res_size is not None and epoch < settings.low_res_epochs:
+        return settings.low_res_size
+    return model_config.img_size
 
 
 @torch.no_grad()
@@ -94,7 +103,8 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     torch.manual_seed(settings.seed)
     model = create_classifier(model_config, len(classes)).to(device)
 
-    train_data = TaggedImages(train_set, model_config.img_size, train=True, seed=settings.seed)
+    train_data = TaggedImages(train_set, model_config.img_size, train=True, seed=settings.seed,
+                              dihedral=settings.dihedral)
     val_loader = DataLoader(
         TaggedImages(val_set, model_config.img_size, train=False),
         batch_size=settings.batch_size, num_workers=settings.num_workers,
@@ -121,6 +131,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
 
     for epoch in range(start_epoch, settings.epochs):
         train_data.epoch = epoch
+        train_data.size = training_size(settings, model_config, epoch)
         loader = DataLoader(
             train_data, batch_size=settings.batch_size, shuffle=True, drop_last=True,
             num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch),
@@ -147,7 +158,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         history.append(entry)
         print(
             f"epoch {epoch + 1:3d}/{settings.epochs}  loss {entry['loss']:.4f}  val mAP {metrics['mAP']:.3f}  "
-            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s"
+            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s at {train_data.size} px"
         )
         save_checkpoint(run.last, {
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
