@@ -3,6 +3,7 @@
     wsss data synth  [--out DIR] [--config F] [--set K=V ...]   write the demo data set
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
+    wsss weights inspect PATH [--model NAME] [--set K=V ...]    layout of pretrained weights; exit 1 if they do not fit
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
     wsss train segmenter  [--config F] [--set K=V ...] [--restart]  DPT segmenter, single or two stage
     wsss predict --checkpoint F --images DIR --out DIR         segmenter → palette PNGs
@@ -105,6 +106,39 @@ def cmd_data_check(args) -> int:
     ok = report.ok(strict=args.strict)
     print("\nOK" if ok else f"\nFAILED: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
     return 0 if ok else 1
+
+
+def _inspected_model(args):
+    """The model section ``wsss weights inspect`` checks against: with --model, timm's own
+    architecture of NAME (patch size, width, depth, heads; no conv stem); without, the model
+    section of --config or the defaults (what training builds); --set on top either way."""
+    architecture = []
+    if args.model is not None:
+        architecture = [f"model.name={args.model}", "model.conv_stem=null",
+                        *(f"model.{key}=null" for key in ("patch_size", "embed_dim", "depth", "num_heads"))]
+    return load_config(args.config, architecture + args.overrides).model
+
+
+def cmd_weights_inspect(args) -> int:
+    from wsss.models.classifier import create_classifier
+    from wsss.models.weights import inspect_weights
+
+    model_config = _inspected_model(args)
+    # a one-class head: training replaces the head of another class count anyway
+    model = create_classifier(model_config.model_copy(update={"pretrained": None}), num_classes=1)
+    weights = inspect_weights(model, args.path, allow_download=model_config.allow_download)
+    print(f"layout: {weights.describe()}")
+    print(f"tensors: {weights.tensors}   parameters: {weights.parameters:,}")
+    for note in weights.notes:
+        print(f"note: {note}")
+    grid = model.patch_embed.grid_size
+    print(f"model: {model_config.name} (width {model.embed_dim}, depth {len(model.blocks)}, {model_config.img_size} px: "
+          f"a {grid[0]}×{grid[1]} token grid)")
+    if weights.problems:
+        print("\nDOES NOT FIT:\n" + "\n".join(f"  {problem}" for problem in weights.problems))
+        return 1
+    print("\nOK: the weights fit the model")
+    return 0
 
 
 def cmd_train_classifier(args) -> int:
@@ -429,6 +463,18 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--strict", action="store_true", help="warnings count as errors")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(func=cmd_data_check)
+
+    weights = commands.add_parser("weights", help="pretrained weights for model.pretrained")
+    weights_commands = weights.add_subparsers(dest="weights_command", required=True)
+    inspect = weights_commands.add_parser(
+        "inspect", help="the layout of a weights file, folder or hf-hub:ORG/NAME, and whether it fits the model "
+                        "(exit 1 if not); trains nothing")
+    inspect.add_argument("path", help="a weights file (.pth/.safetensors/.npz), a timm Hugging Face folder, or "
+                                      "hf-hub:ORG/NAME (local Hugging Face cache)")
+    inspect.add_argument("--model", default=None, metavar="NAME",
+                         help="timm model name, with its own architecture (default: the model section of the config)")
+    _add_config_args(inspect)
+    inspect.set_defaults(func=cmd_weights_inspect)
 
     config = commands.add_parser("config", help="configuration")
     config_commands = config.add_subparsers(dest="config_command", required=True)

@@ -102,7 +102,15 @@ class ModelConfig(_Section):
         description="channels of 3×3 stride-2 conv + BN + ReLU layers that replace the patch embedding (the token "
                     "stride is 2^layers; patch_size is then ignored); None: timm's patch embedding",
     )
-    pretrained: Path | None = Field(None, description="local weights file (.pth/.safetensors); nothing is downloaded")
+    pretrained: Path | None = Field(
+        None, description="pretrained weights: a local file (.pth/.pt/.bin, .safetensors, Google .npz; timm, DeiT, DINO, "
+                          "DINOv2 or MAE keys), a timm Hugging Face folder (config.json + model.safetensors), or "
+                          "hf-hub:ORG/NAME from the local Hugging Face cache; see `wsss weights inspect`",
+    )
+    allow_download: bool = Field(
+        False, description="pretrained=hf-hub:ORG/NAME not in the local Hugging Face cache: download it (true) "
+                           "instead of failing (false: nothing is ever downloaded)",
+    )
     drop_path_rate: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -200,6 +208,10 @@ class ClassifierTrainConfig(_Section):
     low_res_epochs: int = Field(0, ge=0, description="epochs at low_res_size (validation is at model.img_size)")
     dihedral: bool = Field(
         False, description="augment with the 8 rotations/reflections of the square (data without an up)"
+    )
+    patch_loss: float = Field(
+        0.0, ge=0.0, description="weight of an extra loss on the mean of the patch tokens through the same head "
+                                 "(every patch gets a direct gradient); the class token's loss stays; 0: off"
     )
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")

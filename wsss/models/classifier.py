@@ -1,23 +1,22 @@
 """The classification ViT: any timm vit_* / deit_* / hybrid model, random or local weights.
 
 ``create_classifier(model_config, num_classes)`` builds the model with timm's dynamic image
-size (any input size at run time) and, when ``pretrained`` names a local file, loads it with
-clear errors. Nothing is ever downloaded.
+size (any input size at run time) and, when ``pretrained`` is set, loads those weights with
+``wsss.models.weights.load_pretrained`` (a file or folder in any of its layouts, or hf-hub:
+from the local cache; downloaded only with ``allow_download``), with clear errors.
 """
 
 from __future__ import annotations
 
-import math
 from functools import partial
-from pathlib import Path
 
 import timm
-import torch
 from torch import nn
 
 from wsss.models.errors import PretrainedWeightsError
+from wsss.models.weights import load_pretrained
 
-_HEAD_PREFIXES = ("head.", "head_dist.", "fc_norm.")
+__all__ = ["ConvStem", "PretrainedWeightsError", "create_classifier", "load_pretrained"]
 
 
 def create_classifier(model_config, num_classes: int) -> nn.Module:
@@ -42,7 +41,7 @@ def create_classifier(model_config, num_classes: int) -> nn.Module:
         kwargs["drop_path_rate"] = model_config.drop_path_rate
     model = timm.create_model(model_config.name, pretrained=False, **kwargs)
     if model_config.pretrained is not None:
-        load_pretrained(model, model_config.pretrained)
+        load_pretrained(model, model_config.pretrained, allow_download=model_config.allow_download)
     return model
 
 
@@ -57,63 +56,3 @@ class ConvStem(nn.Sequential):
                        nn.ReLU(inplace=True)]
             previous = width
         super().__init__(*layers)
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    if not path.is_file():
-        raise PretrainedWeightsError(f"model.pretrained: weights file {path} not found (nothing is downloaded)")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise PretrainedWeightsError(f"model.pretrained: cannot read {path} as a torch checkpoint ({error})") from error
-    for key in ("model", "state_dict", "model_state"):
-        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise PretrainedWeightsError(f"model.pretrained: {path} holds no state dict")
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> None:
-    """Load backbone weights from a local file into ``model``.
-
-    The classification head is skipped when its shape differs (another number of classes);
-    position embeddings of another grid size are resampled. Any other missing or unexpected
-    key raises PretrainedWeightsError naming the keys.
-    """
-    path = Path(path)
-    state = _read_state_dict(path)
-    own = model.state_dict()
-    for key in list(state):
-        if key.startswith(_HEAD_PREFIXES) and key in own and state[key].shape != own[key].shape:
-            del state[key]
-    if "pos_embed" in state and "pos_embed" in own and state["pos_embed"].shape != own["pos_embed"].shape:
-        state["pos_embed"] = _resample_pos_embed(model, state["pos_embed"], own["pos_embed"])
-    missing = [k for k in own if k not in state and not k.startswith(_HEAD_PREFIXES)]
-    unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state if k in own and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        parts = [f"model.pretrained: {path} does not fit {type(model).__name__}"]
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing[:8]}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected[:8]}")
-        if wrong:
-            parts.append(f"shape mismatches: {wrong[:8]}")
-        raise PretrainedWeightsError("; ".join(parts))
-    model.load_state_dict(state, strict=False)
-
-
-def _resample_pos_embed(model: nn.Module, posemb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    from timm.layers import resample_abs_pos_embed
-
-    prefix = 0 if getattr(model, "no_embed_class", False) else model.num_prefix_tokens
-    old_grid = int(math.isqrt(posemb.shape[1] - prefix))
-    new_grid = int(math.isqrt(target.shape[1] - prefix))
-    return resample_abs_pos_embed(
-        posemb, new_size=[new_grid, new_grid], old_size=[old_grid, old_grid], num_prefix_tokens=prefix
-    )

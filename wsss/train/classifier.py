@@ -69,6 +69,17 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
     return factor
 
 
+def classifier_loss(model: nn.Module, images: torch.Tensor, tags: torch.Tensor, patch_weight: float = 0.0) -> torch.Tensor:
+    """Multi-label soft-margin loss of the class-token logits (B×3×H×W images, B×C tags), plus
+    ``patch_weight`` × the same loss on the head applied to the mean of the patch tokens."""
+    if not patch_weight:
+        return F.multilabel_soft_margin_loss(model(images), tags)
+    tokens = model.forward_features(images)  # B×(prefix + patches)×D, after the final norm
+    loss = F.multilabel_soft_margin_loss(model.forward_head(tokens), tags)
+    pooled = model.fc_norm(tokens[:, model.num_prefix_tokens:].mean(1))
+    return loss + patch_weight * F.multilabel_soft_margin_loss(model.head(pooled), tags)
+
+
 def training_size(settings: ClassifierTrainConfig, model_config: ModelConfig, epoch: int) -> int:
     """The side of the training crops in ``epoch`` (0-based): ``low_res_size`` for the first
     ``low_res_epochs`` (progressive resizing), ``model.img_size`` after."""
@@ -141,7 +152,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, leave=False)
         for images, tags in bar:
             images, tags = images.to(device), tags.to(device)
-            loss = F.multilabel_soft_margin_loss(model(images), tags)
+            loss = classifier_loss(model, images, tags, settings.patch_loss)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
