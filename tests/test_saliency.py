@@ -12,9 +12,10 @@ from PIL import Image
 from wsss.cli import main
 from wsss.config import load_config
 from wsss.data import DatasetError, FolderDataset
+from wsss.data.base import Sample
 from wsss.data.images import ImageReadError
-from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, saliency_source,
-                                  write_saliency_maps)
+from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, model_inputs, saliency_backbone,
+                                  saliency_source, write_saliency_maps)
 from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut
 from tests.runs import classifier_of
 from tests.test_classifier import tiny_config
@@ -300,3 +301,146 @@ def test_failing_batch_is_retried_image_by_image(tmp_path, vit, monkeypatch):
     assert counts == {"ok": len(dataset) - 1, "skipped": 0, "failed": 1}
     lines = [json.loads(x) for x in (tmp_path / "out" / "manifest.jsonl").read_text().splitlines()]
     assert [x["reason"] for x in lines if x["status"] == "failed"] == ["RuntimeError: linalg.eigh: failed to converge"]
+
+
+# --- TokenCut on a backbone of its own (refine.saliency.backbone) ---------------------------
+
+TINY_VIT = dict(name="vit_tiny_patch16_224", img_size=48, embed_dim=32, depth=2, num_heads=2)
+
+
+def _samples(n=3, size=(72, 80)):
+    """n random images of one size: 72×80 is a multiple of 8 but not of 16 (→ 64×80 at stride 16)."""
+    rng = np.random.default_rng(0)
+    return [Sample(f"s{i}", rng.integers(0, 256, (*size, 3), dtype=np.uint8), np.array([1, 0, 0], np.float32))
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_classifier():
+    from wsss.config import ModelConfig
+    from wsss.models.classifier import create_classifier
+
+    torch.manual_seed(0)
+    return create_classifier(ModelConfig(**TINY_VIT, patch_size=8), 3).eval()
+
+
+def _dino_file(path, seed=1, head=False, **arch):
+    """A tiny timm ViT (patch 16 unless ``arch`` says otherwise) saved as DINO's backbones are:
+    a flat state dict in timm's keys without head.* (``head``: with its 5-class head, timm's
+    layout). Returns the model."""
+    shape = {key: value for key, value in {**TINY_VIT, "patch_size": 16, **arch}.items() if key != "name"}
+    torch.manual_seed(seed)
+    model = timm.create_model(TINY_VIT["name"], pretrained=False, num_classes=5, dynamic_img_size=True, **shape)
+    torch.save({k: v for k, v in model.state_dict().items() if head or not k.startswith("head.")}, path)
+    return model.eval()
+
+
+def _backbone_settings(pretrained, **arch) -> list[str]:
+    """--set overrides of a refine.saliency.backbone section: the tiny ViT at patch 16."""
+    section = {**TINY_VIT, "patch_size": 16, **arch, "pretrained": pretrained}
+    return [f"refine.saliency.backbone.{key}={'null' if value is None else value}" for key, value in section.items()]
+
+
+def test_without_a_backbone_tokencut_cuts_the_classifiers_keys(tiny_classifier):
+    """backbone unset (the default): the source is TokenCut on the classifier, masks as before."""
+    samples = _samples()
+    inputs = model_inputs(samples, 8)
+    assert inputs.shape == (3, 3, 72, 80)
+    assert _config().backbone is None
+    source = saliency_source(_config(), model=tiny_classifier)
+    assert source.model is tiny_classifier and source.name == "tokencut" and source.stride == 8
+    masks = source(samples, inputs, size=(36, 40))
+    expected = TokenCutSaliency(tiny_classifier)(samples, inputs, size=(36, 40))
+    keys, layout = last_block_keys(tiny_classifier, inputs)
+    cut = grid_to_image(normalized_cut(keys, layout.grid), (36, 40))
+    assert all(torch.equal(a, b) and torch.equal(a, c) for a, b, c in zip(masks, expected, cut))
+
+
+def test_backbone_of_another_stride_with_dino_weights(tmp_path, tiny_classifier):
+    """Classifier patch 8, backbone patch 16: the classifier's 72×80 input is not for the
+    backbone, which cuts the samples' images at 64×80 with the weights of the file."""
+    from wsss.refine.chain import offline_labeler
+
+    donor = _dino_file(tmp_path / "dino.pth")
+    config = load_config(None, _backbone_settings(tmp_path / "dino.pth"))
+    source = saliency_source(config.refine.saliency, model=tiny_classifier)
+    assert source.name == "tokencut (dino backbone vit_tiny_patch16_224)" and source.stride == 16
+    backbone = source.model
+    assert backbone is not tiny_classifier and not backbone.training and backbone.num_classes == 0
+    written = torch.load(tmp_path / "dino.pth")
+    assert set(backbone.state_dict()) == set(written)
+    assert all(torch.equal(value, written[key]) for key, value in backbone.state_dict().items())
+
+    samples = _samples()
+    masks = source(samples, model_inputs(samples, 8), size=(72, 80))  # the classifier's input, as the chain passes
+    own = model_inputs(samples, 16)
+    assert own.shape[-2:] == (64, 80)
+    expected = TokenCutSaliency(donor)(samples, own, size=(72, 80))
+    assert all(torch.equal(a, b) for a, b in zip(masks, expected))
+    with pytest.raises(ValueError, match="72×80 are not multiples of the model's stride 16; pass the Sample"):
+        source(["s0"], model_inputs(samples[:1], 8))  # ids: no images to resize
+    # the offline chain (GETAM on the classifier) uses the backbone's masks
+    labeler = offline_labeler(tiny_classifier, config.cam, config.refine)
+    assert labeler.saliency.name == source.name
+    assert all(torch.equal(a, b) for a, b in zip(labeler(samples).saliency, expected))
+
+    # a timm file with a head of its own: the head is dropped (the backbone has none)
+    _dino_file(tmp_path / "timm.pth", head=True)
+    _, weights = saliency_backbone(config.refine.saliency.backbone.model_copy(
+        update={"pretrained": tmp_path / "timm.pth"}))
+    assert weights.layout == "timm" and any("dropped the file's head" in note for note in weights.notes)
+    # no weights: random, and said so
+    random = saliency_source(load_config(None, _backbone_settings(None)).refine.saliency)
+    assert random.name == "tokencut (random backbone vit_tiny_patch16_224)"
+
+
+def test_backbone_that_cannot_be_built_or_loaded_names_the_setting(tmp_path):
+    from wsss.models.errors import PretrainedWeightsError
+
+    _dino_file(tmp_path / "wide.pth", embed_dim=48)
+    for pretrained, message in ((tmp_path / "wide.pth", r"refine\.saliency\.backbone\.pretrained: .*wide\.pth "
+                                                        r"\(looks like: dino.*shape mismatches"),
+                                (tmp_path / "absent.pth", r"refine\.saliency\.backbone\.pretrained: weights file "
+                                                          r".*absent\.pth not found")):
+        with pytest.raises(PretrainedWeightsError, match=message):
+            saliency_source(load_config(None, _backbone_settings(pretrained)).refine.saliency)
+    with pytest.raises(ValueError, match=r"refine\.saliency\.backbone\.name='vit_nope' is not a timm model"):
+        saliency_source(load_config(None, _backbone_settings(None, name="vit_nope")).refine.saliency)
+    with pytest.raises(ValueError, match=r"refine\.saliency\.backbone \(vit_tiny_patch16_224\): .*divisible"):
+        saliency_source(load_config(None, _backbone_settings(None, embed_dim=30, num_heads=4)).refine.saliency)
+
+
+def test_cli_cuts_the_backbones_keys_and_records_it(tmp_path, folder_dataset, capsys):
+    """`wsss saliency` with a backbone in the YAML config: the classifier is not read (the
+    checkpoint may not even exist), the backbone is recorded in OUT/source.json."""
+    import yaml
+
+    donor = _dino_file(tmp_path / "dino.pth")
+    section = {**TINY_VIT, "patch_size": 16, "pretrained": str(tmp_path / "dino.pth")}
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"refine": {"saliency": {"backbone": section}}}))
+    out = tmp_path / "saliency"
+    args = ["saliency", "--checkpoint", str(tmp_path / "unused" / "classifier.pt"), "--dataset", str(folder_dataset),
+            "--split", "val", "--out", str(out), "--config", str(config)]
+    assert main(args) == 0
+    assert "tokencut (dino backbone vit_tiny_patch16_224) saliency in" in capsys.readouterr().out
+    dataset = FolderDataset(folder_dataset, split="val")
+    for image_id in dataset.ids:  # 40×48 images: cut at 32×48 (stride 16)
+        sample = dataset.load(image_id)
+        (expected,) = TokenCutSaliency(donor)([sample], model_inputs([sample], 16))
+        with Image.open(out / f"{image_id}.png") as png:
+            assert np.array_equal(np.asarray(png) > 0, expected.numpy())
+    record = json.loads((out / "source.json").read_text())
+    assert record["checkpoint_sha256"] is None
+    assert record["backbone"] == load_config(config).refine.saliency.backbone.model_dump(mode="json")
+    assert record["backbone"]["patch_size"] == 16 and record["backbone"]["pretrained"] == section["pretrained"]
+
+    # another backbone into the same folder would mix two kinds of maps
+    assert main(args + ["--set", "refine.saliency.backbone.pretrained=null"]) == 2  # random weights
+    assert "another backbone; finishing the folder would mix" in capsys.readouterr().err
+    # a backbone that does not load: named, and the folder is left as it was
+    other = tmp_path / "other"
+    absent = f"refine.saliency.backbone.pretrained={tmp_path / 'absent.pth'}"
+    assert main([*args, "--out", str(other), "--set", absent]) == 2
+    assert "error: refine.saliency.backbone.pretrained: weights file" in capsys.readouterr().err
+    assert not (other / "source.json").exists()

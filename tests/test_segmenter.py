@@ -274,3 +274,12 @@ def test_torchrun_two_cpu_processes(tmp_path):
     assert state["step"] == 4 and len(state["rng"]) == 2  # both processes' RNG streams
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {"segmenter", "pseudo_labels"} <= set(metrics)
+
+
+def test_the_single_stage_loop_refuses_a_saliency_backbone_it_would_not_use(tmp_path):
+    import pytest
+
+    config = segmenter_config(tmp_path, "refine.saliency.source=tokencut", "refine.saliency.backbone.name=vit_tiny_patch16_224")
+    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, 6)
+    with pytest.raises(ValueError, match="refine.saliency.backbone is not used by the single-stage loop"):
+        InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)

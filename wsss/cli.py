@@ -268,21 +268,23 @@ def cmd_saliency(args) -> int:
     from wsss.models.checkpoint import load_classifier, resolve_device
     from wsss.orchestration.provenance import claim_output_dir, saliency_maps_source
     from wsss.orchestration.workers import checkpoint_digest
-    from wsss.refine.saliency import TokenCutSaliency, write_saliency_maps
+    from wsss.refine.saliency import saliency_source, write_saliency_maps
 
     config = _config(args)
-    settings = config.refine.saliency
-    objects = args.objects if args.objects is not None else settings.tokencut_objects
+    objects = args.objects if args.objects is not None else config.refine.saliency.tokencut_objects
     if objects < 1:
         print(f"error: --objects {objects}: expected at least 1", file=sys.stderr)
         return 2
+    settings = config.refine.saliency.model_copy(update={"source": "tokencut", "tokencut_objects": objects})
     device = resolve_device(config.train.device)
-    model, _, _ = load_classifier(args.checkpoint, device)
     dataset = _dataset_arg(args.dataset, args.split, data=config.data)
-    claim_output_dir(args.out, saliency_maps_source(checkpoint_digest(args.checkpoint), settings, objects, config.data))
-    source = TokenCutSaliency(model, tau=settings.tokencut_tau, eps=settings.tokencut_eps, objects=objects)
+    # TokenCut on refine.saliency.backbone when set (the classifier is then not used), else on the classifier
+    model = load_classifier(args.checkpoint, device)[0] if settings.backbone is None else None
+    source = saliency_source(settings, model=model, device=device)
+    digest = None if model is None else checkpoint_digest(args.checkpoint)
+    claim_output_dir(args.out, saliency_maps_source(digest, settings, objects, config.data))
     counts = write_saliency_maps(source, dataset, args.out, batch_size=config.cam.batch_size, device=device)
-    print(f"tokencut saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
+    print(f"{source.name} saliency in {args.out}: {counts['ok']} written, {counts['skipped']} already there, "
           f"{counts['failed']} failed (see {args.out / 'manifest.jsonl'})")
     return 0 if counts["failed"] == 0 else 1
 

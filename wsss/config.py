@@ -102,6 +102,9 @@ class ModelConfig(_Section):
         description="channels of 3×3 stride-2 conv + BN + ReLU layers that replace the patch embedding (the token "
                     "stride is 2^layers; patch_size is then ignored); None: timm's patch embedding",
     )
+    conv_stem_extra: int = Field(
+        0, ge=0, le=3, description="extra 3×3 stride-1 conv + BN + ReLU layers after each stride-2 layer of conv_stem"
+    )
     pretrained: Path | None = Field(
         None, description="pretrained weights: a local file (.pth/.pt/.bin, .safetensors, Google .npz; timm, DeiT, DINO, "
                           "DINOv2 or MAE keys), a timm Hugging Face folder (config.json + model.safetensors), or "
@@ -157,6 +160,13 @@ class SaliencyConfig(_Section):
     tokencut_tau: float = Field(0.2, ge=-1.0, le=1.0)
     tokencut_eps: float = Field(1e-5, gt=0.0)
     tokencut_objects: int = Field(1, ge=1, description="MaskCut-style repeats")
+    backbone: ModelConfig | None = Field(
+        None, description="tokencut on the keys of its own ViT (e.g. a self-supervised DINO backbone), a `model`-style "
+                          "section built without a head, its `pretrained` weights in any layout; None: the "
+                          "classifier's own keys. Its defaults are the demo's (patch_size 8, depth 6, img_size 128): "
+                          "for a released backbone set patch_size: null, depth: null (timm's architecture) and "
+                          "img_size to the weights' own (224 for DINO)",
+    )
     self_training: SelfTrainingConfig = SelfTrainingConfig()
 
 

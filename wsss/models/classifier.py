@@ -36,7 +36,8 @@ def create_classifier(model_config, num_classes: int) -> nn.Module:
     if model_config.conv_stem:  # a small CNN in front of the tokens (timm's HybridEmbed, 1×1 projection)
         from timm.layers import HybridEmbed
 
-        kwargs.update(patch_size=1, embed_layer=partial(HybridEmbed, backbone=ConvStem(model_config.conv_stem)))
+        stem = ConvStem(model_config.conv_stem, model_config.conv_stem_extra)
+        kwargs.update(patch_size=1, embed_layer=partial(HybridEmbed, backbone=stem))
     if model_config.drop_path_rate:
         kwargs["drop_path_rate"] = model_config.drop_path_rate
     model = timm.create_model(model_config.name, pretrained=False, **kwargs)
@@ -47,12 +48,14 @@ def create_classifier(model_config, num_classes: int) -> nn.Module:
 
 class ConvStem(nn.Sequential):
     """3×3 stride-2 convolutions with BatchNorm and ReLU (Xiao et al. 2021, "Early convolutions
-    help transformers see better"): B×3×H×W → B×channels[-1]×H/2^L×W/2^L."""
+    help transformers see better"), each followed by ``extra`` 3×3 stride-1 ones:
+    B×3×H×W → B×channels[-1]×H/2^L×W/2^L."""
 
-    def __init__(self, channels: list[int]) -> None:
+    def __init__(self, channels: list[int], extra: int = 0) -> None:
         layers, previous = [], 3
         for width in channels:
-            layers += [nn.Conv2d(previous, width, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(width),
-                       nn.ReLU(inplace=True)]
-            previous = width
+            for stride in (2,) + (1,) * extra:
+                layers += [nn.Conv2d(previous, width, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(width),
+                           nn.ReLU(inplace=True)]
+                previous = width
         super().__init__(*layers)

@@ -53,6 +53,7 @@ FILE_KINDS = {"torch": "torch file", "safetensors": "safetensors file", "npz": "
 FOLDER_FILES = ("model.safetensors", "pytorch_model.bin")  # the weights file of a timm Hugging Face folder, preferred first
 HUB_PREFIX = "hf-hub:"
 _HEAD_PREFIXES = ("head.", "head_dist.", "fc_norm.")
+_CLASS_HEADS = ("head.", "head_dist.")  # the classification heads, absent from a model built with num_classes=0
 _TORCH_STATE_KEYS = ("model", "state_dict", "model_state")  # where checkpoints keep their state dict
 _NPZ_BLOCK = re.compile(r"Transformer/encoderblock_(\d+)/")
 _NPZ_KERNELS = ("embedding/kernel", "opt/target/embedding/kernel", "params/embedding/kernel",
@@ -380,14 +381,21 @@ def _npz_problems(shapes: dict[str, tuple], model: nn.Module) -> list[str]:
 
 def _fit(weights: Weights, model: nn.Module) -> None:
     """Fit ``weights.state`` to ``model``: a head of another shape is left out (the model keeps
-    its own), pos_embed of another grid (same width) is resampled; what still does not fit goes to
-    ``weights.problems`` (missing keys other than the head's, unexpected keys, mis-shaped keys)."""
+    its own), as is the file's head for a model without one (num_classes=0), pos_embed of another
+    grid (same width) is resampled; what still does not fit goes to ``weights.problems`` (missing
+    keys other than the head's, unexpected keys, mis-shaped keys)."""
     state, own = dict(weights.state), model.state_dict()
     heads = [k for k in state if k.startswith(_HEAD_PREFIXES) and k in own and state[k].shape != own[k].shape]
     for key in heads:
         del state[key]
     if heads:
         weights.notes.append(f"kept the model's own head ({', '.join(heads)} of the file have another shape)")
+    if not any(k.startswith(_CLASS_HEADS) for k in own):
+        headless = [k for k in state if k.startswith(_CLASS_HEADS)]
+        for key in headless:
+            del state[key]
+        if headless:
+            weights.notes.append(f"dropped the file's head ({', '.join(headless)}): the model has none")
     posemb, target = state.get("pos_embed"), own.get("pos_embed")
     if posemb is not None and target is not None and posemb.ndim == target.ndim == 3 \
             and posemb.shape[1] != target.shape[1] and posemb.shape[2] == target.shape[2]:

@@ -58,11 +58,14 @@ def maps_source(digest: str, cam: CamConfig, method: str, data: DataConfig) -> d
             "data": _data_part(data)}
 
 
-def saliency_maps_source(digest: str, saliency: SaliencyConfig, objects: int, data: DataConfig) -> dict:
-    """What determines ``wsss saliency``'s TokenCut maps: the classifier's digest, TokenCut's
-    settings, the size limit."""
+def saliency_maps_source(digest: str | None, saliency: SaliencyConfig, objects: int, data: DataConfig) -> dict:
+    """What determines ``wsss saliency``'s TokenCut maps: the classifier's digest (None when
+    they are cut on ``saliency.backbone``), TokenCut's settings, the backbone section (None: the
+    classifier's keys), the size limit."""
+    backbone = None if saliency.backbone is None else saliency.backbone.model_dump(mode="json")
     return {"checkpoint_sha256": digest, "tokencut": {"tau": saliency.tokencut_tau, "eps": saliency.tokencut_eps,
-                                                      "objects": objects}, "data": _data_part(data)}
+                                                      "objects": objects},
+            "backbone": backbone, "data": _data_part(data)}
 
 
 def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:

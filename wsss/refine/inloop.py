@@ -48,6 +48,10 @@ class InLoopLabeler:
         self.chain = LabelChain(refine.pamr, refine.label)
         self.saliency = refine.saliency
         self.tokencut = None
+        if self.saliency.source == "tokencut" and self.saliency.backbone is not None:
+            raise ValueError("refine.saliency.backbone is not used by the single-stage loop (its TokenCut reads the keys "
+                             "of the training forward): make the saliency maps first (`wsss saliency` with the backbone) "
+                             "and use refine.saliency.source=folder with data.saliency_dir, or unset the backbone")
         if self.saliency.source == "tokencut":
             self.tokencut = TokenCutSaliency(backbone, tau=self.saliency.tokencut_tau, eps=self.saliency.tokencut_eps,
                                              objects=self.saliency.tokencut_objects)

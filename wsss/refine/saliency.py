@@ -4,11 +4,14 @@ One interface, chosen by ``refine.saliency.source``:
 
     folder    maps from the data set's saliency folder (DATASET/saliency/<id>.png or
               data.saliency_dir): any size, resized to the output size, salient where > threshold
-    tokencut  built in: normalized cut on the ViT's last-block keys (wsss.refine.tokencut)
+    tokencut  built in: normalized cut on the ViT's last-block keys (wsss.refine.tokencut): the
+              classifier's, or those of ``refine.saliency.backbone`` (its own timm ViT and weights,
+              e.g. a self-supervised DINO backbone) when that is set
     none      no saliency: the label rule takes the background from α alone
 
     source = saliency_source(config.refine.saliency, model=model, dataset=dataset)
     masks = source(samples, images)      # list of B entries: H×W bool tensor, or None
+    source.name                          # "tokencut", "tokencut (dino backbone vit_small_patch16_224)", ...
 
     # tokencut without a second forward: record the keys during the forward GETAM runs
     with AttentionCapture(model, ...) as cap, KeyCapture(model) as capture:
@@ -17,9 +20,10 @@ One interface, chosen by ``refine.saliency.source``:
     masks = source.from_keys(keys, token_layout(model, images.shape[-2:]), sizes)
 
 Per batch the pseudo-label chain passes the batch's ``Sample`` objects (or ids) and, for
-tokencut, the model input ``B×3×h×w``. Output size of each entry: ``size`` when given, else
-the sample's image size (for a ``Sample``), else the input's h×w. Entries are on the device of
-``images`` (CPU without images). ``None`` means "no saliency for this image": always for
+tokencut, the model input ``B×3×h×w`` (TokenCut on a backbone of another stride resizes the
+samples' own images for it, see ``TokenCutSaliency``). Output size of each entry: ``size``
+when given, else the sample's image size (for a ``Sample``), else the input's h×w. Entries are
+on the device of ``images`` (CPU without images). ``None`` means "no saliency for this image": always for
 ``none``, and for ``folder`` with ``missing: none`` when the file is absent.
 
 Folder maps are read from ``Sample.saliency`` when the data set loaded it, otherwise from
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import abc
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,7 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from wsss.config import SaliencyConfig
+from wsss.config import ModelConfig, SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
 from wsss.data.label_png import write_mask_png
@@ -49,12 +54,17 @@ from wsss.data.runner import SampleFailed, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import TokenLayout, model_input_size, model_stride
+from wsss.models.classifier import create_classifier
+from wsss.models.errors import PretrainedWeightsError
+from wsss.models.weights import Weights, load_pretrained
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
 __all__ = ["SaliencySource", "NoSaliency", "FolderSaliency", "TokenCutSaliency", "saliency_source",
-           "binarise_saliency", "write_saliency_maps"]
+           "saliency_backbone", "model_inputs", "binarise_saliency", "write_saliency_maps"]
 
 Item = Sample | str
+BACKBONE = "refine.saliency.backbone"
+_MODEL_SETTING = re.compile(r"\bmodel\.(?=(?:name|pretrained|allow_download)\b)")  # the `model` settings errors name
 
 
 def _item_id(item: Item) -> str:
@@ -157,24 +167,41 @@ class FolderSaliency(SaliencySource):
 class TokenCutSaliency(SaliencySource):
     """``tokencut``: normalized cut on the model's last-block keys (wsss.refine.tokencut).
 
-    Needs the model input ``images`` (B×3×h×w, h and w multiples of the model's stride). A chain
-    that already ran a forward inside ``KeyCapture`` can call ``from_keys`` instead and save the
-    second forward. Works best with self-supervised (DINO) weights; on a classifier trained from
-    the data set's tags it is weaker (see wsss.refine.tokencut).
+    Needs the model input ``images`` (B×3×h×w). Sides that are multiples of the model's stride
+    are used as given; otherwise (an input made for a model of another stride, e.g. the
+    classifier's when ``model`` is a saliency backbone) the keys come from the samples' own
+    images resized for this model (``model_inputs``), as ``write_saliency_maps`` makes them. A
+    chain that already ran a forward inside ``KeyCapture`` can call ``from_keys`` instead and
+    save the second forward. Works best with self-supervised (DINO) weights; on a classifier
+    trained from the data set's tags it is weaker (see wsss.refine.tokencut).
+
+    name: the source in logs and reports (which keys it cuts).
     """
 
-    name = "tokencut"
-
-    def __init__(self, model: nn.Module, tau: float = 0.2, eps: float = 1e-5, objects: int = 1) -> None:
+    def __init__(self, model: nn.Module, tau: float = 0.2, eps: float = 1e-5, objects: int = 1,
+                 name: str = "tokencut") -> None:
         if objects < 1:
             raise ValueError(f"objects={objects}: expected at least 1")
-        self.model, self.tau, self.eps, self.objects = model, tau, eps, objects
+        self.model, self.tau, self.eps, self.objects, self.name = model, tau, eps, objects, name
+        self.stride = model_stride(model)
 
     def compute(self, samples, images, sizes):
         if images is None:
             raise ValueError("the tokencut saliency source needs the model input images (B×3×h×w)")
-        keys, layout = last_block_keys(self.model, images)
+        keys, layout = last_block_keys(self.model, self._input(samples, images))
         return self._cut(keys, layout.grid, sizes)
+
+    def _input(self, samples: Sequence[Item], images: Tensor) -> Tensor:
+        """The B×3×h×w input the keys come from: ``images`` when its sides are multiples of the
+        stride, else the samples' images resized to the nearest multiples, on the device of
+        ``images``. Ids instead of samples then raise ValueError (their images are not at hand)."""
+        h, w = images.shape[-2:]
+        if h % self.stride == 0 and w % self.stride == 0:
+            return images
+        if not all(isinstance(s, Sample) for s in samples):
+            raise ValueError(f"tokencut: images of {h}×{w} are not multiples of the model's stride {self.stride}; "
+                             "pass the Sample objects (their images are resized for the model) or such images")
+        return model_inputs(samples, self.stride).to(images.device)
 
     def from_keys(self, keys: Tensor, layout: TokenLayout, sizes: Sequence[Sequence[int]]) -> list[Tensor]:
         """Saliency from keys recorded by ``KeyCapture`` around a forward the caller ran anyway.
@@ -191,14 +218,44 @@ class TokenCutSaliency(SaliencySource):
         return [grid_to_image(mask[None], size)[0] for mask, size in zip(masks, sizes)]
 
     def __repr__(self) -> str:
-        return f"TokenCutSaliency(tau={self.tau}, eps={self.eps}, objects={self.objects})"
+        return f"TokenCutSaliency(tau={self.tau}, eps={self.eps}, objects={self.objects}, name={self.name!r})"
 
 
-def saliency_source(config: SaliencyConfig, model: nn.Module | None = None,
-                    dataset: Dataset | None = None) -> SaliencySource:
+def saliency_backbone(section: ModelConfig, device: torch.device | str = "cpu") -> tuple[nn.Module, Weights | None]:
+    """TokenCut's own ViT: the timm model of ``section`` (the ``refine.saliency.backbone``
+    section) built without a head (num_classes=0), its ``pretrained`` weights loaded in any
+    layout of ``wsss.models.weights``, in eval mode on ``device``.
+
+    Returns (the model, the weights read; None without ``pretrained``: random weights). A model
+    that cannot be built raises ValueError, weights that cannot be read or do not fit
+    PretrainedWeightsError; both name the ``refine.saliency.backbone`` setting.
+    """
+    try:
+        model = create_classifier(section.model_copy(update={"pretrained": None}), 0)
+        weights = None
+        if section.pretrained is not None:
+            weights = load_pretrained(model, section.pretrained, allow_download=section.allow_download)
+    except PretrainedWeightsError as error:
+        raise PretrainedWeightsError(_backbone_message(error, section)) from error
+    except (ValueError, AssertionError, TypeError) as error:  # an unknown timm name; timm's checks of the architecture
+        raise ValueError(_backbone_message(error, section)) from error
+    return model.eval().to(device), weights
+
+
+def _backbone_message(error: Exception, section: ModelConfig) -> str:
+    """The message of an error about a ``model`` section, told of ``refine.saliency.backbone``:
+    model.name / model.pretrained / model.allow_download renamed, the setting named first."""
+    text = _MODEL_SETTING.sub(f"{BACKBONE}.", str(error))
+    return text if text.startswith(BACKBONE) else f"{BACKBONE} ({section.name}): {text}"
+
+
+def saliency_source(config: SaliencyConfig, model: nn.Module | None = None, dataset: Dataset | None = None,
+                    device: torch.device | str | None = None) -> SaliencySource:
     """The source that ``config`` (the ``refine.saliency`` section) names.
 
-    tokencut needs ``model`` (a timm ViT); folder needs ``dataset`` (for the map paths).
+    tokencut runs on ``config.backbone`` when set (built here, on ``device``; None: the device
+    of ``model``, else the CPU), otherwise on ``model`` (the classifier, a timm ViT); folder
+    needs ``dataset`` (for the map paths).
     """
     if config.source == "none":
         return NoSaliency()
@@ -212,11 +269,22 @@ def saliency_source(config: SaliencyConfig, model: nn.Module | None = None,
             raise ValueError("refine.saliency.source=folder needs the data set (its saliency folder)")
         return FolderSaliency(dataset, threshold=config.threshold, missing=config.missing)
     if config.source == "tokencut":
-        if model is None:
-            raise ValueError("refine.saliency.source=tokencut needs the ViT model")
-        return TokenCutSaliency(model, tau=config.tokencut_tau, eps=config.tokencut_eps,
-                                objects=config.tokencut_objects)
+        return _tokencut(config, model, device)
     raise ValueError(f"refine.saliency.source={config.source!r}: expected one of tokencut, folder, none")
+
+
+def _tokencut(config: SaliencyConfig, model: nn.Module | None, device: torch.device | str | None) -> TokenCutSaliency:
+    """TokenCut of the ``refine.saliency`` section: on its backbone when set, else on ``model``."""
+    settings = dict(tau=config.tokencut_tau, eps=config.tokencut_eps, objects=config.tokencut_objects)
+    if config.backbone is None:
+        if model is None:
+            raise ValueError("refine.saliency.source=tokencut needs the ViT model (or refine.saliency.backbone)")
+        return TokenCutSaliency(model, **settings)
+    if device is None:
+        device = next(model.parameters()).device if model is not None else "cpu"
+    backbone, weights = saliency_backbone(config.backbone, device)
+    layout = "random" if weights is None else weights.layout
+    return TokenCutSaliency(backbone, **settings, name=f"tokencut ({layout} backbone {config.backbone.name})")
 
 
 def binarise_saliency(saliency: np.ndarray, size: Sequence[int], threshold: float) -> Tensor:
@@ -225,6 +293,17 @@ def binarise_saliency(saliency: np.ndarray, size: Sequence[int], threshold: floa
     saliency maps are resized and binarised (folder source, training crops, evaluation)."""
     saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
     return torch.from_numpy(resize_image(saliency, (int(size[0]), int(size[1]))) > threshold)
+
+
+def model_inputs(samples: Sequence[Sample], stride: int) -> Tensor:
+    """The model input of ``samples`` (images of one size H×W): B×3×h×w float on the CPU, each
+    image resized to the nearest multiples of ``stride`` (``model_input_size``) and
+    ImageNet-normalised."""
+    sizes = {s.image.shape[:2] for s in samples}
+    if len(sizes) != 1:
+        raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
+    size = model_input_size(sizes.pop(), stride)
+    return torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples])
 
 
 def write_saliency_maps(
@@ -239,15 +318,14 @@ def write_saliency_maps(
 
     The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures recorded in
     ``OUT/manifest.jsonl``). Images of one size are batched; each is resized to the nearest
-    multiple of the model's stride first. Returns counts {ok, skipped, failed}.
+    multiple of the stride of TokenCut's model (the classifier's or its backbone's) first.
+    Returns counts {ok, skipped, failed}.
     """
     out = Path(out_dir)
-    stride = model_stride(source.model) if isinstance(source, TokenCutSaliency) else 1
+    stride = source.stride if isinstance(source, TokenCutSaliency) else 1
 
     def compute(batch: list[Sample]) -> list[Tensor | None]:
-        size = model_input_size(batch[0].image.shape[:2], stride)
-        images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
-        return source(batch, images)
+        return source(batch, model_inputs(batch, stride).to(device))
 
     def write(sample: Sample, mask: Tensor | None) -> None:
         if mask is None:
