@@ -14,8 +14,9 @@ from wsss.config import load_config
 from wsss.data import DatasetError, FolderDataset
 from wsss.data.base import Sample
 from wsss.data.images import ImageReadError
-from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, model_inputs, saliency_backbone,
-                                  saliency_source, write_saliency_maps)
+from wsss.models.attention_capture import model_inputs
+from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, saliency_backbone, saliency_source,
+                                  write_saliency_maps)
 from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut
 from tests.runs import classifier_of
 from tests.test_classifier import tiny_config

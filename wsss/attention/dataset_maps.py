@@ -26,9 +26,8 @@ from wsss.attention.base import AttentionMapMethod
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.data.base import Dataset, Sample
 from wsss.data.runner import run_dataset
-from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.files import atomic_path
-from wsss.models.attention_capture import model_input_size, model_stride
+from wsss.models.attention_capture import model_inputs, model_stride
 from wsss.viz import heatmap_overlay, save_png
 
 __all__ = ["write_dataset_maps", "write_npz", "read_npz_maps"]
@@ -68,8 +67,7 @@ def write_dataset_maps(
     stride = model_stride(model)
 
     def compute(batch: list[Sample]) -> torch.Tensor:
-        size = model_input_size(batch[0].image.shape[:2], stride)
-        images = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in batch]).to(device)
+        images = model_inputs(batch, stride).to(device)
         labels = torch.from_numpy(np.stack([s.tags for s in batch])).to(device)
         return method(model, images, labels).detach().float().cpu()
 

@@ -25,10 +25,9 @@ from wsss.config import CrfConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.label_png import write_label_png
 from wsss.data.runner import run_dataset
-from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import Evaluation
-from wsss.models.attention_capture import model_input_size
+from wsss.models.attention_capture import model_inputs
 from wsss.predict import Predictor, probs_to_labels
 from wsss.refine.crf import crf_executor
 from wsss.refine.inloop import InLoopLabeler
@@ -132,8 +131,7 @@ def evaluate_inloop_labels(segmenter: nn.Module, start_block: int | None, refine
 
     def compute(batch: list[Sample]) -> list[np.ndarray]:
         size = batch[0].image.shape[:2]
-        inputs = torch.stack([image_to_tensor(resize_image(s.image, model_input_size(size, segmenter.stride)))
-                              for s in batch]).to(device)
+        inputs = model_inputs(batch, segmenter.stride).to(device)
         rgb = torch.from_numpy(np.stack([s.image for s in batch])).permute(0, 3, 1, 2).to(device)
         tags = torch.from_numpy(np.stack([s.tags for s in batch])).to(device)
         masks = folder(batch, size=size) if folder is not None else None

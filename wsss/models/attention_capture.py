@@ -23,6 +23,8 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from wsss.data.tensors import image_to_tensor, resize_image
+
 __all__ = ["AttentionCapture", "HookedCapture", "TokenLayout", "token_layout", "vit_blocks", "model_stride",
            "model_input_size"]
 
@@ -105,6 +107,18 @@ def model_input_size(shape: tuple[int, int] | Sequence[int], stride: int) -> tup
     stride (at least one stride)."""
     h, w = int(shape[0]), int(shape[1])
     return max(stride, round(h / stride) * stride), max(stride, round(w / stride) * stride)
+
+
+def model_inputs(samples, stride: int) -> Tensor:
+    """The model input of ``samples`` (``wsss.data.Sample`` objects whose images share one size
+    H×W): B×3×h×w float on the CPU, each image resized to ``model_input_size`` for ``stride``
+    (``resize_image``) and ImageNet-normalised (``image_to_tensor``). ValueError for a batch
+    of several sizes."""
+    sizes = {s.image.shape[:2] for s in samples}
+    if len(sizes) != 1:
+        raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
+    size = model_input_size(sizes.pop(), stride)
+    return torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples])
 
 
 def _normalise_indices(indices: Iterable[int] | None, depth: int, what: str) -> list[int]:

@@ -35,8 +35,7 @@ from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.tensors import image_to_tensor, resize_image
-from wsss.models.attention_capture import model_input_size, model_stride
+from wsss.models.attention_capture import model_inputs, model_stride
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 from wsss.refine.saliency import SaliencySource, saliency_source
@@ -145,8 +144,7 @@ class PseudoLabeler:
         if len(sizes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
         (H, W), = sizes
-        size = model_input_size((H, W), self.stride)
-        inputs = torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples]).to(self.device)
+        inputs = model_inputs(samples, self.stride).to(self.device)
         tags = torch.from_numpy(np.stack([s.tags for s in samples])).to(self.device)
         maps = self.method(self.model, inputs, tags)
         with torch.no_grad():

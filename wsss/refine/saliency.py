@@ -52,15 +52,15 @@ from wsss.data.images import read_gray01
 from wsss.data.label_png import write_mask_png
 from wsss.data.runner import SampleFailed, run_dataset
 from wsss.data.size_limit import at_source_size
-from wsss.data.tensors import image_to_tensor, resize_image
-from wsss.models.attention_capture import TokenLayout, model_input_size, model_stride
+from wsss.data.tensors import resize_image
+from wsss.models.attention_capture import TokenLayout, model_inputs, model_stride
 from wsss.models.classifier import create_classifier
 from wsss.models.errors import PretrainedWeightsError
 from wsss.models.weights import Weights, load_pretrained
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
 __all__ = ["SaliencySource", "NoSaliency", "FolderSaliency", "TokenCutSaliency", "saliency_source",
-           "saliency_backbone", "model_inputs", "binarise_saliency", "write_saliency_maps"]
+           "saliency_backbone", "binarise_saliency", "write_saliency_maps"]
 
 Item = Sample | str
 BACKBONE = "refine.saliency.backbone"
@@ -293,17 +293,6 @@ def binarise_saliency(saliency: np.ndarray, size: Sequence[int], threshold: floa
     saliency maps are resized and binarised (folder source, training crops, evaluation)."""
     saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
     return torch.from_numpy(resize_image(saliency, (int(size[0]), int(size[1]))) > threshold)
-
-
-def model_inputs(samples: Sequence[Sample], stride: int) -> Tensor:
-    """The model input of ``samples`` (images of one size H×W): B×3×h×w float on the CPU, each
-    image resized to the nearest multiples of ``stride`` (``model_input_size``) and
-    ImageNet-normalised."""
-    sizes = {s.image.shape[:2] for s in samples}
-    if len(sizes) != 1:
-        raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
-    size = model_input_size(sizes.pop(), stride)
-    return torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples])
 
 
 def write_saliency_maps(
