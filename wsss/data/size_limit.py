@@ -26,7 +26,7 @@ import numpy as np
 from wsss.data.base import DatasetError, Sample
 from wsss.data.tensors import resize_image
 
-__all__ = ["at_source_size", "fit_max_side", "working_size"]
+__all__ = ["at_source_size", "fit_max_side", "resize_label", "working_size"]
 
 
 def working_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -54,7 +54,7 @@ def fit_max_side(sample: Sample, max_side: int | None, oversize: str = "resize",
         raise DatasetError(f"{where or sample.id}: {W}×{H} is over data.max_side={max_side} "
                            f"(data.oversize=refuse; 'resize' labels it at a reduced size)")
     h, w = working_size(H, W, max_side)
-    mask = None if sample.mask is None else cv2.resize(sample.mask, (w, h), interpolation=cv2.INTER_NEAREST)
+    mask = None if sample.mask is None else resize_label(sample.mask, (h, w))
     saliency = None if sample.saliency is None else resize_image(sample.saliency, (h, w))
     fitted = replace(sample, image=resize_image(sample.image, (h, w)), mask=mask, saliency=saliency,
                      source_size=(H, W))
@@ -66,7 +66,11 @@ def at_source_size(label: np.ndarray, sample: Sample) -> np.ndarray:
     (nearest neighbour); returned unchanged when the sample was not resized."""
     if sample.source_size is None or label.shape[:2] == tuple(sample.source_size):
         return label
-    H, W = sample.source_size
+    return resize_label(label, sample.source_size)
+
+
+def resize_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An H×W label, mask or bool mask → ``size`` (h, w) by nearest neighbour, same dtype."""
     source = np.ascontiguousarray(label.astype(np.uint8) if label.dtype == bool else label)
-    resized = cv2.resize(source, (W, H), interpolation=cv2.INTER_NEAREST)
+    resized = cv2.resize(source, (int(size[1]), int(size[0])), interpolation=cv2.INTER_NEAREST)
     return resized.astype(bool) if label.dtype == bool else resized

@@ -12,14 +12,13 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from wsss.attention.dataset_maps import read_npz_maps
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import read_label_png
-from wsss.data.size_limit import working_size
+from wsss.data.size_limit import resize_label, working_size
 from wsss.eval.confusion import ConfusionMatrix
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, *np.round(np.arange(0.05, 0.96, 0.05), 2))
@@ -131,7 +130,7 @@ def sweep_map_thresholds(
             missing[image_id] = f"{type(error).__name__}: {error}"
             continue
         if dataset.max_side is not None and maps.shape[1:] == working_size(*gt.shape, dataset.max_side):
-            gt = cv2.resize(gt, maps.shape[:0:-1], interpolation=cv2.INTER_NEAREST)  # maps of a shrunk image
+            gt = resize_label(gt, maps.shape[1:])  # maps of a shrunk image
         if maps.shape[1:] != gt.shape:
             missing[image_id] = f"maps {maps.shape[1:]} vs mask {gt.shape}"
             continue
