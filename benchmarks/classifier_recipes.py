@@ -3,7 +3,7 @@ its colour-free variant (issue 14: one default recipe that learns both).
 
     python benchmarks/classifier_recipes.py --out /tmp/recipes \
         --recipe "demo=" \
-        --recipe "low64=train.classifier.low_res_size=64 train.classifier.low_res_epochs=6" \
+        --recipe "stem+1=model.conv_stem_extra=1 train.classifier.epochs=30" \
         --data demo colour-free
 
 Each recipe is NAME=OVERRIDES (space-separated KEY=VALUE on top of configs/demo.yaml); each

@@ -140,12 +140,14 @@ def test_conv_stem_classifier_saves_and_loads(tmp_path):
     from wsss.models.attention_capture import model_stride, token_layout
     from wsss.models.checkpoint import classifier_checkpoint, save_checkpoint
 
-    config = tiny_config(tmp_path, "model.conv_stem=[8, 16, 32]")
+    config = tiny_config(tmp_path, "model.conv_stem=[8, 16, 32]", "model.conv_stem_extra=1")
     model = create_classifier(config.model, 6).eval()
     assert model_stride(model) == 8 and token_layout(model, (48, 64)).grid == (6, 8)
+    strides = [m.stride[0] for m in model.patch_embed.backbone if isinstance(m, torch.nn.Conv2d)]
+    assert strides == [2, 1, 2, 1, 2, 1]  # conv_stem_extra: a stride-1 conv after each stride-2 one
     path = tmp_path / "classifier.pt"
     save_checkpoint(path, classifier_checkpoint(model, config.model, [f"c{i}" for i in range(6)], []))
     loaded, _, settings = load_classifier(path)
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
-        assert settings.conv_stem == [8, 16, 32] and torch.equal(loaded(x), model(x))
+        assert settings.conv_stem == [8, 16, 32] and settings.conv_stem_extra == 1 and torch.equal(loaded(x), model(x))

@@ -211,18 +211,6 @@ class ClassifierTrainConfig(_Section):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
     warmup_epochs: int = Field(2, ge=0)
-    low_res_size: int | None = Field(
-        None, ge=16, description="progressive resizing: train the first low_res_epochs at this side (fewer tokens, "
-                                 "more updates in the same time), the rest at model.img_size; None: off"
-    )
-    low_res_epochs: int = Field(0, ge=0, description="epochs at low_res_size (validation is at model.img_size)")
-    dihedral: bool = Field(
-        False, description="augment with the 8 rotations/reflections of the square (data without an up)"
-    )
-    patch_loss: float = Field(
-        0.0, ge=0.0, description="weight of an extra loss on the mean of the patch tokens through the same head "
-                                 "(every patch gets a direct gradient); the class token's loss stays; 0: off"
-    )
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     seed: int = 0

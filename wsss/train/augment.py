@@ -1,5 +1,4 @@
-"""Image augmentation for the tag classifier: random resized crop, flip (optionally any of the
-8 rotations/reflections of the square), colour jitter."""
+"""Image augmentation for the tag classifier: random resized crop, flip, colour jitter."""
 
 from __future__ import annotations
 
@@ -42,15 +41,9 @@ def color_jitter(image: np.ndarray, rng: np.random.Generator, strength: float = 
     return np.clip(x, 0, 255).astype(np.uint8)
 
 
-def augment(image: np.ndarray, size: int, rng: np.random.Generator, dihedral: bool = False) -> np.ndarray:
-    """The classifier's training augmentation: crop, horizontal flip (p = 0.5), colour jitter.
-
-    dihedral: also a random multiple of 90° rotation, so that the crop takes any of the 8
-    symmetries of the square (for data without an up, e.g. the demo's shapes or aerial images).
-    """
+def augment(image: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """The classifier's training augmentation: crop, horizontal flip (p = 0.5), colour jitter."""
     image = random_resized_crop(image, size, rng)
     if rng.random() < 0.5:
         image = image[:, ::-1]
-    if dihedral:
-        image = np.rot90(image, k=int(rng.integers(4)))
-    return color_jitter(np.ascontiguousarray(image), rng)
+    return color_jitter(image, rng)

@@ -1,8 +1,7 @@
 """Training the tag classifier: multi-label soft-margin loss on image-level tags.
 
-Each epoch trains on ``data.train_split`` with augmentation (the first
-``low_res_epochs`` at ``low_res_size`` when set: progressive resizing), then reports mAP and
-per-class F1 on ``data.val_split`` at ``model.img_size``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
+Each epoch trains on ``data.train_split`` with augmentation, then reports mAP and per-class
+F1 on ``data.val_split``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
 a new run with the same config resumes from it. At the end ``RUN/classifier/classifier.pt``
 holds the final weights, the config and the class names (the file ``wsss cam`` loads).
 """
@@ -38,8 +37,8 @@ class TaggedImages(torch.utils.data.Dataset):
     epoch's augmentation is the same after a resume. Decoded images are kept in memory.
     """
 
-    def __init__(self, dataset: Dataset, size: int, train: bool, seed: int = 0, dihedral: bool = False):
-        self.dataset, self.size, self.train, self.seed, self.dihedral = dataset, size, train, seed, dihedral
+    def __init__(self, dataset: Dataset, size: int, train: bool, seed: int = 0):
+        self.dataset, self.size, self.train, self.seed = dataset, size, train, seed
         self.epoch = 0
         self._cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -53,7 +52,7 @@ class TaggedImages(torch.utils.data.Dataset):
         image, tags = self._cache[index]
         if self.train:
             rng = np.random.default_rng((self.seed, self.epoch, index))
-            image = augment(image, self.size, rng, dihedral=self.dihedral)
+            image = augment(image, self.size, rng)
         else:
             image = resize_image(image, self.size)
         return image_to_tensor(image), torch.from_numpy(tags)
@@ -67,25 +66,6 @@ def _lr_lambda(warmup_steps: int, total_steps: int):
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
-
-
-def classifier_loss(model: nn.Module, images: torch.Tensor, tags: torch.Tensor, patch_weight: float = 0.0) -> torch.Tensor:
-    """Multi-label soft-margin loss of the class-token logits (B×3×H×W images, B×C tags), plus
-    ``patch_weight`` × the same loss on the head applied to the mean of the patch tokens."""
-    if not patch_weight:
-        return F.multilabel_soft_margin_loss(model(images), tags)
-    tokens = model.forward_features(images)  # B×(prefix + patches)×D, after the final norm
-    loss = F.multilabel_soft_margin_loss(model.forward_head(tokens), tags)
-    pooled = model.fc_norm(tokens[:, model.num_prefix_tokens:].mean(1))
-    return loss + patch_weight * F.multilabel_soft_margin_loss(model.head(pooled), tags)
-
-
-def training_size(settings: ClassifierTrainConfig, model_config: ModelConfig, epoch: int) -> int:
-    """The side of the training crops in ``epoch`` (0-based): ``low_res_size`` for the first
-    ``low_res_epochs`` (progressive resizing), ``model.img_size`` after."""
-    if settings.low_res_size is not None and epoch < settings.low_res_epochs:
-        return settings.low_res_size
-    return model_config.img_size
 
 
 @torch.no_grad()
@@ -114,8 +94,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     torch.manual_seed(settings.seed)
     model = create_classifier(model_config, len(classes)).to(device)
 
-    train_data = TaggedImages(train_set, model_config.img_size, train=True, seed=settings.seed,
-                              dihedral=settings.dihedral)
+    train_data = TaggedImages(train_set, model_config.img_size, train=True, seed=settings.seed)
     val_loader = DataLoader(
         TaggedImages(val_set, model_config.img_size, train=False),
         batch_size=settings.batch_size, num_workers=settings.num_workers,
@@ -142,7 +121,6 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
 
     for epoch in range(start_epoch, settings.epochs):
         train_data.epoch = epoch
-        train_data.size = training_size(settings, model_config, epoch)
         loader = DataLoader(
             train_data, batch_size=settings.batch_size, shuffle=True, drop_last=True,
             num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch),
@@ -152,7 +130,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, leave=False)
         for images, tags in bar:
             images, tags = images.to(device), tags.to(device)
-            loss = classifier_loss(model, images, tags, settings.patch_loss)
+            loss = F.multilabel_soft_margin_loss(model(images), tags)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -169,7 +147,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         history.append(entry)
         print(
             f"epoch {epoch + 1:3d}/{settings.epochs}  loss {entry['loss']:.4f}  val mAP {metrics['mAP']:.3f}  "
-            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s at {train_data.size} px"
+            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s"
         )
         save_checkpoint(run.last, {
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
