@@ -150,8 +150,8 @@ def test_ctrl_c_ends_a_command_whose_main_thread_stays_busy(tmp_path):
         "stop_soon_after_interrupt(grace_s=1.0)\n"
         "pool = crf_pool(2)\n"
         "pids = [pool.submit(os.getpid).result() for _ in range(4)]\n"
-        "print(' '.join(map(str, set(pids))), flush=True)\n"
-        "try:\n"
+        "try:\n"  # the pids go out inside the try: a Ctrl-C right after them is still caught
+        "    print(' '.join(map(str, set(pids))), flush=True)\n"
         "    time.sleep(120)\n"
         "except KeyboardInterrupt:\n"
         "    print('interrupt seen', flush=True)\n"
