@@ -151,3 +151,16 @@ def test_conv_stem_classifier_saves_and_loads(tmp_path):
     x = torch.randn(2, 3, 48, 64)
     with torch.no_grad():
         assert settings.conv_stem == [8, 16, 32] and settings.conv_stem_extra == 1 and torch.equal(loaded(x), model(x))
+
+
+def test_learning_rate_warms_up_then_holds_then_decays():
+    from wsss.train.classifier import lr_factor
+
+    cosine = lr_factor(warmup_steps=2, total_steps=10)
+    assert [cosine(s) for s in (0, 1)] == [0.5, 1.0]
+    assert cosine(2) == 1.0 and 0.0 < cosine(6) < 1.0 and cosine(10) == pytest.approx(0.0)
+    assert cosine(3) > cosine(4) > cosine(5)  # the cosine starts right after warm-up
+    held = lr_factor(warmup_steps=2, total_steps=10, decay_steps=4)
+    assert [held(s) for s in range(2, 7)] == [1.0] * 5  # held until the last 4 steps
+    assert held(7) < 1.0 and held(8) < held(7) and held(10) == pytest.approx(0.0)
+    assert held(8) == pytest.approx(0.5)  # half way through the decay

@@ -211,6 +211,11 @@ class ClassifierTrainConfig(_Section):
     lr: float = Field(1e-3, gt=0.0)
     weight_decay: float = Field(0.05, ge=0.0)
     warmup_epochs: int = Field(2, ge=0)
+    decay_epochs: int | None = Field(
+        None, ge=1,
+        description="the learning rate stays at lr after warm-up and decays (cosine, to 0) over the last "
+                    "decay_epochs epochs only (None: a cosine over every epoch after warm-up)",
+    )
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     seed: int = 0

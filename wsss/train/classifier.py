@@ -58,11 +58,18 @@ class TaggedImages(torch.utils.data.Dataset):
         return image_to_tensor(image), torch.from_numpy(tags)
 
 
-def _lr_lambda(warmup_steps: int, total_steps: int):
+def lr_factor(warmup_steps: int, total_steps: int, decay_steps: int | None = None):
+    """The learning-rate multiplier of each optimiser step: linear warm-up over ``warmup_steps``,
+    then a cosine to 0 at ``total_steps``; with ``decay_steps`` the multiplier holds at 1 until the
+    cosine takes the last ``decay_steps`` steps (hold, then decay)."""
+    decay_start = warmup_steps if decay_steps is None else max(warmup_steps, total_steps - decay_steps)
+
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if step < decay_start:
+            return 1.0
+        progress = (step - decay_start) / max(1, total_steps - decay_start)
         return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
     return factor
@@ -102,7 +109,8 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     steps_per_epoch = max(1, len(train_data) // settings.batch_size)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, _lr_lambda(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch)
+        optimizer, lr_factor(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch,
+                             None if settings.decay_epochs is None else settings.decay_epochs * steps_per_epoch),
     )
     identity = {"model": model_config.model_dump(mode="json"), "classes": classes}
     start_epoch, history = 0, []
