@@ -28,6 +28,9 @@ colour field with a few filled shapes, 1 to 3 tags. Measured in one process, one
          upsampling and normalising the maps, PNG writes) is timed in the same pass and shown
          beside it, not in the floor.
 
+The process keeps freed memory for reuse (``wsss.allocator.keep_freed_memory``, as the ``wsss``
+command does; ``--allocator default`` leaves glibc as it is).
+
 Targets (printed beside the figures, not asserted): ours / paper ≥ 15×, ours over the floor
 ≤ 1.2×. Memory: the rise of this process's peak RSS during ours (``bench_getam.peak_rise_mb``),
 and the same for the CRF pool's processes, summed over them. ``--quick`` (a 2-block ViT,
@@ -269,10 +272,17 @@ def main(argv=None) -> None:
                     help="cam.batch_size of ours and the floor (default: the config's)")
     ap.add_argument("--device", default="cpu", help="where the model and the chain's tensors live (cpu, cuda, ...)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--allocator", choices=["keep", "default"], default="keep",
+                    help="keep: freed memory kept for reuse, as the wsss command runs (wsss.allocator; for the "
+                         "whole process, so for all three); default: glibc's own behaviour")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: a 2-block ViT (width 64), 6 images at half the VOC sizes, 2 paper images")
     args = ap.parse_args(argv)
     import timm
+
+    from wsss.allocator import keep_freed_memory
+
+    kept = args.allocator == "keep" and keep_freed_memory()
 
     from wsss.models.classifier import create_classifier
     from wsss.refine.chain import offline_labeler
@@ -292,7 +302,8 @@ def main(argv=None) -> None:
           f"weights, {len(VOC_CLASSES)} classes, {CONFIG.relative_to(ROOT)} + {', '.join(overrides[:2])}: batch "
           f"{config.cam.batch_size}, start block {config.cam.start_block}, PAMR {config.refine.pamr.iterations} it., "
           f"CRF {crf.iterations} it. in {crf.workers} workers; torch {torch.__version__}, timm {timm.__version__}, "
-          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+          f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; allocator: "
+          f"{'freed memory kept for reuse (wsss.allocator)' if kept else 'glibc default'}")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -598,13 +598,17 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
 
 
-def run() -> None:
-    """The ``wsss`` command (and ``python -m wsss``): :func:`main` with Ctrl-C that stops
-    within seconds (``wsss.lifetime.stop_soon_after_interrupt``)."""
+def run(prefix: tuple[str, ...] = ()) -> None:
+    """The ``wsss`` command (and ``python -m wsss``; ``python -m flows`` with prefix
+    ``("flow",)``): :func:`main` on ``prefix`` + the command line, with Ctrl-C that stops within
+    seconds (``wsss.lifetime.stop_soon_after_interrupt``) and freed memory kept for reuse
+    (``wsss.allocator.keep_freed_memory``)."""
+    from wsss.allocator import keep_freed_memory
     from wsss.lifetime import stop_soon_after_interrupt
 
     stop_soon_after_interrupt()
-    sys.exit(main())
+    keep_freed_memory()
+    sys.exit(main([*prefix, *sys.argv[1:]]))
 
 
 if __name__ == "__main__":
