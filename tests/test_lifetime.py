@@ -144,7 +144,10 @@ def test_ctrl_c_ends_a_command_whose_main_thread_stays_busy(tmp_path):
     exits with 130 a grace period later, and its CRF pool workers (which ignore SIGINT and end
     with it) leave nothing behind."""
     script = (
-        "import os, time\n"
+        "import os, signal, time\n"
+        # as a command started from a terminal: a shell script's background job (CI started
+        # with `&`) inherits SIGINT ignored, and Python then leaves it ignored
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "from wsss.lifetime import stop_soon_after_interrupt\n"
         "from wsss.refine.crf import crf_pool\n"
         "stop_soon_after_interrupt(grace_s=1.0)\n"
