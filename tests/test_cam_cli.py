@@ -42,4 +42,4 @@ def test_cam_writes_maps_overlays_and_resumes(tmp_path, capsys):
     # maps of another method into the same folder: refused (source.json)
     assert json.loads((out / "source.json").read_text())["cam"]["method"] == "rollout"
     assert main([*args[:-1], "getam"]) == 2
-    assert "another cam; finishing the folder would mix" in capsys.readouterr().err
+    assert 'other settings (cam.method: "rollout" → "getam")' in capsys.readouterr().err

@@ -161,7 +161,7 @@ def test_rerun_skips_finished_images_and_redoes_deleted_ones(trained, tmp_path):
     assert np.array_equal(read_label_png(victim), reference)
     assert victim.stat().st_mode & 0o777 == 0o666 & ~_umask()  # readable as the umask allows
     other = config.model_copy(update={"cam": config.cam.model_copy(update={"method": "rollout"})})
-    with pytest.raises(ValueError, match="another cam"):
+    with pytest.raises(ValueError, match="other settings \\(cam.method"):
         pseudo_labels(other, checkpoint=checkpoint, out_dir=out)
 
 

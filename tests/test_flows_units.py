@@ -16,7 +16,7 @@ from wsss.data.label_png import write_label_png
 from wsss.orchestration.inbox import scan_inbox
 from wsss.report.build import checks
 from wsss.orchestration.runners import WhenShardLabelled
-from wsss.orchestration.provenance import claim_output_dir
+from wsss.orchestration.provenance import claim_output_dir, source_differences
 from wsss.orchestration.shards import (
     image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
 )
@@ -56,10 +56,23 @@ def test_label_folder_refuses_another_source(tmp_path):
     assert claim_output_dir(tmp_path, source) is None
     assert claim_output_dir(tmp_path, dict(source)) is None
     other = {**source, "cam": {"method": "rollout"}}
-    with pytest.raises(ValueError, match="another cam; finishing the folder would mix"):
+    with pytest.raises(ValueError, match='other settings \\(cam.method: "getam" → "rollout"\\); finishing the folder'):
         claim_output_dir(tmp_path, other)
-    assert "another cam" in claim_output_dir(tmp_path, other, strict=False)
+    assert "cam.method" in claim_output_dir(tmp_path, other, strict=False)
     assert json.loads((tmp_path / "source.json").read_text()) == other
+
+
+def test_a_setting_added_since_the_folder_was_made_is_no_difference(tmp_path):
+    """A newer wsss adds settings whose defaults keep the old behaviour: the folder is still
+    finished. A part missing at the top level (older folders lack "data") is a difference."""
+    old = {"checkpoint_sha256": "abc", "refine": {"pamr": {"iterations": 10}}}
+    claim_output_dir(tmp_path, old)
+    newer = {"checkpoint_sha256": "abc", "refine": {"pamr": {"iterations": 10}, "sam": {"enabled": False}}}
+    assert source_differences(old, newer) == []
+    assert claim_output_dir(tmp_path, newer) is None
+    changed = {**newer, "refine": {"pamr": {"iterations": 5}, "sam": {"enabled": False}}}
+    assert source_differences(newer, changed) == ["refine.pamr.iterations: 10 → 5"]
+    assert source_differences(old, {**old, "data": {"max_side": 1024}}) == ['data: null → {"max_side": 1024}']
 
 
 def test_reconcile_records_labels_found_on_disk(tmp_path):

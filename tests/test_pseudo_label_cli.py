@@ -1,6 +1,7 @@
 """`wsss pseudo-label` and `wsss report` end to end on a tiny trained classifier."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -120,7 +121,26 @@ def test_checkpoint_without_config_uses_its_runs_settings_and_folders_keep_one_s
     assert main([*args, "--method", "getam"]) == 2  # another method into the same folder
     assert "would mix two kinds of outputs" in capsys.readouterr().err
     assert main([*args, "--set", "data.max_side=64"]) == 2  # another size limit: other labels for big images
-    assert "another data" in capsys.readouterr().err
+    assert "data.max_side: 1024 → 64" in capsys.readouterr().err
     (tmp_path / "run" / "config.yaml").unlink()
     assert main([*args[:-1], str(tmp_path / "other")]) == 0
     assert "settings: the built-in defaults" in capsys.readouterr().out
+
+
+def test_a_runs_stored_settings_find_its_folders_from_anywhere(tmp_path):
+    """RUN/config.yaml holds paths relative to the folder the run started in (run_dir
+    runs/demo, data.root runs/demo/data); used through --checkpoint from elsewhere they point
+    into that folder, except those given with --set."""
+    from wsss.cli import _relocated
+    from wsss.config import load_config
+
+    run = tmp_path / "project" / "runs" / "demo"
+    config = load_config(None, ["run_dir=runs/demo", "data.root=runs/demo/data", "data.saliency_dir=sal"])
+    moved = _relocated(config, run, [])
+    assert (moved.run_dir, moved.data.root, moved.data.saliency_dir) == (
+        run, tmp_path / "project" / "runs" / "demo" / "data", tmp_path / "project" / "sal")
+    given = ["run_dir=runs/demo", "data.root=elsewhere"]
+    kept = _relocated(load_config(None, given), run, given[1:])
+    assert kept.data.root == Path("elsewhere") and kept.run_dir == run
+    renamed = _relocated(config, tmp_path / "copied_run", [])  # the run folder was renamed: left as stored
+    assert renamed.run_dir == Path("runs/demo") and renamed.data.root == Path("runs/demo/data")

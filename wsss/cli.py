@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import get_args
 
-from wsss.config import CamConfig, DataConfig, config_to_yaml, load_config
+from wsss.config import CamConfig, Config, DataConfig, config_to_yaml, load_config
 from wsss.data import DatasetError, detect_format, open_dataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
@@ -64,12 +64,31 @@ def _config(args):
     if path is None and checkpoint is not None:
         stored = RunLayout(Path(checkpoint).resolve().parent.parent).config
         if stored.is_file():
-            path = stored
             print(f"settings: {stored}, the run that made {checkpoint} (--config chooses others)")
-        else:
-            print(f"settings: the built-in defaults (no --config, and no config.yaml in the run folder of "
-                  f"{checkpoint})")
+            return _relocated(load_config(stored, args.overrides), stored.parent, args.overrides)
+        print(f"settings: the built-in defaults (no --config, and no config.yaml in the run folder of "
+              f"{checkpoint})")
     return load_config(path, args.overrides)
+
+
+def _relocated(config: Config, run: Path, overrides: list[str] | None) -> Config:
+    """A run's stored settings used from anywhere: its relative paths (run_dir, data.root,
+    data.saliency_dir) were relative to the folder it ran in, which is where ``run`` sits
+    (``run`` ends with run_dir); they become absolute. Paths given with --set stay as given."""
+    recorded = Path(config.run_dir)
+    parts = recorded.parts
+    run = run.resolve()
+    if recorded.is_absolute() or not parts or tuple(run.parts[-len(parts):]) != parts:
+        return config  # moved or renamed: the stored paths are the best there is
+    base = Path(*run.parts[:-len(parts)])
+    given = {override.split("=", 1)[0].strip() for override in overrides or []}
+
+    def moved(key: str, value: Path | None) -> Path | None:
+        return base / value if value is not None and not Path(value).is_absolute() and key not in given else value
+
+    data = config.data.model_copy(update={"root": moved("data.root", config.data.root),
+                                          "saliency_dir": moved("data.saliency_dir", config.data.saliency_dir)})
+    return config.model_copy(update={"run_dir": moved("run_dir", config.run_dir), "data": data})
 
 
 def cmd_config_show(args) -> int:

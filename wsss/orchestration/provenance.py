@@ -19,7 +19,8 @@ from pathlib import Path
 from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, SaliencyConfig
 from wsss.files import write_json
 
-__all__ = ["SOURCE", "claim_output_dir", "label_source", "maps_source", "prediction_source", "saliency_maps_source"]
+__all__ = ["SOURCE", "claim_output_dir", "label_source", "maps_source", "prediction_source", "saliency_maps_source",
+           "source_differences"]
 
 SOURCE = "source.json"
 
@@ -68,6 +69,26 @@ def saliency_maps_source(digest: str | None, saliency: SaliencyConfig, objects: 
             "backbone": backbone, "data": _data_part(data)}
 
 
+def source_differences(previous: dict, source: dict, prefix: str = "") -> list[str]:
+    """What differs between a recorded source and a new one, as "key.path: old → new" lines.
+
+    A setting inside a section that the recorded source lacks was added to wsss after the
+    folder was made; a new setting's default keeps the old behaviour, so it is no difference.
+    A whole part missing at the top level (e.g. ``data`` in folders of older versions) is one.
+    """
+    lines = []
+    for key in sorted(set(previous) | set(source)):
+        path = f"{prefix}{key}"
+        if key not in previous and prefix:
+            continue
+        old, new = previous.get(key), source.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            lines += source_differences(old, new, f"{path}.")
+        elif old != new:
+            lines.append(f"{path}: {json.dumps(old)} → {json.dumps(new)}")
+    return lines
+
+
 def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:
     """Make ``out_dir`` a folder of outputs of ``source``.
 
@@ -84,10 +105,10 @@ def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = Tr
             previous = json.loads(marker.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise ValueError(f"{marker}: not valid JSON ({error}); delete it to redo this folder") from error
-        changed = sorted(key for key in set(previous) | set(source) if previous.get(key) != source.get(key))
+        changed = source_differences(previous, source)
         if not changed:
             return None
-        note = f"{out}: the files so far were made with another {', '.join(changed)}"
+        note = f"{out}: the files so far were made with other settings ({'; '.join(changed)})"
         if strict:
             raise ValueError(
                 f"{note}; finishing the folder would mix two kinds of outputs. Use another output folder, "

@@ -1,0 +1,373 @@
+"""Rerun the hostile inputs of the reliability issue with real files and a trained run.
+
+    python benchmarks/hostile_inputs.py --run runs/demo --out /tmp/hostile
+
+From a finished demo run (its classifier, segmenter and data) this builds a folder data set of
+10 demo images plus the files a hostile but realistic user hands over: an 8×8 and a 4×4 image,
+a 14000×14000 PNG (over PIL's decompression-bomb limit), an image whose mask is RGB, one whose
+mask is not a PNG, a 6000×4000 photo, and a phone photo stored sideways with EXIF orientation 6
+(its mask as a viewer shows it). Then it runs the ``wsss`` commands and the pseudo-labels flow
+on them as a user would (each a process of its own) and prints one line per case: what was
+done, the exit status, the seconds, and whether the outcome is the documented one (a per-image
+failure naming the reason, a clear ``error:`` line, nothing left running). The exit status is
+the number of cases whose outcome was not the expected one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+WSSS = [sys.executable, "-m", "wsss"]
+
+
+def build_dataset(run: Path, root: Path) -> dict[str, list[str]]:
+    """The folder data set under ``root``; returns {image name: tags}."""
+    demo = run / "data"
+    classes = (demo / "classes.txt").read_text().split()
+    val = (demo / "splits" / "val.txt").read_text().split()
+    demo_tags = {}  # the demo's tags are the classes of its masks
+    for image_id in val[:14]:
+        labels = np.unique(np.asarray(Image.open(demo / "masks" / f"{image_id}.png")))
+        demo_tags[image_id] = [classes[label - 1] for label in labels if 0 < label <= len(classes)]
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    shutil.copy(demo / "classes.txt", root / "classes.txt")
+    tags: dict[str, list[str]] = {}
+    for image_id in val[:10]:
+        shutil.copy(demo / "images" / f"{image_id}.jpg", root / "images" / f"{image_id}.jpg")
+        shutil.copy(demo / "masks" / f"{image_id}.png", root / "masks" / f"{image_id}.png")
+        tags[f"{image_id}.jpg"] = demo_tags[image_id]
+    first, second, third = val[10], val[11], val[12]
+
+    def demo_image(image_id: str) -> Image.Image:
+        return Image.open(demo / "images" / f"{image_id}.jpg").convert("RGB")
+
+    demo_image(first).resize((8, 8), Image.BILINEAR).save(root / "images" / "tiny8.png")
+    tags["tiny8.png"] = demo_tags[first]
+    demo_image(first).resize((4, 4), Image.BILINEAR).save(root / "images" / "tiny4.png")
+    tags["tiny4.png"] = demo_tags[first]
+    Image.new("RGB", (14000, 14000), (90, 120, 30)).save(root / "images" / "bomb.png", compress_level=1)
+    tags["bomb.png"] = demo_tags[first]
+    shutil.copy(demo / "images" / f"{second}.jpg", root / "images" / "rgbmask.jpg")
+    mask = np.asarray(Image.open(demo / "masks" / f"{second}.png"))
+    Image.fromarray(np.stack([mask * 40] * 3, axis=2).astype(np.uint8)).save(root / "masks" / "rgbmask.png")
+    tags["rgbmask.jpg"] = demo_tags[second]
+    shutil.copy(demo / "images" / f"{third}.jpg", root / "images" / "badmask.jpg")
+    (root / "masks" / "badmask.png").write_bytes(b"not a png")
+    tags["badmask.jpg"] = demo_tags[third]
+    demo_image(first).resize((6000, 4000), Image.BICUBIC).save(root / "images" / "big.jpg", quality=90)
+    tags["big.jpg"] = demo_tags[first]
+    # a phone photo stored sideways: shown = the demo image, stored rotated; EXIF 6 turns it back
+    # (cropped to 128 wide × 96 high, so that a label of the stored orientation has the wrong shape)
+    shown = demo_image(val[13]).crop((0, 0, 128, 96))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    shown.transpose(Image.Transpose.ROTATE_90).save(root / "images" / "phone.jpg", exif=exif.tobytes(), quality=95)
+    Image.open(demo / "masks" / f"{val[13]}.png").crop((0, 0, 128, 96)).save(root / "masks" / "phone.png")
+    tags["phone.jpg"] = demo_tags[val[13]]
+    write_tags(root / "tags.csv", tags)
+    return tags
+
+
+def write_tags(path: Path, tags: dict[str, list[str]], extra_lines: list[str] = ()) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["image", "tags"])
+        for name, names in tags.items():
+            writer.writerow([name, ";".join(names)])
+    if extra_lines:
+        with path.open("a") as handle:
+            handle.write("".join(line + "\n" for line in extra_lines))
+
+
+def manifest(out: Path) -> dict[str, dict]:
+    entries = {}
+    path = out / "manifest.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            entry = json.loads(line)
+            entries[entry["id"]] = entry
+    return entries
+
+
+class Cases:
+    def __init__(self) -> None:
+        self.rows: list[tuple[str, int | None, float, bool, str]] = []
+
+    def run(self, args: list[str], **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+        start = time.perf_counter()
+        done = subprocess.run(args, capture_output=True, text=True, stdin=subprocess.DEVNULL, **kwargs)
+        return done, time.perf_counter() - start
+
+    def record(self, case: str, rc: int | None, seconds: float, ok: bool, detail: str) -> None:
+        self.rows.append((case, rc, seconds, ok, detail))
+        mark = "ok  " if ok else "FAIL"
+        print(f"{mark} {case:58s} rc={rc!s:>4} {seconds:6.1f}s  {detail}", flush=True)
+
+
+def error_line(done: subprocess.CompletedProcess) -> str:
+    lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    return lines[-1][:150] if lines else ""
+
+
+def no_traceback(done: subprocess.CompletedProcess) -> bool:
+    return "Traceback" not in done.stderr
+
+
+def children_of(pid: int) -> list[int]:
+    """Every descendant pid of ``pid`` (from /proc)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        kids = [child for child, ppid in parents.items() if ppid == parent]
+        found += kids
+        frontier += kids
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.2)
+    return predicate()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, required=True, help="a finished demo run (runs/demo)")
+    parser.add_argument("--out", type=Path, required=True, help="scratch folder (emptied first)")
+    args = parser.parse_args()
+    run, out = args.run.resolve(), args.out.resolve()
+    classifier = run / "classifier" / "classifier.pt"
+    segmenter = run / "segmenter_two_stage" / "segmenter.pt"
+    for path in (classifier, segmenter, run / "config.yaml"):
+        if not path.is_file():
+            sys.exit(f"error: {path} not found (run `wsss demo` first)")
+    if out.exists():
+        shutil.rmtree(out)
+    data = out / "data"
+    tags = build_dataset(run, data)
+    good = [name.rsplit(".", 1)[0] for name in tags if name.startswith("synth_")]
+    cases = Cases()
+    config = ["--config", str(run / "config.yaml"), "--set", "data.format=folder", "--set", f"data.root={data}",
+              "--set", "data.train_split=null", "--set", "refine.saliency.source=none"]
+
+    # data check: every bad file listed, the run goes on
+    done, seconds = cases.run([*WSSS, "data", "check", str(data), "--quiet"])
+    text = done.stdout + done.stderr
+    wanted = ["bomb", "rgbmask", "badmask", "EXIF orientation 6", "max_side"]
+    missing = [word for word in wanted if word not in text]
+    cases.record("data check: bomb, RGB/bad masks, EXIF, 6000×4000 listed", done.returncode, seconds,
+                 not missing and no_traceback(done), f"missing {missing}" if missing else "all listed")
+
+    # pseudo-label without --config: the run's settings, every good image labelled
+    labels = out / "labels"
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(labels), "--set", "refine.saliency.source=none"])
+    entries = manifest(labels)
+    failed = sorted(i for i, e in entries.items() if e.get("status") == "failed")
+    labelled = sorted(i for i, e in entries.items() if e.get("status") == "ok")
+    said = "config.yaml" in done.stdout + done.stderr
+    expected_ok = set(good) | {"tiny8", "tiny4", "rgbmask", "badmask", "big", "phone"}
+    cases.record("pseudo-label, no --config: uses RUN/config.yaml, says so", done.returncode, seconds, said,
+                 "said so" if said else "did not say which settings")
+    cases.record("pseudo-label: only the bomb fails (exit 1), 16 others labelled", done.returncode, seconds,
+                 failed == ["bomb"] and set(labelled) == expected_ok and done.returncode == 1,
+                 f"failed {failed}: {entries.get('bomb', {}).get('reason', '')[:70]}; {len(labelled)} labelled")
+    big = Image.open(labels / "big.png") if (labels / "big.png").is_file() else None
+    note = entries.get("big", {}).get("note", "")
+    cases.record("pseudo-label: 6000×4000 computed at max_side, written at its size", None, 0.0,
+                 big is not None and big.size == (6000, 4000) and "max_side" in note, f"{big and big.size} {note[:60]}")
+    mode = stat.S_IMODE(os.stat(labels / f"{good[0]}.png").st_mode)
+    umask = os.umask(0)
+    os.umask(umask)
+    cases.record("label PNGs readable as the umask allows", None, 0.0, mode == 0o666 & ~umask, f"mode {mode:o}")
+
+    # the EXIF photo's label lines up with its mask as shown
+    done, seconds = cases.run([*WSSS, "evaluate", "--pred", str(labels), "--dataset", str(data)])
+    phone = np.asarray(Image.open(labels / "phone.png"))
+    mask = np.asarray(Image.open(data / "masks" / "phone.png"))
+    fg_iou = float(((phone > 0) & (phone < 255) & (mask > 0) & (mask < 255)).sum()
+                   / max(1, (((phone > 0) & (phone < 255)) | ((mask > 0) & (mask < 255))).sum()))
+    cases.record("EXIF 6 photo: label as shown (foreground IoU with its mask)", None, 0.0,
+                 phone.shape == mask.shape and fg_iou > 0.3, f"shape {phone.shape}, IoU {fg_iou:.2f}")
+    cases.record("evaluate: bad masks and the bomb listed, the rest scored", done.returncode, seconds,
+                 done.returncode == 0 and no_traceback(done), (done.stdout.strip().splitlines() or [""])[-1][:90])
+
+    # another method into the same folder is refused; a zero-byte label is redone
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(labels), "--method", "gradcam", *config])
+    cases.record("pseudo-label --method gradcam into GETAM's folder: refused", done.returncode, seconds,
+                 done.returncode == 2 and no_traceback(done), error_line(done))
+    (labels / f"{good[0]}.png").write_bytes(b"")
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(labels), "--set", "refine.saliency.source=none"])
+    size = (labels / f"{good[0]}.png").stat().st_size
+    cases.record("zero-byte label in the output folder: redone (exit 1: the bomb)", done.returncode, seconds,
+                 done.returncode == 1 and size > 0, f"{size} bytes now")
+
+    # cam and predict on the same files
+    done, seconds = cases.run([*WSSS, "cam", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(out / "cam"), "--no-overlays"])
+    failed = sorted(i for i, e in manifest(out / "cam").items() if e.get("status") == "failed")
+    cases.record("cam: only the bomb fails (exit 1)", done.returncode, seconds, failed == ["bomb"] and done.returncode == 1,
+                 f"failed {failed}")
+    done, seconds = cases.run([*WSSS, "predict", "--checkpoint", str(segmenter), "--images", str(data / "images"),
+                               "--out", str(out / "predict"), "--no-crf"])
+    failed = sorted(i for i, e in manifest(out / "predict").items() if e.get("status") == "failed")
+    cases.record("predict: only the bomb fails (exit 1)", done.returncode, seconds, failed == ["bomb"] and done.returncode == 1,
+                 f"failed {failed}")
+
+    # a.jpg and a.png side by side; a checkpoint that runs code; a bad device; a read-only folder
+    clash = out / "clash"
+    clash.mkdir()
+    shutil.copy(data / "images" / f"{good[0]}.jpg", clash / "a.jpg")
+    Image.open(clash / "a.jpg").save(clash / "a.png")
+    done, seconds = cases.run([*WSSS, "predict", "--checkpoint", str(segmenter), "--images", str(clash),
+                               "--out", str(out / "clash_out")])
+    cases.record("predict on a.jpg + a.png: refused, nothing overwritten", done.returncode, seconds,
+                 done.returncode == 2 and no_traceback(done), error_line(done))
+    marker = out / "payload_ran"
+    crafted = out / "crafted.pt"
+    payload = (f"import torch, os\nclass P:\n    def __reduce__(self):\n        return (os.system, ('touch {marker}',))\n"
+               f"torch.save({{'model': P()}}, '{crafted}')\n")
+    subprocess.run([sys.executable, "-c", payload], check=True)
+    done, seconds = cases.run([*WSSS, "predict", "--checkpoint", str(crafted), "--images", str(clash),
+                               "--out", str(out / "crafted_out")])
+    cases.record("crafted checkpoint: refused, its payload not run", done.returncode, seconds,
+                 done.returncode == 2 and not marker.exists() and no_traceback(done), error_line(done))
+    garbage = out / "garbage.pt"
+    garbage.write_bytes(os.urandom(4096))
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(garbage), "--dataset", str(data),
+                               "--out", str(out / "garbage_out")])
+    cases.record("random bytes as checkpoint: error line, exit 2", done.returncode, seconds,
+                 done.returncode == 2 and no_traceback(done), error_line(done))
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(out / "device_out"), "--set", "device=cuda:3"])
+    cases.record("device=cuda:3 on a CPU machine: error line, exit 2", done.returncode, seconds,
+                 done.returncode == 2 and no_traceback(done), error_line(done))
+    blocked = out / "not_a_folder"  # a file where the output folder's parent should be (root ignores chmod)
+    blocked.write_text("a file")
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(blocked / "labels")])
+    cases.record("unwritable output folder: error line, exit 2", done.returncode, seconds,
+                 done.returncode == 2 and no_traceback(done), error_line(done))
+
+    # malformed tags.csv rows and paths out of the data set
+    for case, line in (("tags row with unquoted commas: error naming the line", "x.jpg,disk,triangle,star"),
+                       ("tags entry ../../x.jpg: error naming it", "../../x.jpg,disk"),
+                       ("tags entry with an absolute path: error naming it", "/etc/passwd,disk")):
+        bad = out / "badtags"
+        if bad.exists():
+            shutil.rmtree(bad)
+        shutil.copytree(data, bad, ignore=shutil.ignore_patterns("bomb.png", "big.jpg"))
+        kept = {name: names for name, names in tags.items() if name not in ("bomb.png", "big.jpg")}
+        write_tags(bad / "tags.csv", kept, [line])
+        done, seconds = cases.run([*WSSS, "data", "check", str(bad), "--quiet"])
+        said = error_line(done)
+        cases.record(case, done.returncode, seconds, done.returncode == 2 and "tags.csv" in said and no_traceback(done),
+                     said)
+
+    # two runs on one folder; SIGKILL leaves nothing; Ctrl-C stops within seconds
+    crf = ["--set", "refine.crf.enabled=true", "--set", "refine.saliency.source=none"]
+    held = out / "held"
+    first = subprocess.Popen([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                              "--out", str(held), *crf], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    wait_for(lambda: (held / ".wsss-lock").exists(), 60)
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(held), *crf])
+    cases.record("a second run on a held output folder: refused", done.returncode, seconds,
+                 done.returncode == 2 and "wsss-lock" in done.stderr + done.stdout, error_line(done))
+    wait_for(lambda: len(children_of(first.pid)) >= 1 and len(manifest(held)) >= 2, 120)
+    family = children_of(first.pid)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    start = time.perf_counter()
+    gone = wait_for(lambda: not any(alive(pid) for pid in family), 30)
+    cases.record(f"SIGKILL of pseudo-label: its {len(family)} worker processes end", -9, time.perf_counter() - start,
+                 gone and len(family) >= 1, f"left: {[pid for pid in family if alive(pid)]}")
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(data),
+                               "--out", str(held), *crf])
+    cases.record("after the SIGKILL: the stale lock is taken over, the rest done", done.returncode, seconds,
+                 done.returncode == 1 and sum(e.get("status") == "ok" for e in manifest(held).values()) == 16,
+                 f"{sum(e.get('status') == 'ok' for e in manifest(held).values())} labelled")
+
+    big_only = out / "big_only"
+    big_only.mkdir()
+    (big_only / "images").mkdir()
+    shutil.copy(data / "classes.txt", big_only / "classes.txt")
+    shutil.copy(data / "images" / "big.jpg", big_only / "images" / "big.jpg")
+    write_tags(big_only / "tags.csv", {"big.jpg": tags["big.jpg"]})
+    for what, command in (
+        ("pseudo-label", [*WSSS, "pseudo-label", "--checkpoint", str(classifier), "--dataset", str(big_only),
+                          "--out", str(out / "ctrl_c_labels"), "--set", "data.max_side=null", *crf]),
+        ("flow run pseudo-labels", [*WSSS, "flow", "run", "pseudo-labels", "--param", f"checkpoint={classifier}",
+                                    "--param", f"out_dir={out / 'ctrl_c_flow'}", "--config", str(run / "config.yaml"),
+                                    "--set", "data.format=folder", "--set", f"data.root={big_only}",
+                                    "--set", "data.train_split=null", "--set", "data.max_side=null", *crf]),
+    ):
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   start_new_session=True)
+        wait_for(lambda: len(children_of(process.pid)) >= 1, 120)
+        time.sleep(25)  # inside the work on the 6000×4000 photo (no size limit)
+        family = children_of(process.pid)
+        start = time.perf_counter()
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        seconds = time.perf_counter() - start
+        output = process.stdout.read()
+        left = wait_for(lambda: not any(alive(pid) for pid in family), 30)
+        cases.record(f"Ctrl-C on {what} (6000×4000, no limit): exit within seconds", process.returncode, seconds,
+                     seconds < 10 and process.returncode == 130 and left,
+                     f"{output.count('Traceback')} tracebacks, {len(family)} children, all ended: {left}")
+
+    # the flow on the whole data set: only the bomb fails
+    done, seconds = cases.run([*WSSS, "flow", "run", "pseudo-labels", "--param", f"checkpoint={classifier}",
+                               "--param", f"out_dir={out / 'flow_labels'}", *config])
+    failed = sorted(i for i, e in manifest(out / "flow_labels").items() if e.get("status") == "failed")
+    labelled = sum(e.get("status") == "ok" for e in manifest(out / "flow_labels").values())
+    cases.record("flow run pseudo-labels: only the bomb fails", done.returncode, seconds,
+                 done.returncode == 0 and failed == ["bomb"] and labelled == 16, f"failed {failed}, {labelled} labelled")
+
+    bad = [row for row in cases.rows if not row[3]]
+    print(f"\n{len(cases.rows) - len(bad)} of {len(cases.rows)} cases as documented")
+    return len(bad)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
