@@ -46,7 +46,7 @@ from wsss.attention.views import normalise_maps  # noqa: E402
 from wsss.config import load_config  # noqa: E402
 from wsss.data.tensors import image_to_tensor  # noqa: E402
 from wsss.models.attention_capture import AttentionCapture, token_layout  # noqa: E402
-from wsss.models.dpt import create_segmenter  # noqa: E402
+from wsss.models.segmenter import create_segmenter  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
 from wsss.refine.inloop import InLoopLabeler  # noqa: E402
@@ -81,7 +81,7 @@ def make_batch(args: argparse.Namespace) -> dict:
 def build(args: argparse.Namespace):
     config = make_config(args)
     torch.manual_seed(0)
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, NUM_CLASSES).train()
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, NUM_CLASSES).train()
     optimizer = build_optimizer(segmenter, config.train.segmenter)
     return config, segmenter, optimizer, InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine), make_batch(args)
 

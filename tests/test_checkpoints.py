@@ -48,7 +48,9 @@ def test_every_file_of_a_run_loads_weights_only(tmp_path):
         assert isinstance(state, dict), path
     final = torch.load(segmenter, weights_only=True)
     assert final["format"] == "wsss-segmenter" and final["format_version"] == FORMAT_VERSION
-    assert set(final) == {"format", "format_version", "model", "model_config", "dpt", "classes", "history"}
+    assert set(final) == {"format", "format_version", "model", "model_config", "head", "head_config", "classes",
+                          "history"}
+    assert final["head"] == "dpt" and final["head_config"]["features"] == 8
     assert torch.load(classifier, weights_only=True)["format"] == "wsss-classifier"
 
 

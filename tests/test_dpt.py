@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from wsss.config import load_config
-from wsss.models.dpt import DPTHead, Segmenter, create_segmenter, default_blocks, resampler
+from wsss.models.heads.dpt import DPTHead, resampler
+from wsss.models.segmenter import Segmenter, create_segmenter, default_blocks
 
 torch.set_num_threads(1)
 
@@ -37,7 +38,7 @@ def test_default_blocks():
 def test_shapes_every_family_and_readout(family, readout):
     config = family_config(family, f"train.segmenter.dpt.readout={readout}")
     torch.manual_seed(0)
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=3)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=3)
     stride = segmenter.stride
     assert stride == {"vit": 8, "deit_distilled": 16, "hybrid": 32}[family]
     for H, W in ((64, 64), (2 * stride, 5 * stride)):  # square and non-square inputs
@@ -52,7 +53,7 @@ def test_one_forward_gives_the_classifiers_logits(family):
     """The segmenter's class logits are exactly the backbone classifier's output (so GETAM on
     the segmenter's forward is GETAM of that classifier)."""
     config = family_config(family)
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=5).eval()
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=5).eval()
     x = torch.randn(2, 3, 64, 48)
     out = segmenter(x)
     assert torch.equal(out.logits, segmenter.backbone(x))
@@ -64,24 +65,24 @@ def test_reassembled_resolutions_and_gradients():
     """Block maps reach 1/4, 1/8, 1/16, 1/32 of the input; every parameter of the head gets a
     gradient from the segmentation output."""
     config = family_config("vit")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=3)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=3)
     x = torch.randn(1, 3, 64, 128)
     grid = (8, 16)  # stride 8
     patches = torch.randn(1, 128, 32)
     prefix = torch.randn(1, 1, 32)
-    sizes = [tuple(stage(patches, prefix, grid).shape[-2:]) for stage in segmenter.dpt.reassemble]
+    sizes = [tuple(stage(patches, prefix, grid).shape[-2:]) for stage in segmenter.decoder.reassemble]
     assert sizes == [(16, 32), (8, 16), (4, 8), (2, 4)]
     segmenter(x).seg.square().mean().backward()
-    missing = [n for n, p in segmenter.dpt.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = [n for n, p in segmenter.decoder.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing
 
 
 @pytest.mark.parametrize("head_stride", [2, 4])
 def test_head_resolution(head_stride):
     config = family_config("vit", f"train.segmenter.dpt.head_stride={head_stride}")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=3)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=3)
     seen = []
-    segmenter.dpt.head.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    segmenter.decoder.head.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
     assert segmenter(torch.randn(1, 3, 64, 96)).seg.shape[-2:] == (64, 96)
     assert seen == [(64 // head_stride, 96 // head_stride)]
     with pytest.raises(ValueError, match="head_stride 8: expected 2"):
@@ -99,18 +100,18 @@ def test_resampler_kinds():
 
 def test_head_and_backbone_parameter_groups():
     config = family_config("deit_distilled")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=3)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=3)
     heads = {n for n, _ in segmenter.head_parameters()}
     rest = {n for n, _ in segmenter.backbone_parameters()}
     assert {"backbone.head.weight", "backbone.head_dist.weight"} <= heads
-    assert any(n.startswith("dpt.") for n in heads) and not any(n.startswith("dpt.") for n in rest)
+    assert any(n.startswith("decoder.") for n in heads) and not any(n.startswith("decoder.") for n in rest)
     assert "backbone.blocks.0.attn.qkv.weight" in rest and "backbone.cls_token" in rest
     assert heads.isdisjoint(rest) and len(heads) + len(rest) == len(list(segmenter.parameters()))
 
 
 def test_errors_name_bad_values():
     config = family_config("vit")
-    backbone = create_segmenter(config.model, config.train.segmenter.dpt, 3).backbone
+    backbone = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, 3).backbone
     head = DPTHead(dim=32, stride=8, num_classes=3, features=16)
     with pytest.raises(ValueError, match=r"blocks must be 4 ascending indices in 0..3.*\[0, 1, 2, 9\]"):
         Segmenter(backbone, head, [0, 1, 2, 9])

@@ -16,6 +16,7 @@ from wsss.data.label_png import write_label_png
 from wsss.orchestration.inbox import scan_inbox
 from wsss.report.build import checks
 from wsss.orchestration.runners import WhenShardLabelled
+from wsss.config import SamConfig
 from wsss.orchestration.provenance import claim_output_dir, source_differences
 from wsss.orchestration.shards import (
     image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
@@ -64,15 +65,19 @@ def test_label_folder_refuses_another_source(tmp_path):
 
 def test_a_setting_added_since_the_folder_was_made_is_no_difference(tmp_path):
     """A newer wsss adds settings whose defaults keep the old behaviour: the folder is still
-    finished. A part missing at the top level (older folders lack "data") is a difference."""
+    finished, unless the new setting is set to something else. A part missing at the top
+    level (older folders lack "data") is a difference."""
     old = {"checkpoint_sha256": "abc", "refine": {"pamr": {"iterations": 10}}}
     claim_output_dir(tmp_path, old)
-    newer = {"checkpoint_sha256": "abc", "refine": {"pamr": {"iterations": 10}, "sam": {"enabled": False}}}
+    newer = {"checkpoint_sha256": "abc", "refine": {"pamr": {"iterations": 10}, "sam": SamConfig().model_dump(mode="json")}}
     assert source_differences(old, newer) == []
     assert claim_output_dir(tmp_path, newer) is None
-    changed = {**newer, "refine": {"pamr": {"iterations": 5}, "sam": {"enabled": False}}}
+    sam_on = {**newer, "refine": {**newer["refine"], "sam": {**newer["refine"]["sam"], "enabled": True}}}
+    assert source_differences(old, sam_on) == ["refine.sam.enabled: null → true"]
+    changed = {**newer, "refine": {**newer["refine"], "pamr": {"iterations": 5}}}
     assert source_differences(newer, changed) == ["refine.pamr.iterations: 10 → 5"]
     assert source_differences(old, {**old, "data": {"max_side": 1024}}) == ['data: null → {"max_side": 1024}']
+    assert source_differences({"tokencut": {}}, {"tokencut": {"objects": 1}}) == ["tokencut.objects: null → 1"]
 
 
 def test_reconcile_records_labels_found_on_disk(tmp_path):

@@ -280,7 +280,7 @@ def test_cli_writes_pngs_skips_and_reports_failures(tmp_path, capsys):
     assert main(args[:-1] + ["0"]) == 2
     capsys.readouterr()
     assert main(args[:-1] + ["3"]) == 2  # TokenCut with other settings into the same folder
-    assert "another tokencut; finishing the folder would mix" in capsys.readouterr().err
+    assert "other settings (tokencut.objects: 2 → 3); finishing the folder would mix" in capsys.readouterr().err
 
 
 def test_failing_batch_is_retried_image_by_image(tmp_path, vit, monkeypatch):
@@ -438,7 +438,7 @@ def test_cli_cuts_the_backbones_keys_and_records_it(tmp_path, folder_dataset, ca
 
     # another backbone into the same folder would mix two kinds of maps
     assert main(args + ["--set", "refine.saliency.backbone.pretrained=null"]) == 2  # random weights
-    assert "another backbone; finishing the folder would mix" in capsys.readouterr().err
+    assert "(backbone.pretrained: " in capsys.readouterr().err
     # a backbone that does not load: named, and the folder is left as it was
     other = tmp_path / "other"
     absent = f"refine.saliency.backbone.pretrained={tmp_path / 'absent.pth'}"

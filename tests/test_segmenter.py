@@ -17,7 +17,7 @@ from PIL import Image
 from wsss.config import load_config
 from wsss.data import open_dataset
 from wsss.data.base import Sample
-from wsss.models.dpt import create_segmenter
+from wsss.models.segmenter import create_segmenter
 from wsss.models.checkpoint import load_checkpoint
 from wsss.refine.chain import offline_labeler
 from wsss.refine.inloop import InLoopLabeler
@@ -64,7 +64,7 @@ def test_in_loop_labels_equal_the_offline_flow(tmp_path, saliency):
         write_saliency_from_masks(config.data.root)
         dataset = open_dataset(config.data, "train")
     torch.manual_seed(0)
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, dataset.num_classes).eval()
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, dataset.num_classes).eval()
     batch = crop_batch(config, dataset)
 
     labeler = InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)
@@ -86,7 +86,7 @@ def test_in_loop_labels_equal_the_offline_flow(tmp_path, saliency):
 def test_first_backward_leaves_parameters_alone_and_keeps_the_graph(tmp_path):
     config = segmenter_config(tmp_path, "refine.saliency.source=none")
     dataset = open_dataset(config.data, "train")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, dataset.num_classes).train()
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, dataset.num_classes).train()
     batch = crop_batch(config, dataset, count=3)
     labeler = InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)
     with labeler.capture():
@@ -97,7 +97,7 @@ def test_first_backward_leaves_parameters_alone_and_keeps_the_graph(tmp_path):
     loss = segmentation_loss(out.seg, labels) + F.multilabel_soft_margin_loss(out.logits, batch["tags"])
     loss.backward()  # the second backward through the retained graph
     assert segmenter.backbone.blocks[0].attn.qkv.weight.grad.abs().sum() > 0
-    assert segmenter.dpt.head[-1].weight.grad.abs().sum() > 0
+    assert segmenter.decoder.head[-1].weight.grad.abs().sum() > 0
 
 
 def test_segmentation_loss_averages_background_and_foreground_separately():
@@ -125,12 +125,12 @@ def test_saliency_loss_is_bce_of_the_background_probability():
 def test_optimizer_groups_momentum_decay_and_poly_schedule(tmp_path):
     config = segmenter_config(tmp_path, "train.segmenter.lr=0.1", "train.segmenter.head_lr_scale=10",
                               "train.segmenter.weight_decay=0.001", "train.segmenter.momentum=0.9")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, 6)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, 6)
     optimizer = build_optimizer(segmenter, config.train.segmenter)
     assert isinstance(optimizer, torch.optim.SGD)
     by_param = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     qkv, cls_token = segmenter.backbone.blocks[0].attn.qkv, segmenter.backbone.cls_token
-    head = segmenter.dpt.head[-1]
+    head = segmenter.decoder.head[-1]
     assert by_param[id(qkv.weight)]["lr"] == pytest.approx(0.1) and by_param[id(qkv.weight)]["weight_decay"] == 0.001
     assert by_param[id(qkv.bias)]["weight_decay"] == 0 and by_param[id(cls_token)]["weight_decay"] == 0
     assert by_param[id(head.weight)]["lr"] == pytest.approx(1.0)
@@ -177,8 +177,8 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, capsys)
     assert a.keys() == b.keys()
     different = [k for k in a if not torch.equal(a[k], b[k])]
     assert not different
-    assert not torch.equal(a["dpt.head.4.weight"],
-                           create_segmenter(straight.model, straight.train.segmenter.dpt, 6).state_dict()["dpt.head.4.weight"])
+    assert not torch.equal(a["decoder.head.4.weight"],
+                           create_segmenter(straight.model, "dpt", straight.train.segmenter.dpt, 6).state_dict()["decoder.head.4.weight"])
 
     changed = segmenter_config(tmp_path / "b", *extra, "train.segmenter.steps=6")
     with pytest.raises(ValueError, match=r"another run \(steps differ\); use --restart"):
@@ -280,6 +280,6 @@ def test_the_single_stage_loop_refuses_a_saliency_backbone_it_would_not_use(tmp_
     import pytest
 
     config = segmenter_config(tmp_path, "refine.saliency.source=tokencut", "refine.saliency.backbone.name=vit_tiny_patch16_224")
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, 6)
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, 6)
     with pytest.raises(ValueError, match="refine.saliency.backbone is not used by the single-stage loop"):
         InLoopLabeler(segmenter.backbone, config.cam.start_block, config.refine)

@@ -11,7 +11,7 @@ from PIL import Image
 from wsss.cli import main
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
-from wsss.models.dpt import create_segmenter
+from wsss.models.segmenter import create_segmenter
 from wsss.data.base import DatasetError
 from wsss.data.image_folder import ImageFolder
 from wsss.eval.segmenter import evaluate_segmenter
@@ -26,7 +26,7 @@ torch.set_num_threads(1)
 def segmenter(tmp_path):
     config = segmenter_config(tmp_path)
     torch.manual_seed(0)
-    return create_segmenter(config.model, config.train.segmenter.dpt, num_classes=6).eval()
+    return create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=6).eval()
 
 
 def random_image(rng, h, w):
@@ -119,7 +119,7 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     assert "val mIoU: segmenter" in out and "its in-loop pseudo-labels" in out
     checkpoint = tmp_path / "run" / "segmenter" / "segmenter.pt"
     model, classes, saved = load_segmenter(checkpoint)
-    assert len(classes) == 6 and saved.depth == 2 and model.dpt.head[0].out_channels == 16 and not model.training
+    assert len(classes) == 6 and saved.depth == 2 and model.decoder.head[0].out_channels == 16 and not model.training
 
     images = tmp_path / "data" / "images"
     code = main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
@@ -136,7 +136,7 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     # other settings into the same folder would mix two kinds of predictions: refused
     assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
                  "--scales", "1", "--no-flip", "--crf", *args]) == 2
-    assert "another scales; finishing the folder would mix" in capsys.readouterr().err
+    assert "other settings (scales: [0.75, 1.0] → [1.0]); finishing the folder would mix" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
         main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "q"),

@@ -5,7 +5,7 @@
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
     wsss weights inspect PATH [--model NAME] [--set K=V ...]    layout of pretrained weights; exit 1 if they do not fit
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
-    wsss train segmenter  [--config F] [--set K=V ...] [--restart]  DPT segmenter, single or two stage
+    wsss train segmenter  [--config F] [--set K=V ...] [--restart]  the segmenter (train.segmenter.head), single or two stage
     wsss predict --checkpoint F --images DIR --out DIR         segmenter → palette PNGs
     wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
     wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
@@ -510,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     classifier.add_argument("--restart", action="store_true", help="ignore RUN/classifier/last.pt and start over")
     classifier.set_defaults(func=cmd_train_classifier)
     segmenter = train_commands.add_parser(
-        "segmenter", help="train the DPT segmenter: single stage (double backward) or on pseudo-labels (two stage)")
+        "segmenter", help="train the segmenter (head: train.segmenter.head): single stage (double backward) or on pseudo-labels (two stage)")
     _add_config_args(segmenter)
     segmenter.add_argument("--restart", action="store_true",
                            help="ignore RUN/segmenter/last.pt (two stage: RUN/segmenter_two_stage) and start over")

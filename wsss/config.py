@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class ConfigError(ValueError):
@@ -188,11 +188,46 @@ class CrfConfig(_Section):
     workers: int = Field(2, ge=1, description="processes for the CRF pool")
 
 
+class SamConfig(_Section):
+    """SAM-prompted refinement (``wsss.refine.sam``): after the label rule, before the CRF.
+    Prompts come from the refined maps; SAM's masks are merged into the rule's labels."""
+
+    enabled: bool = Field(False, description="run the SAM stage (needs checkpoint)")
+    checkpoint: Path | None = Field(
+        None, description="SAM state-dict file of the segment-anything release (sam_vit_b_01ec64.pth, "
+                          "sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth)",
+    )
+    model_type: Literal["auto", "vit_b", "vit_l", "vit_h"] = Field(
+        "auto", description="auto: told from the checkpoint's image-encoder width (768 / 1024 / 1280)"
+    )
+    region_threshold: float = Field(0.5, gt=0.0, le=1.0, description="a prompt per connected region of map >= this")
+    min_area: int = Field(64, ge=1, description="regions smaller than this (pixels) get no prompt")
+    max_regions: int = Field(3, ge=1, description="prompts per class: its largest regions")
+    positive_points: int = Field(3, ge=0, description="positive points per region, at its map's highest peaks")
+    negative_points: int = Field(1, ge=0, description="negative points per other tagged class, at its map's peaks")
+    point_spacing: float = Field(
+        0.25, ge=0.0, description="points of one region at least this x sqrt(region area) pixels apart (min 1)"
+    )
+    agree: float = Field(0.1, ge=0.0, le=1.0, description="SAM's mask of class c labels a pixel only where map_c >= this")
+    keep: float = Field(
+        0.9, ge=0.0, description="the rule's class c outside SAM's masks of c stays where map_c >= this, else "
+                                 "background (above 1: never)",
+    )
+
+    @model_validator(mode="after")
+    def _checkpoint_when_enabled(self) -> "SamConfig":
+        if self.enabled and self.checkpoint is None:
+            raise ValueError("refine.sam.enabled is true but refine.sam.checkpoint is not set: give the path of a "
+                             "SAM state-dict file (sam_vit_b_01ec64.pth, sam_vit_l_0b3195.pth or sam_vit_h_4b8939.pth)")
+        return self
+
+
 class RefineConfig(_Section):
     pamr: PamrConfig = PamrConfig()
     saliency: SaliencyConfig = SaliencyConfig()
     label: LabelRuleConfig = LabelRuleConfig()
     crf: CrfConfig = CrfConfig()
+    sam: SamConfig = SamConfig()
 
 
 class QualityGateConfig(_Section):
@@ -222,13 +257,18 @@ class ClassifierTrainConfig(_Section):
     gate: QualityGateConfig = QualityGateConfig()
 
 
-class DptConfig(_Section):
-    """The DPT segmentation head (Ranftl et al. 2021) on four blocks of the ViT."""
+class HeadConfig(_Section):
+    """What every segmentation head reads: four blocks of the ViT (``wsss.models.heads``)."""
 
     blocks: list[int] | None = Field(
         None, min_length=4, max_length=4,
         description="four block indices, shallow to deep (None: evenly spaced, 2,5,8,11 of 12)",
     )
+
+
+class DptConfig(HeadConfig):
+    """The DPT segmentation head (Ranftl et al. 2021) on four blocks of the ViT."""
+
     readout: Literal["ignore", "add", "project"] = Field(
         "project", description="prefix tokens: dropped, added to every patch token, or concatenated + projected"
     )
@@ -248,6 +288,46 @@ class DptConfig(_Section):
         if value is not None and any(c < 1 for c in value):
             raise ValueError(f"reassemble_channels must be positive, got {value}")
         return value
+
+
+class SetrPupConfig(HeadConfig):
+    """SETR's progressive-upsampling decoder (Zheng et al. 2021) on the deepest of ``blocks``."""
+
+    channels: int = Field(256, ge=1, description="width of the four conv + 2× upsampling stages")
+
+
+class SetrMlaConfig(HeadConfig):
+    """SETR's multi-level aggregation decoder (Zheng et al. 2021) on the four ``blocks``."""
+
+    channels: int = Field(256, ge=2, description="width of the projected maps and the top-down path")
+    stream_channels: int = Field(128, ge=1, description="width of each level's stream before the concatenation")
+
+
+class SegformerConfig(HeadConfig):
+    """A SegFormer-style all-MLP decoder (Xie et al. 2021) on the four ``blocks``."""
+
+    embed: int = Field(256, ge=1, description="the common width every level is projected to")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout before the classifier")
+
+
+class Mask2FormerConfig(HeadConfig):
+    """A Mask2Former-style head (Cheng et al. 2022) sized for CPU: a light FPN pixel decoder,
+    learned queries, masked-attention decoder layers, trained by bipartite matching."""
+
+    hidden: int = Field(64, ge=4, description="width of the pixel decoder, the queries and the decoder layers "
+                                             "(a multiple of 4 and of heads)")
+    queries: int = Field(16, ge=1, description="learned queries (at least the number of classes + 1)")
+    layers: int = Field(3, ge=0, description="masked-attention decoder layers")
+    heads: int = Field(4, ge=1, description="attention heads of the decoder layers")
+    points: int = Field(1024, ge=1, description="points sampled per image for the matching and the mask losses")
+    class_weight: float = Field(2.0, ge=0.0, description="weight of the class cross-entropy (matching cost and loss)")
+    mask_weight: float = Field(5.0, ge=0.0, description="weight of the mask BCE (matching cost and loss)")
+    dice_weight: float = Field(5.0, ge=0.0, description="weight of the mask Dice loss (matching cost and loss)")
+    no_object_weight: float = Field(0.1, ge=0.0, description="class weight of 'no object' for unmatched queries")
+
+
+HeadName = Literal["dpt", "setr_pup", "setr_mla", "segformer", "mask2former"]
+HEADS: tuple[str, ...] = get_args(HeadName)
 
 
 class SegmenterTrainConfig(_Section):
@@ -291,7 +371,19 @@ class SegmenterTrainConfig(_Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default)")
     seed: int = 0
+    head: HeadName = Field(
+        "dpt", description="the segmentation head on the ViT: dpt, setr_pup, setr_mla, segformer or mask2former "
+                           "(its settings: the section of the same name)")
     dpt: DptConfig = DptConfig()
+    setr_pup: SetrPupConfig = SetrPupConfig()
+    setr_mla: SetrMlaConfig = SetrMlaConfig()
+    segformer: SegformerConfig = SegformerConfig()
+    mask2former: Mask2FormerConfig = Mask2FormerConfig()
+
+    @property
+    def head_config(self) -> HeadConfig:
+        """The settings section of the chosen ``head``."""
+        return getattr(self, self.head)
 
     @field_validator("init", mode="before")
     @classmethod

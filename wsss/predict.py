@@ -30,7 +30,7 @@ from wsss.data.runner import run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import model_input_size
-from wsss.models.dpt import Segmenter
+from wsss.models.segmenter import Segmenter
 from wsss.refine.crf import crf_executor
 
 __all__ = ["Predictor", "probs_to_labels", "predict_dataset", "write_foreground_maps"]

@@ -1,9 +1,9 @@
 """The stage table: every map method through the same chain, scored at every stage.
 
 Stages, on the same images: raw maps (best background threshold) → +PAMR (best threshold) →
-+saliency and conflict map (the label rule) → +CRF. The trivial baseline of the data set is
-scored on the same images. One pass per method; saliency is computed once per image and
-shared by all methods.
++saliency and conflict map (the label rule) → +SAM (only with ``refine.sam.enabled``) → +CRF
+(after SAM when SAM is on). The trivial baseline of the data set is scored on the same images.
+One pass per method; saliency is computed once per image and shared by all methods.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from wsss.refine.crf import crf_executor
 from wsss.refine.saliency import SaliencySource, saliency_source
 
 STAGES = ("raw", "+PAMR", "+saliency, conflict", "+CRF")
+SAM_STAGE = "+SAM"  # between "+saliency, conflict" and "+CRF", only when refine.sam is enabled
 
 
 class SharedSaliency(SaliencySource):
@@ -48,20 +49,23 @@ class SharedSaliency(SaliencySource):
 
 @dataclass
 class MethodStages:
-    """Confusion matrices of one method: per threshold for the map stages, one per label stage."""
+    """Confusion matrices of one method: per threshold for the map stages, one per label stage
+    (sam: the SAM stage's labels, None when it is off)."""
 
     raw: dict[float, ConfusionMatrix]
     pamr: dict[float, ConfusionMatrix]
     rule: ConfusionMatrix
     crf: ConfusionMatrix
+    sam: ConfusionMatrix | None = None
 
     def best(self, sweep: dict[float, ConfusionMatrix]) -> tuple[float, ConfusionMatrix]:
         t = max(sweep, key=lambda k: np.nan_to_num(sweep[k].miou, nan=-1.0))
         return t, sweep[t]
 
     def matrices(self) -> dict[str, ConfusionMatrix]:
+        sam = {} if self.sam is None else {SAM_STAGE: self.sam}
         return {"raw": self.best(self.raw)[1], "+PAMR": self.best(self.pamr)[1],
-                "+saliency, conflict": self.rule, "+CRF": self.crf}
+                "+saliency, conflict": self.rule, **sam, "+CRF": self.crf}
 
 
 @dataclass
@@ -78,14 +82,23 @@ class StageResults:
     def num_images(self) -> int:
         return len(self.ids)
 
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """The stage names: :data:`STAGES`, with "+SAM" before "+CRF" when a method has it."""
+        if any(stages.sam is not None for stages in self.methods.values()):
+            return (*STAGES[:-1], SAM_STAGE, STAGES[-1])
+        return STAGES
+
     def rows(self) -> list[dict]:
         """Stage-table rows (mIoU in percent), one per method, plus the trivial baseline."""
         rows = []
         for name, stages in self.methods.items():
             t_raw, raw = stages.best(stages.raw)
             t_pamr, refined = stages.best(stages.pamr)
+            sam = {} if stages.sam is None else {SAM_STAGE: 100 * stages.sam.miou}
             rows.append({"method": name, "raw": 100 * raw.miou, "raw t": t_raw, "+PAMR": 100 * refined.miou,
-                         "+PAMR t": t_pamr, "+saliency, conflict": 100 * stages.rule.miou, "+CRF": 100 * stages.crf.miou})
+                         "+PAMR t": t_pamr, "+saliency, conflict": 100 * stages.rule.miou, **sam,
+                         "+CRF": 100 * stages.crf.miou})
         if self.trivial is not None:
             rows.append({"method": "trivial baseline", "+CRF": 100 * self.trivial.miou})
         return rows
@@ -112,7 +125,7 @@ class StageResults:
         return lines
 
     def text_table(self) -> str:
-        header = f"{'method':<18}" + "".join(f"{s:>22}" for s in STAGES)
+        header = f"{'method':<18}" + "".join(f"{s:>22}" for s in self.columns)
         lines = [f"mIoU (%) on {self.num_images} images; raw and +PAMR at their best background threshold", header]
         for name, stages in self.methods.items():
             cells = []
@@ -162,7 +175,8 @@ def run_stages(
 
     Each method runs the offline chain of ``cam`` (its views, ``cam.batch_size``) and
     ``refine``; the ``refine.crf`` kernels make the +CRF stage whether or not the CRF is enabled
-    for the pseudo-labels (the stage table always shows it).
+    for the pseudo-labels (the stage table always shows it). With ``refine.sam.enabled`` the
+    SAM stage's labels are scored as "+SAM" and the +CRF stage is the CRF on them.
     """
     shared = SharedSaliency(saliency_source(refine.saliency, model=model, dataset=dataset))
     num = dataset.num_classes + 1
@@ -175,7 +189,8 @@ def run_stages(
             labeler = offline_labeler(model, cam.model_copy(update={"method": name}), refine, dataset, crf=True,
                                       executor=executor, saliency=shared)
             stages = MethodStages({t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS},
-                                  {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num))
+                                  {t: ConfusionMatrix(num) for t in DEFAULT_THRESHOLDS}, ConfusionMatrix(num), ConfusionMatrix(num),
+                                  ConfusionMatrix(num) if refine.sam.enabled else None)
             kept: list = []
 
             def compute(batch: list[Sample]) -> list[tuple[ChainResult, int]]:
@@ -188,6 +203,8 @@ def run_stages(
                 _sweep_update(stages.raw, result.raw[i].cpu(), gt)
                 _sweep_update(stages.pamr, result.refined[i].cpu(), gt)
                 stages.rule.update(result.rule[i].cpu().numpy(), gt)
+                if stages.sam is not None and result.sam is not None:
+                    stages.sam.update(result.sam[i].cpu().numpy(), gt)
                 stages.crf.update(result.labels[i].cpu().numpy(), gt)
                 if name == methods[0]:
                     results.trivial.update(trivial_baseline_label(sample.image, sample.tags), gt)

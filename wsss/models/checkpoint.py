@@ -4,13 +4,15 @@ Every file wsss writes is a dict of tensors, dicts, lists, strings and numbers, 
 ``torch.load(weights_only=True)``: loading a file a user was sent runs no code. Written
 atomically (``wsss.files``), so an interruption never leaves a half-written file.
 
-    classifier.pt   {"format": "wsss-classifier", "format_version": 2, "model": state dict,
+    classifier.pt   {"format": "wsss-classifier", "format_version": 3, "model": state dict,
                      "model_config": the model section, "classes": [...], "history": [...]}
-    segmenter.pt    {"format": "wsss-segmenter", "format_version": 2, "model": state dict,
-                     "model_config": ..., "dpt": the train.segmenter.dpt section, "classes", "history"}
+    segmenter.pt    {"format": "wsss-segmenter", "format_version": 3, "model": state dict,
+                     "model_config": ..., "head": train.segmenter.head (dpt, setr_pup, ...),
+                     "head_config": that head's section, "classes", "history"}
 
-Format 1 (before December 2026) held the whole configuration under "config"; it still loads.
-Settings a checkpoint holds that this version no longer knows are ignored on load.
+Older segmenters still load: format 2 had only the DPT head ("dpt": its section, weights under
+"dpt."), format 1 (before December 2026) the whole configuration under "config". Settings a
+checkpoint holds that this version no longer knows are ignored on load.
 """
 
 from __future__ import annotations
@@ -23,16 +25,16 @@ import torch
 from pydantic import BaseModel
 from torch import nn
 
-from wsss.config import DptConfig, ModelConfig
+from wsss.config import HeadConfig, ModelConfig, SegmenterTrainConfig
 from wsss.files import atomic_path
 from wsss.models.classifier import create_classifier
-from wsss.models.dpt import Segmenter, create_segmenter
+from wsss.models.segmenter import Segmenter, create_segmenter
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
            "segmenter_checkpoint", "load_classifier", "load_segmenter", "read_classes", "resolve_device",
            "known_settings"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
@@ -78,26 +80,39 @@ def classifier_checkpoint(model: nn.Module, model_config: ModelConfig, classes: 
             "model_config": model_config.model_dump(mode="json"), "classes": list(classes), "history": history}
 
 
-def segmenter_checkpoint(segmenter: Segmenter, model_config: ModelConfig, dpt: DptConfig, classes: list[str],
-                         history: list[dict]) -> dict:
-    """The content of segmenter.pt."""
+def segmenter_checkpoint(segmenter: Segmenter, model_config: ModelConfig, head_config: HeadConfig,
+                         classes: list[str], history: list[dict]) -> dict:
+    """The content of segmenter.pt (``head_config``: the section of ``segmenter.head_name``)."""
     return {"format": "wsss-segmenter", "format_version": FORMAT_VERSION, "model": segmenter.state_dict(),
-            "model_config": model_config.model_dump(mode="json"), "dpt": dpt.model_dump(mode="json"),
-            "classes": list(classes), "history": history}
+            "model_config": model_config.model_dump(mode="json"), "head": segmenter.head_name,
+            "head_config": head_config.model_dump(mode="json"), "classes": list(classes), "history": history}
 
 
-def _sections(state: dict, path: Path, kind: str) -> tuple[ModelConfig, DptConfig | None]:
-    """The model (and DPT) settings of a checkpoint of either format."""
-    if "model_config" in state:  # format 2
+def _model_section(state: dict, path: Path, kind: str) -> ModelConfig:
+    """The model settings of a checkpoint of any format."""
+    if "model_config" in state:  # format 2 and later
         if state.get("format") != f"wsss-{kind}":
             raise ValueError(f"{path}: a {state.get('format', 'unknown')} checkpoint, not a wsss {kind} checkpoint")
-        model, dpt = state["model_config"], state.get("dpt")
+        model = state["model_config"]
     else:  # format 1: the whole configuration
-        config = state.get("config", {})
-        model = config.get("model", {})
-        dpt = config.get("train", {}).get("segmenter", {}).get("dpt") if kind == "segmenter" else None
-    model_config = known_settings(ModelConfig, model).model_copy(update={"pretrained": None})
-    return model_config, (known_settings(DptConfig, dpt or {}) if kind == "segmenter" else None)
+        model = state.get("config", {}).get("model", {})
+    return known_settings(ModelConfig, model).model_copy(update={"pretrained": None})
+
+
+def _head_section(state: dict, path: Path) -> tuple[str, HeadConfig, dict]:
+    """(head name, its section, the state dict with this version's key names) of a segmenter
+    checkpoint of any format: formats 1 and 2 hold a DPT head whose weights are under "dpt."."""
+    weights = state["model"]
+    if "head" in state:
+        name, values = state["head"], state.get("head_config") or {}
+    else:
+        name = "dpt"
+        values = state.get("dpt") or state.get("config", {}).get("train", {}).get("segmenter", {}).get("dpt") or {}
+        weights = {("decoder." + k[len("dpt."):] if k.startswith("dpt.") else k): v for k, v in weights.items()}
+    if name not in SegmenterTrainConfig.model_fields or not any(k.startswith("decoder.") for k in weights):
+        raise ValueError(f"{path}: head {name!r} is not a head this version knows, or its weights are missing")
+    section = SegmenterTrainConfig.model_fields[name].annotation
+    return name, known_settings(section, values), weights
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str], ModelConfig]:
@@ -106,7 +121,7 @@ def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu")
     state = load_checkpoint(path)
     if not {"model", "classes"} <= set(state) or not ({"model_config", "config"} & set(state)):
         raise ValueError(f"{path}: not a wsss classifier checkpoint (expected classifier.pt of wsss train classifier)")
-    model_config, _ = _sections(state, path, "classifier")
+    model_config = _model_section(state, path, "classifier")
     model = create_classifier(model_config, len(state["classes"]))
     try:
         model.load_state_dict(state["model"])
@@ -119,11 +134,15 @@ def load_segmenter(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """segmenter.pt → (Segmenter in eval mode, class names, its model section)."""
     path = Path(path)
     state = load_checkpoint(path)
-    if not {"model", "classes"} <= set(state) or not any(k.startswith("dpt.") for k in state["model"]):
+    if not {"model", "classes"} <= set(state) or not any(k.startswith(("dpt.", "decoder.")) for k in state["model"]):
         raise ValueError(f"{path}: not a wsss segmenter checkpoint (expected segmenter.pt of wsss train segmenter)")
-    model_config, dpt = _sections(state, path, "segmenter")
-    segmenter = create_segmenter(model_config, dpt, len(state["classes"]))
-    segmenter.load_state_dict(state["model"])
+    model_config = _model_section(state, path, "segmenter")
+    head, head_config, weights = _head_section(state, path)
+    segmenter = create_segmenter(model_config, head, head_config, len(state["classes"]))
+    try:
+        segmenter.load_state_dict(weights)
+    except RuntimeError as error:
+        raise ValueError(f"{path}: its weights do not fit its {head} head and model settings ({error})") from None
     return segmenter.to(device).eval(), list(state["classes"]), model_config
 
 

@@ -32,12 +32,17 @@ def _data_part(data: DataConfig) -> dict:
 
 def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest: str) -> dict:
     """What determines pseudo-labels: the classifier's digest, the map method (``cam``), the
-    refinement settings (without the CRF's worker count), and of ``data`` the saliency folder
-    and the size limit."""
+    refinement settings (without the CRF's worker count; with ``refine.sam`` on, its checkpoint's
+    size in bytes too: cheap, where a digest of a SAM file would read gigabytes), and of ``data``
+    the saliency folder and the size limit."""
+    settings = refine.model_dump(mode="json", exclude={"crf": {"workers"}})
+    sam = refine.sam
+    if sam.enabled and sam.checkpoint is not None and Path(sam.checkpoint).is_file():
+        settings["sam"]["checkpoint_bytes"] = Path(sam.checkpoint).stat().st_size
     return {
         "checkpoint_sha256": digest,
         "cam": cam.model_dump(mode="json", exclude={"batch_size"}),
-        "refine": refine.model_dump(mode="json", exclude={"crf": {"workers"}}),
+        "refine": settings,
         "data": _data_part(data),
     }
 
@@ -69,23 +74,46 @@ def saliency_maps_source(digest: str | None, saliency: SaliencyConfig, objects: 
             "backbone": backbone, "data": _data_part(data)}
 
 
-def source_differences(previous: dict, source: dict, prefix: str = "") -> list[str]:
+# the parts of a source that are dumps of a settings section: their defaults are known
+_SECTION_PARTS = {"cam": CamConfig, "refine": RefineConfig, "data": DataConfig, "crf": CrfConfig}
+
+
+def _default_at(path: list[str]):
+    """The default value of the setting at ``path`` (e.g. ["refine", "sam", "enabled"]), or a
+    marker that never equals a value when the path is not a known section's setting."""
+    section = _SECTION_PARTS.get(path[0])
+    value = section().model_dump(mode="json") if section is not None else None
+    for key in path[1:]:
+        if not isinstance(value, dict) or key not in value:
+            return _UNKNOWN
+        value = value[key]
+    return value if section is not None else _UNKNOWN
+
+
+_UNKNOWN = object()
+
+
+def source_differences(previous: dict, source: dict, path: tuple[str, ...] = ()) -> list[str]:
     """What differs between a recorded source and a new one, as "key.path: old → new" lines.
 
-    A setting inside a section that the recorded source lacks was added to wsss after the
-    folder was made; a new setting's default keeps the old behaviour, so it is no difference.
-    A whole part missing at the top level (e.g. ``data`` in folders of older versions) is one.
+    A setting that the recorded source lacks was added to wsss after the folder was made: it
+    is no difference when its new value is its default (a new setting's default keeps the old
+    behaviour), and one otherwise (e.g. ``refine.sam.enabled: true`` into an older folder). A
+    whole part missing at the top level (e.g. ``data`` in folders of older versions) is one.
     """
     lines = []
     for key in sorted(set(previous) | set(source)):
-        path = f"{prefix}{key}"
-        if key not in previous and prefix:
-            continue
+        where = [*path, key]
         old, new = previous.get(key), source.get(key)
+        if key not in previous and path:
+            if new == _default_at(where):
+                continue
+            if isinstance(new, dict):  # a new section: which of its settings are not at their defaults
+                old = {}
         if isinstance(old, dict) and isinstance(new, dict):
-            lines += source_differences(old, new, f"{path}.")
+            lines += source_differences(old, new, tuple(where))
         elif old != new:
-            lines.append(f"{path}: {json.dumps(old)} → {json.dumps(new)}")
+            lines.append(f"{'.'.join(where)}: {json.dumps(old)} → {json.dumps(new)}")
     return lines
 
 

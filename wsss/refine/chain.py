@@ -1,16 +1,17 @@
 """The labelling chain, one implementation for every caller (DESIGN steps 4–6):
 
-    maps → normalise → PAMR on the tag slots → normalise → saliency + label rule → optional CRF
+    maps → normalise → PAMR on the tag slots → normalise → saliency + label rule → optional SAM
+         → optional CRF
 
     chain = LabelChain(refine.pamr, refine.label, crf=refine.crf if refine.crf.enabled else None)
-    result = chain(maps, tags, rgb, saliency)     # every stage kept: raw, refined, rule, labels
+    result = chain(maps, tags, rgb, saliency)     # every stage kept: raw, refined, rule, sam, labels
 
 The callers differ only in where the maps and the saliency come from:
 
 - offline (``wsss pseudo-label``, the flows, the stage table): :class:`PseudoLabeler` runs a
   map method (GETAM or a baseline, over its views) and a saliency source on a batch of images;
 - the single-stage training loop (``wsss.refine.inloop``): GETAM from the step's own forward,
-  the saliency of the training crops, no CRF;
+  the saliency of the training crops, no SAM, no CRF;
 - self-training's second round: :class:`SavedMapsLabeler` reads the refined maps the first
   round saved and runs the rule (+ CRF) with the new saliency.
 """
@@ -39,6 +40,7 @@ from wsss.models.attention_capture import model_inputs, model_stride
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 from wsss.refine.saliency import SaliencySource, saliency_source
+from wsss.refine.sam import SamRefiner
 
 __all__ = ["ChainResult", "LabelChain", "PseudoLabeler", "offline_labeler"]
 
@@ -52,7 +54,9 @@ class ChainResult:
     refined: B×C×H×W float in [0, 1], after PAMR and normalisation (= raw when PAMR is off).
     saliency: B entries, H×W bool tensor (True = salient) or None.
     rule: B×H×W int64, the label rule's output (0 background, 1..C, 255 ignore).
-    labels: B×H×W int64, the final pseudo-labels (= rule, or the CRF's output when it is on).
+    labels: B×H×W int64, the final pseudo-labels: the CRF's output when it is on, run on the
+        SAM stage's labels when that is on (else on the rule's); without a CRF, those labels.
+    sam: B×H×W int64, the labels after the SAM stage (``wsss.refine.sam``), None when it is off.
     """
 
     raw: Tensor
@@ -60,19 +64,22 @@ class ChainResult:
     saliency: list[Tensor | None]
     rule: Tensor
     labels: Tensor
+    sam: Tensor | None = None
 
 
 class LabelChain:
     """Class maps of a batch → pseudo-labels, keeping every stage.
 
     pamr, rule: the ``refine.pamr`` and ``refine.label`` sections; crf: ``refine.crf`` to run the
-    dense CRF on the rule's labels, or None; executor: a process pool for the CRF
-    (``wsss.refine.crf.crf_executor``; None: the CRF runs in this process).
+    dense CRF on the rule's (or SAM's) labels, or None; executor: a process pool for the CRF
+    (``wsss.refine.crf.crf_executor``; None: the CRF runs in this process); sam: the SAM stage
+    (``wsss.refine.sam.sam_refiner(refine.sam)``), run in this process after the label rule on
+    the refined maps, or None (off).
     """
 
     def __init__(self, pamr: PamrConfig, rule: LabelRuleConfig, crf: CrfConfig | None = None,
-                 executor: Executor | None = None) -> None:
-        self.pamr, self.rule, self.crf, self.executor = pamr, rule, crf, executor
+                 executor: Executor | None = None, sam: SamRefiner | None = None) -> None:
+        self.pamr, self.rule, self.crf, self.executor, self.sam = pamr, rule, crf, executor, sam
 
     @torch.no_grad()
     def __call__(self, maps: Tensor, tags: Tensor, rgb: Tensor, saliency: Sequence[Tensor | None]) -> ChainResult:
@@ -100,15 +107,23 @@ class LabelChain:
             refined = normalise_maps(scatter_slots(slot_maps, slots, tags.shape[1])) * present
         saliency = list(saliency)
         rule = self._rule(refined, tags, saliency)
-        labels = rule
+        labels, sam = rule, None
+        images = None
+        if self.sam is not None:
+            images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
+            maps_np, tags_np, rule_np = refined.cpu().numpy(), tags.cpu().numpy(), rule.cpu().numpy()
+            sam = torch.from_numpy(np.stack([self.sam(images[i], maps_np[i], tags_np[i], rule_np[i])
+                                             for i in range(len(images))])).long().to(rule.device)
+            labels = sam
         if self.crf is not None:
             from wsss.refine.crf import crf_pseudo_labels
 
-            images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
-            refined_labels = crf_pseudo_labels(images, list(rule.to(torch.uint8).cpu().numpy()), self.crf,
+            if images is None:
+                images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
+            refined_labels = crf_pseudo_labels(images, list(labels.to(torch.uint8).cpu().numpy()), self.crf,
                                                executor=self.executor)
             labels = torch.from_numpy(np.stack(refined_labels)).long().to(rule.device)
-        return ChainResult(raw, refined, saliency, rule, labels)
+        return ChainResult(raw, refined, saliency, rule, labels, sam)
 
     def _rule(self, maps: Tensor, tags: Tensor, saliency: list[Tensor | None]) -> Tensor:
         """The label rule, run once for the images with saliency and once for those without."""
@@ -163,7 +178,8 @@ class SavedMapsLabeler:
 
     def __init__(self, maps_dir: str | os.PathLike, saliency: SaliencySource, chain: LabelChain) -> None:
         self.maps_dir, self.saliency = Path(maps_dir), saliency
-        self.chain = LabelChain(chain.pamr.model_copy(update={"enabled": False}), chain.rule, chain.crf, chain.executor)
+        self.chain = LabelChain(chain.pamr.model_copy(update={"enabled": False}), chain.rule, chain.crf, chain.executor,
+                                chain.sam)
 
     def __call__(self, samples: list[Sample]) -> ChainResult:
         sizes = {s.image.shape[:2] for s in samples}
@@ -193,16 +209,29 @@ def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, data
 
     dataset: for folder saliency (its maps); crf: run the CRF (None: ``refine.crf.enabled``);
     saliency: a source to use instead of ``refine.saliency``'s (e.g. one shared by several methods).
+    With ``refine.sam.enabled`` the chain runs the SAM stage, SAM loaded from its checkpoint on
+    the model's device (once per file, type and device: labelers made one after another share it).
     """
     use_crf = refine.crf.enabled if crf is None else crf
-    chain = LabelChain(refine.pamr, refine.label, refine.crf if use_crf else None, executor)
+    chain = LabelChain(refine.pamr, refine.label, refine.crf if use_crf else None, executor,
+                       _sam_stage(refine, next(model.parameters()).device))
     source = saliency or saliency_source(refine.saliency, model=model, dataset=dataset)
     return PseudoLabeler(model, configured_map_method(cam), source, chain)
 
 
 def saved_maps_labeler(maps_dir: str | os.PathLike, refine: RefineConfig, dataset: Dataset | None = None,
                        executor: Executor | None = None) -> SavedMapsLabeler:
-    """The :class:`SavedMapsLabeler` of the ``refine`` section (its saliency, label rule and CRF)
-    on the maps in ``maps_dir``. dataset: for folder saliency (its maps)."""
-    chain = LabelChain(refine.pamr, refine.label, refine.crf if refine.crf.enabled else None, executor)
+    """The :class:`SavedMapsLabeler` of the ``refine`` section (its saliency, label rule, SAM
+    stage and CRF) on the maps in ``maps_dir``. dataset: for folder saliency (its maps)."""
+    chain = LabelChain(refine.pamr, refine.label, refine.crf if refine.crf.enabled else None, executor,
+                       _sam_stage(refine, "cpu"))
     return SavedMapsLabeler(maps_dir, saliency_source(refine.saliency, dataset=dataset), chain)
+
+
+def _sam_stage(refine: RefineConfig, device) -> SamRefiner | None:
+    """The SAM stage of ``refine.sam`` on ``device``, or None when it is off."""
+    if not refine.sam.enabled:
+        return None
+    from wsss.refine.sam import sam_refiner
+
+    return sam_refiner(refine.sam, device=device)

@@ -3,7 +3,9 @@
 The FIRST backward of single-stage training: the batched GETAM gradients of every image's
 tagged logits w.r.t. the captured attention (``torch.autograd.grad``: no parameter gradient is
 touched; the graph is retained for the SECOND backward of the losses), then, without gradient,
-the offline flow's :class:`wsss.refine.chain.LabelChain` (without its CRF):
+the offline flow's :class:`wsss.refine.chain.LabelChain` (without its CRF, and without the SAM
+stage of ``refine.sam`` even when that is enabled: SAM's image encoder at every step would
+cost far more than the step itself):
 
     GETAM maps → normalise → PAMR on the tag slots → normalise → saliency + label rule
 

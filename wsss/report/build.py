@@ -9,7 +9,8 @@ Both the ``pipeline`` flow and ``wsss report`` hand their results here:
 report.json:
 
     stages          rows of the stage table (mIoU in percent): every map method at
-                    raw → +PAMR → +saliency, conflict → +CRF, and the trivial baseline
+                    raw → +PAMR → +saliency, conflict (→ +SAM, with refine.sam) → +CRF, and the
+                    trivial baseline
     stage_columns   the stage names; stage_images: how many images the stage table scored;
                     stage_not_scored: the images it could not score, with the reason
     segmenter       the segmenter's scores on the validation split (mIoU, IoU per class, pixel
@@ -119,6 +120,8 @@ def _stage_page(page: Report, results: StageResults) -> None:
         if result.saliency[i] is not None:
             pictures["saliency"] = np.repeat((result.saliency[i].cpu().numpy()[:, :, None] * 255).astype(np.uint8), 3, 2)
         pictures["pseudo-label"] = label_overlay(sample.image, result.rule[i].cpu().numpy().astype(np.uint8))
+        if result.sam is not None:
+            pictures["+SAM"] = label_overlay(sample.image, result.sam[i].cpu().numpy().astype(np.uint8))
         pictures["+CRF"] = label_overlay(sample.image, result.labels[i].cpu().numpy().astype(np.uint8))
         if sample.mask is not None:
             pictures["ground truth"] = colorize(sample.mask)
@@ -178,7 +181,7 @@ def build_report(title: str, notes: list[str], stages: StageResults | None = Non
     stage_seconds = timings.get("stage_table")
     content = {
         "stages": rows,
-        "stage_columns": list(STAGES),
+        "stage_columns": list(STAGES if stages is None else stages.columns),
         "stage_images": images,
         "stage_not_scored": {} if stages is None else dict(stages.failed),
         "segmenter": entry,

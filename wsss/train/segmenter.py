@@ -1,4 +1,7 @@
-"""Training the DPT segmenter without masks: single stage (double backward) or two stage.
+"""Training the segmenter without masks: single stage (double backward) or two stage.
+
+The segmentation head is ``train.segmenter.head`` (DPT, SETR-PUP/MLA, SegFormer, Mask2Former:
+``wsss.models.heads``); everything below holds for each of them.
 
 **Single stage** (``train.segmenter.mode: single_stage``, the GETAM paper's scheme, DESIGN
 step 8). Phase 1, the first ``phase1_fraction`` of the steps: the multi-label soft-margin
@@ -10,7 +13,7 @@ classification loss only. Phase 2, every step:
    saliency + label rule, all without gradient (``wsss.train.inloop``, the offline flow's
    functions);
 3. loss = CE over background pixels + CE over foreground pixels (each averaged over its own
-   pixels, 255 ignored) + ``cls_loss_weight`` · classification loss (+ ``saliency_loss_weight``
+   pixels, 255 ignored; for Mask2Former instead its matching loss: ``head_loss``) + ``cls_loss_weight`` · classification loss (+ ``saliency_loss_weight``
    · BCE of the background probability against non-saliency);
 4. SECOND backward → optimizer step.
 
@@ -20,7 +23,7 @@ classification loss keeps the class head trained, so GETAM works on the result t
 step.
 
 Optimisation: SGD with momentum and L2 weight decay (``momentum``, ``weight_decay``), or AdamW;
-learning rate × ``head_lr_scale`` for the new layers (DPT head, classification head); no decay
+learning rate × ``head_lr_scale`` for the new layers (segmentation head, classification head); no decay
 on biases, norms and tokens; poly decay lr·(1 − step/steps)^0.9 per optimizer step. Note: the
 GETAM paper's code passed its weight decay (5e-4) in SGD's momentum slot, i.e. it trained with
 momentum 5e-4 and no weight decay; here momentum and decay are what their names say.
@@ -34,7 +37,7 @@ Files in RUN/segmenter (two stage: RUN/segmenter_two_stage; ``wsss.layout.Segmen
                    (atomic): model, optimizer, scheduler, loss scaler, step, every process's RNG
                    state, history; a new run with the same config resumes from it and ends with
                    the same weights as an uninterrupted run
-    segmenter.pt   the final weights, model and DPT settings and class names (what ``wsss
+    segmenter.pt   the final weights, model and head settings and class names (what ``wsss
                    predict`` loads; ``wsss.models.checkpoint``)
     history.json   losses, label statistics and learning rate per logged interval
     manifest.jsonl two stage: images left out for want of a pseudo-label
@@ -63,12 +66,13 @@ from wsss.data.runner import Manifest
 from wsss.files import write_json
 from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
-from wsss.models.dpt import Segmenter, create_segmenter
+from wsss.models.segmenter import Segmenter, SegmenterOutput, create_segmenter
 from wsss.refine.inloop import InLoopLabeler
+from wsss.train.mask_classification import mask_classification_loss
 from wsss.train.distributed import Distributed, setup_distributed
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
 
-__all__ = ["train_segmenter", "step_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
+__all__ = ["train_segmenter", "step_loss", "head_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
            "build_optimizer", "poly_schedule"]
 
 _NO_DECAY_NAMES = ("cls_token", "dist_token", "reg_token", "pos_embed")
@@ -87,6 +91,19 @@ def segmentation_loss(seg: Tensor, labels: Tensor) -> Tensor:
     bg = (ce * background).sum() / background.sum().clamp_min(1)
     fg = (ce * foreground).sum() / foreground.sum().clamp_min(1)
     return bg + fg
+
+
+def head_loss(out: SegmenterOutput, labels: Tensor, settings: SegmenterTrainConfig) -> Tensor:
+    """The segmentation loss of the head's output against ``labels`` (B×H×W, 255 ignored):
+    per-pixel heads :func:`segmentation_loss` on ``out.seg``; mask-classification heads
+    (``out.queries``, Mask2Former) bipartite matching with class, mask BCE and Dice terms on
+    sampled points (``wsss.train.mask_classification``, weights of ``settings.mask2former``)."""
+    if out.queries is None:
+        return segmentation_loss(out.seg, labels)
+    m = settings.mask2former
+    return mask_classification_loss(out.queries, labels, num_points=m.points, class_weight=m.class_weight,
+                                    mask_weight=m.mask_weight, dice_weight=m.dice_weight,
+                                    no_object_weight=m.no_object_weight)
 
 
 def saliency_loss(seg: Tensor, saliency: list[Tensor | None]) -> Tensor:
@@ -110,7 +127,7 @@ def saliency_loss(seg: Tensor, saliency: list[Tensor | None]) -> Tensor:
 def build_optimizer(segmenter: Segmenter, settings) -> torch.optim.Optimizer:
     """SGD (momentum, L2 decay) or AdamW over four groups: backbone / heads × decay / no decay.
 
-    Heads (DPT, classification) get lr × ``head_lr_scale``; biases, norm weights (every 1-D
+    Heads (segmentation, classification) get lr × ``head_lr_scale``; biases, norm weights (every 1-D
     parameter) and the cls/dist/register tokens and position embedding get no weight decay.
     """
     groups = []
@@ -251,7 +268,7 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
         with autocast():
             out = model(images)
         labels = batch["label"].to(device, non_blocking=True)
-    seg = segmentation_loss(out.seg, labels)
+    seg = head_loss(out, labels, settings)
     cls = F.multilabel_soft_margin_loss(out.logits.float(), tags)
     loss = seg + settings.cls_loss_weight * cls  # (two stage too: every output takes part, as DDP needs)
     stats = {"seg": seg.item(), "cls": cls.item()}
@@ -295,7 +312,7 @@ def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: Segme
         train_set = _training_set(data, None if single else Path(labels_dir), run, dist)
         classes = train_set.classes
         torch.manual_seed(settings.seed)
-        segmenter = create_segmenter(model_config, settings.dpt, len(classes))
+        segmenter = create_segmenter(model_config, settings.head, settings.head_config, len(classes))
         if init is not None:
             _load_init(segmenter, Path(init), classes)
         segmenter.to(device)
@@ -315,7 +332,8 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
     autocast, scaler = _amp(device, settings.amp)
     torch.manual_seed(settings.seed * 7919 + dist.rank + 1)  # dropout etc., one stream per process
 
-    identity = {"model": model_config.model_dump(mode="json"), "dpt": settings.dpt.model_dump(mode="json"),
+    identity = {"model": model_config.model_dump(mode="json"), "head": settings.head,
+                "head_config": settings.head_config.model_dump(mode="json"),
                 "classes": classes, "mode": settings.mode, "steps": settings.steps, "world": dist.world,
                 "batch_size": settings.batch_size, "grad_accum": settings.grad_accum}
     start, history = 0, []
@@ -335,7 +353,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
             print(f"resuming from {run.last} after step {start}/{settings.steps}")
 
     model: nn.Module = segmenter
-    if dist.enabled:  # phase 1 leaves the DPT head unused: find_unused_parameters
+    if dist.enabled:  # phase 1 leaves the segmentation head unused: find_unused_parameters
         model = nn.parallel.DistributedDataParallel(
             segmenter, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True)
     crop = settings.crop_size or model_config.img_size
@@ -385,7 +403,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
             print(f"stopped after step {stop}/{settings.steps}; {run.last} resumes the run")
         return run.last
     if dist.main:
-        save_checkpoint(run.final, segmenter_checkpoint(segmenter, model_config, settings.dpt, classes, history))
+        save_checkpoint(run.final, segmenter_checkpoint(segmenter, model_config, settings.head_config, classes, history))
     dist.barrier()
     return run.final
 

@@ -1,13 +1,5 @@
-"""The segmenter: a timm ViT classifier with a DPT head (Ranftl et al., "Vision Transformers for
-Dense Prediction", ICCV 2021) on four of its blocks.
-
-One forward gives both outputs, so the same model serves GETAM (class logits, attention) and
-segmentation (per-pixel logits)::
-
-    segmenter = create_segmenter(config.model, config.train.segmenter.dpt, num_classes=C)
-    out = segmenter(images)            # images: B×3×H×W, H and W multiples of segmenter.stride
-    out.logits                         # B×C class logits (pre-sigmoid), the classifier's head
-    out.seg                            # B×(C+1)×H×W segmentation logits, channel 0 = background
+"""The DPT head (Ranftl et al., "Vision Transformers for Dense Prediction", ICCV 2021) on four
+blocks of a timm ViT (``wsss.models.heads``; the model around it is ``wsss.models.segmenter``).
 
 The head, from the ViT's tokens (B×(p+P)×D: p prefix tokens, P = h·w patches, grid stride s):
 
@@ -34,27 +26,15 @@ features come from timm's ``forward_intermediates`` (no copy of timm's code).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.models.attention_capture import model_stride, token_layout, vit_blocks
-from wsss.models.classifier import create_classifier
-
-__all__ = ["DPTHead", "Segmenter", "SegmenterOutput", "create_segmenter", "default_blocks", "READOUTS"]
+__all__ = ["DPTHead", "READOUTS", "Reassemble", "TARGET_STRIDES", "resampler"]
 
 READOUTS = ("ignore", "add", "project")
 TARGET_STRIDES = (4, 8, 16, 32)  # the four reassembled maps: 1/4 ... 1/32 of the input
-
-
-def default_blocks(depth: int) -> list[int]:
-    """Four evenly spaced block indices ending at the last block: 12 blocks → [2, 5, 8, 11],
-    24 → [5, 11, 17, 23]; fewer than 4 blocks repeat indices (depth 2 → [0, 0, 0, 1])."""
-    if depth < 1:
-        raise ValueError(f"depth must be >= 1, got {depth}")
-    return [max(0, (i + 1) * depth // 4 - 1) for i in range(4)]
 
 
 class Readout(nn.Module):
@@ -213,73 +193,3 @@ class DPTHead(nn.Module):
             finer = maps[i - 1].shape[-2:] if i > 0 else [n * 4 // self.head_stride for n in maps[0].shape[-2:]]
             path = self.fusion[i](maps[i] if path is None else path, None if path is None else maps[i], finer)
         return F.interpolate(self.head(path), size=tuple(size), mode="bilinear", align_corners=False)
-
-
-class SegmenterOutput(NamedTuple):
-    """logits: B×C class logits (pre-sigmoid); seg: B×(C+1)×H×W segmentation logits (channel 0
-    background), or None when the head was skipped."""
-
-    logits: Tensor
-    seg: Tensor | None
-
-
-class Segmenter(nn.Module):
-    """A timm ViT classifier (``backbone``, keeps its classification head) plus a DPT head.
-
-    blocks: the four block indices the head reads, shallow to deep (repeats allowed).
-    ``stride``: input pixels per patch token; inputs must be multiples of it (any size
-    otherwise: timm's dynamic image size; ``wsss.predict`` resizes arbitrary images).
-    """
-
-    def __init__(self, backbone: nn.Module, dpt: DPTHead, blocks: Sequence[int]) -> None:
-        super().__init__()
-        depth = len(vit_blocks(backbone))
-        blocks = [int(b) + depth if int(b) < 0 else int(b) for b in blocks]
-        if len(blocks) != 4 or any(not 0 <= b < depth for b in blocks) or blocks != sorted(blocks):
-            raise ValueError(f"blocks must be 4 ascending indices in 0..{depth - 1} (negative: from the end), "
-                             f"got {blocks}")
-        self.backbone, self.dpt, self.blocks = backbone, dpt, blocks
-        self._unique = sorted(set(blocks))
-        self.stride = model_stride(backbone)
-
-    def forward(self, images: Tensor, with_head: bool = True) -> SegmenterOutput:
-        """images: B×3×H×W normalised; with_head=False skips the DPT head (seg is None)."""
-        if images.dim() != 4:
-            raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
-        final, intermediates = self.backbone.forward_intermediates(
-            images, indices=self._unique, return_prefix_tokens=True, output_fmt="NLC")
-        logits = self.backbone.forward_head(final)
-        if not with_head:
-            return SegmenterOutput(logits, None)
-        if self.backbone.num_prefix_tokens == 0:  # timm returns plain tensors then
-            intermediates = [(t, None) for t in intermediates]
-        by_block = dict(zip(self._unique, intermediates))
-        grid = token_layout(self.backbone, images.shape[-2:]).grid
-        seg = self.dpt([by_block[b] for b in self.blocks], grid, images.shape[-2:])
-        return SegmenterOutput(logits, seg)
-
-    def head_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """(name, parameter) of the new layers: the DPT head and the classification head(s)."""
-        return [(n, p) for n, p in self.named_parameters() if _is_head(n)]
-
-    def backbone_parameters(self) -> list[tuple[str, nn.Parameter]]:
-        """(name, parameter) of everything else (patch embedding, blocks, norms, tokens)."""
-        return [(n, p) for n, p in self.named_parameters() if not _is_head(n)]
-
-
-def _is_head(name: str) -> bool:
-    return name.startswith(("dpt.", "backbone.head.", "backbone.head_dist."))
-
-
-def create_segmenter(model_config, dpt_config, num_classes: int) -> Segmenter:
-    """A Segmenter from a ``wsss.config.ModelConfig`` (the ViT, random or ``pretrained`` weights)
-    and a ``DptConfig``; C = ``num_classes`` foreground classes."""
-    backbone = create_classifier(model_config, num_classes)
-    depth = len(vit_blocks(backbone))
-    blocks = dpt_config.blocks if dpt_config.blocks is not None else default_blocks(depth)
-    head = DPTHead(
-        dim=backbone.embed_dim, stride=model_stride(backbone), num_classes=num_classes, readout=dpt_config.readout,
-        features=dpt_config.features, channels=dpt_config.reassemble_channels,
-        has_prefix=backbone.num_prefix_tokens > 0, head_stride=dpt_config.head_stride,
-    )
-    return Segmenter(backbone, head, blocks)
