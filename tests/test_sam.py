@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from wsss.config import SamConfig
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.refine.sam import (
     SamMaskPredictor,
     SamPrompt,
     SamRefiner,
-    SamSettings,
     detect_sam_type,
     load_sam,
     merge_sam_masks,
@@ -47,7 +47,7 @@ def _two_class_maps():
 
 def test_prompts_boxes_points_and_negatives():
     maps, tags = _two_class_maps()
-    settings = SamSettings(region_threshold=0.6, min_area=20, max_regions=3, positive_points=3, negative_points=1)
+    settings = SamConfig(region_threshold=0.6, min_area=20, max_regions=3, positive_points=3, negative_points=1)
     prompts = sam_prompts(maps, tags, settings)
     assert [p.cls for p in prompts] == [1, 1, 2]
     H, W = maps.shape[1:]
@@ -75,21 +75,21 @@ def test_prompts_boxes_points_and_negatives():
         assert (p.points[:, 1] >= 0).all() and (p.points[:, 1] <= H - 1).all()
         assert 0 <= p.box[0] <= p.box[2] <= W - 1 and 0 <= p.box[1] <= p.box[3] <= H - 1
     # min_area drops the blobs below it, max_regions keeps the largest, negatives may be 0
-    assert [p.area for p in sam_prompts(maps, tags, SamSettings(region_threshold=0.6, min_area=1))][:3] == \
-        sorted([p.area for p in sam_prompts(maps, tags, SamSettings(region_threshold=0.6, min_area=1))
+    assert [p.area for p in sam_prompts(maps, tags, SamConfig(region_threshold=0.6, min_area=1))][:3] == \
+        sorted([p.area for p in sam_prompts(maps, tags, SamConfig(region_threshold=0.6, min_area=1))
                 if p.cls == 1], reverse=True)
-    assert len([p for p in sam_prompts(maps, tags, SamSettings(region_threshold=0.6, min_area=1)) if p.cls == 1]) == 3
-    one = sam_prompts(maps, tags, SamSettings(region_threshold=0.6, min_area=20, max_regions=1, negative_points=0))
+    assert len([p for p in sam_prompts(maps, tags, SamConfig(region_threshold=0.6, min_area=1)) if p.cls == 1]) == 3
+    one = sam_prompts(maps, tags, SamConfig(region_threshold=0.6, min_area=20, max_regions=1, negative_points=0))
     assert [(p.cls, p.area) for p in one] == [(1, big.area), (2, other.area)]
     assert all((p.labels == 1).all() for p in one)
-    assert sam_prompts(maps, tags, SamSettings(region_threshold=0.6, min_area=10_000)) == []
+    assert sam_prompts(maps, tags, SamConfig(region_threshold=0.6, min_area=10_000)) == []
 
 
 def test_prompts_at_the_image_border_stay_inside():
     maps = np.zeros((2, 30, 40), np.float32)
     maps[0, :12, :10] = 1.0  # a plateau in the corner: the deepest pixel wins the tie
     maps[1, 20:, 30:] = np.linspace(0.6, 1.0, 10)[None, :]
-    prompts = sam_prompts(maps, np.ones(2), SamSettings(min_area=4, positive_points=4))
+    prompts = sam_prompts(maps, np.ones(2), SamConfig(min_area=4, positive_points=4))
     assert [p.cls for p in prompts] == [0, 1]
     assert prompts[0].box.tolist() == [0, 0, 9, 11] and prompts[1].box.tolist() == [30, 20, 39, 29]
     first = prompts[0].points[0]
@@ -247,7 +247,7 @@ def test_random_small_sam_through_the_chain(synth_val, multimask):
     batch = [s for s in samples if s.tags.sum() >= 2][:2] or samples[:2]
     predictor = _Recording(tiny_sam(), multimask=multimask)
     chain = LabelChain(PamrConfig(iterations=2), LabelRuleConfig(opening=3), crf=CrfConfig(iterations=2),
-                       sam=SamRefiner(predictor, SamSettings(min_area=16)))
+                       sam=SamRefiner(predictor, SamConfig(min_area=16)))
     maps = torch.from_numpy(np.stack([degraded_maps(s.mask, C) for s in batch]))
     tags = torch.from_numpy(np.stack([s.tags for s in batch]))
     rgb = torch.from_numpy(np.stack([s.image for s in batch])).permute(0, 3, 1, 2)
@@ -364,7 +364,7 @@ def test_load_sam_vit_b_auto_and_what_does_not_fit(tmp_path):
 
 
 def test_config_enabled_without_checkpoint_is_a_clear_error(tmp_path):
-    from wsss.config import ConfigError, SamConfig, load_config
+    from wsss.config import ConfigError, load_config
 
     with pytest.raises(ConfigError, match=r"refine.sam.*refine.sam.checkpoint is not set"):
         load_config(overrides=["refine.sam.enabled=true"])
@@ -373,8 +373,6 @@ def test_config_enabled_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="refine.sam.model_type"):
         load_config(overrides=["refine.sam.model_type=vit_x"])
     assert not load_config().refine.sam.enabled
-    # the section's defaults are the stage's
-    assert SamSettings.of(SamConfig()) == SamSettings()
 
 
 def test_offline_labeler_loads_sam_and_reports_a_bad_checkpoint(tmp_path):

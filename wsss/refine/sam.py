@@ -52,21 +52,20 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import cv2
 import numpy as np
 import torch
 
+from wsss.config import SamConfig
 from wsss.data.label_png import IGNORE_INDEX
 
-if TYPE_CHECKING:
-    from wsss.config import SamConfig
 
-__all__ = ["SAM_WIDTHS", "MaskPredictor", "SamMaskPredictor", "SamOutput", "SamPrompt", "SamRefiner", "SamSettings",
-           "cached_sam", "detect_sam_type", "load_sam", "merge_sam_masks", "sam_prompts", "sam_refiner"]
+__all__ = ["SAM_WIDTHS", "MaskPredictor", "SamMaskPredictor", "SamOutput", "SamPrompt", "SamRefiner", "cached_sam",
+           "detect_sam_type", "load_sam", "merge_sam_masks", "sam_prompts", "sam_refiner"]
 
 SAM_WIDTHS = {768: "vit_b", 1024: "vit_l", 1280: "vit_h"}  # image-encoder width → model type
 _WIDTH_KEY = "image_encoder.patch_embed.proj.weight"
@@ -202,25 +201,6 @@ def cached_sam(checkpoint: str | Path, model_type: str = "auto", device: str | t
 
 
 @dataclass(frozen=True)
-class SamSettings:
-    """The prompt and merge settings (the fields of ``refine.sam`` of the same names)."""
-
-    region_threshold: float = 0.5
-    min_area: int = 64
-    max_regions: int = 3
-    positive_points: int = 3
-    negative_points: int = 1
-    point_spacing: float = 0.25
-    agree: float = 0.1
-    keep: float = 0.9
-
-    @classmethod
-    def of(cls, config) -> SamSettings:
-        """The settings of a ``SamConfig`` (or any object with these attributes)."""
-        return cls(**{f.name: getattr(config, f.name) for f in fields(cls)})
-
-
-@dataclass(frozen=True)
 class SamPrompt:
     """One SAM prompt: a region of class ``cls``'s thresholded map.
 
@@ -264,7 +244,7 @@ def _as_numpy(x) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
 
 
-def sam_prompts(refined, tags, settings: SamSettings = SamSettings()) -> list[SamPrompt]:
+def sam_prompts(refined, tags, settings: SamConfig = SamConfig()) -> list[SamPrompt]:
     """The SAM prompts of one image (the rule is in the module docstring).
 
     Args:
@@ -356,12 +336,12 @@ class SamOutput:
 class SamRefiner:
     """The SAM stage: prompts from the refined maps → masks → merge with the rule's labels.
 
-    predictor: a :class:`MaskPredictor`; settings: :class:`SamSettings`. Calls on one refiner
+    predictor: a :class:`MaskPredictor`; settings: the ``refine.sam`` section (its prompt and merge settings). Calls on one refiner
     are serialised (the predictor holds the current image); SAM runs only for images with at
     least one prompt.
     """
 
-    def __init__(self, predictor: MaskPredictor, settings: SamSettings = SamSettings()) -> None:
+    def __init__(self, predictor: MaskPredictor, settings: SamConfig = SamConfig()) -> None:
         self.predictor, self.settings = predictor, settings
         self._lock = threading.Lock()
 
@@ -399,4 +379,4 @@ def sam_refiner(config: SamConfig, device: str | torch.device = "cpu") -> SamRef
         raise ValueError("refine.sam.enabled is true but refine.sam.checkpoint is not set: give the path of a "
                          "sam_vit_b_01ec64.pth / sam_vit_l_0b3195.pth / sam_vit_h_4b8939.pth state-dict file")
     model = cached_sam(config.checkpoint, config.model_type, device)
-    return SamRefiner(SamMaskPredictor(model), SamSettings.of(config))
+    return SamRefiner(SamMaskPredictor(model), config)
