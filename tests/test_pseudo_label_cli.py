@@ -27,7 +27,15 @@ def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
         assert label.shape == sample.image.shape[:2]
         allowed = {0, 255} | {c + 1 for c in np.flatnonzero(sample.tags)}
         assert set(np.unique(label).tolist()) <= allowed
-        assert np.load(out / "maps" / f"{image_id}.npz")["maps"].shape[0] == int(sample.tags.sum())
+        saved = np.load(out / "maps" / f"{image_id}.npz")
+        assert saved["maps"].shape[0] == saved["probs"].shape[0] == int(sample.tags.sum())
+    # every label's confidence is in its manifest entry (the review queue ranks by it)
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert {e["id"] for e in entries} == set(dataset.ids)
+    for entry in entries:
+        c = entry["confidence"]
+        assert set(c) == {"tag_prob", "map_support", "ignore_share", "crf_changed", "score"}
+        assert c["tag_prob"] is not None and all(0.0 <= c[k] <= 1.0 for k in c)
     scores = json.loads((out / "evaluation.json").read_text())
     assert 0.0 <= scores["mIoU"] <= 1.0 and scores["not_scored"] == 0
     assert "saliency: tokencut" in capsys.readouterr().out

@@ -109,6 +109,11 @@ class AttentionMapMethod(ABC):
         Returns:
             ``B×C×H×W`` float; zero for untagged classes; not normalised.
         """
+        return self.maps_and_probs(model, images, labels)[0]
+
+    def maps_and_probs(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The maps of :meth:`__call__` and the classifier's ``B×C`` sigmoid probabilities of the
+        same forward (detached), e.g. for the labels' confidence."""
         if images.dim() != 4:
             raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
         if labels.dim() != 2 or labels.shape[0] != images.shape[0]:
@@ -120,7 +125,8 @@ class AttentionMapMethod(ABC):
         with eval_mode(model), (torch.enable_grad() if grad else torch.no_grad()), \
                 self.capture(model) as cap:
             logits = model(images)
-            return self.maps_from_capture(model, logits, cap, labels, images.shape[-2:])
+            maps = self.maps_from_capture(model, logits, cap, labels, images.shape[-2:])
+        return maps, torch.sigmoid(logits.detach().float())
 
     def capture(self, model: nn.Module) -> AttentionCapture | ClsRowCapture:
         """The capture this method needs (enter it around the forward): an

@@ -52,6 +52,13 @@ def read_npz_maps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     return maps, classes
 
 
+def read_npz_probs(path: str | os.PathLike) -> np.ndarray | None:
+    """The classifier's K probabilities of the tagged classes saved beside the maps ("probs",
+    as ``wsss pseudo-label --save-maps`` writes them), or None when the file has none."""
+    with np.load(path) as saved:
+        return saved["probs"].astype(np.float32) if "probs" in saved.files else None
+
+
 def write_dataset_maps(
     model: torch.nn.Module,
     method: AttentionMapMethod | MultiViewMaps,

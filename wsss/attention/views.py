@@ -57,26 +57,34 @@ class MultiViewMaps:
         return len(self.scales) * (2 if self.flip else 1)
 
     def __call__(self, model: nn.Module, images: Tensor, labels: Tensor) -> Tensor:
+        return self.maps_and_probs(model, images, labels)[0]
+
+    def maps_and_probs(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The averaged maps and the classifier's ``B×C`` sigmoid probabilities averaged over
+        the same views."""
         if images.dim() != 4:
             raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
         H, W = images.shape[-2:]
         stride = model_stride(model)
-        total = None
+        total, probs = None, 0.0
         for scale in self.scales:
             size = model_input_size((round(H * scale), round(W * scale)), stride)
             view = images if size == (H, W) else F.interpolate(
                 images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
             if self.flip:  # the image and its mirror in one call (maps never mix images)
-                both = self.method(model, torch.cat([view, view.flip(-1)]), torch.cat([labels, labels]))
+                both, p = self.method.maps_and_probs(model, torch.cat([view, view.flip(-1)]), torch.cat([labels, labels]))
                 views = [both[:len(images)], both[len(images):].flip(-1)]
+                probs += p[:len(images)] + p[len(images):]
             else:
-                views = [self.method(model, view, labels)]
+                maps, p = self.method.maps_and_probs(model, view, labels)
+                views = [maps]
+                probs += p
             for maps in views:
                 if maps.shape[-2:] != (H, W):
                     maps = F.interpolate(maps, size=(H, W), mode="bilinear", align_corners=True)
                 maps = normalise_maps(maps)
                 total = maps if total is None else total + maps
-        return total / self.num_views
+        return total / self.num_views, probs / self.num_views
 
 
 def configured_map_method(cam: CamConfig, name: str | None = None) -> AttentionMapMethod | MultiViewMaps:

@@ -8,7 +8,8 @@ predictions, scoring):
                          batch_size=8, desc="pseudo-labels")
 
 ``compute(batch)`` returns one result per sample of the batch; ``write(sample, result)`` stores
-it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason. An image
+it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason; a dict it
+returns goes into the image's manifest entry (e.g. the pseudo-labels' "confidence"). An image
 that cannot be read, has no tags (when ``needs_tags``), or whose computation raises
 ValueError/RuntimeError (the batch is retried one image at a time to find it) fails alone:
 it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
@@ -84,11 +85,11 @@ class _Tally:
         else:
             tqdm.write(f"{image_id}: {text}")
 
-    def ok(self, image_id: str) -> None:
+    def ok(self, image_id: str, extra: dict | None = None) -> None:
         self.counts["ok"] += 1
         if self.manifest is not None:
             note = self.notes.pop(image_id, "")
-            self.manifest.record(image_id, "ok", **({"note": note} if note else {}))
+            self.manifest.record(image_id, "ok", **({"note": note} if note else {}), **(extra or {}))
         self.bar.update(1)
 
     def failed(self, image_id: str, reason: str) -> None:
@@ -104,7 +105,7 @@ class _Tally:
 def run_dataset(
     dataset: Dataset,
     compute: Callable[[list[Sample]], Sequence[Any]],
-    write: Callable[[Sample, Any], None],
+    write: Callable[[Sample, Any], dict | None],
     *,
     out_dir: str | os.PathLike | None = None,
     finished: Callable[[str], Path] | None = None,
@@ -141,11 +142,11 @@ def run_dataset(
             return
         for sample, result in zip(batch, results):
             try:
-                write(sample, result)
+                extra = write(sample, result)
             except SampleFailed as reason:
                 tally.failed(sample.id, str(reason))
                 continue
-            tally.ok(sample.id)
+            tally.ok(sample.id, extra)
 
     try:
         for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags,

@@ -22,7 +22,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 from concurrent.futures import Executor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from wsss.attention import configured_map_method
 from wsss.attention.base import AttentionMapMethod
-from wsss.attention.dataset_maps import read_npz_maps
+from wsss.attention.dataset_maps import read_npz_maps, read_npz_probs
 from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
@@ -57,6 +57,8 @@ class ChainResult:
     labels: B×H×W int64, the final pseudo-labels: the CRF's output when it is on, run on the
         SAM stage's labels when that is on (else on the rule's); without a CRF, those labels.
     sam: B×H×W int64, the labels after the SAM stage (``wsss.refine.sam``), None when it is off.
+    probs: B×C float, the classifier's sigmoid probabilities (averaged over the map views), None
+        when unknown (e.g. labels from saved maps written without them).
     """
 
     raw: Tensor
@@ -65,6 +67,7 @@ class ChainResult:
     rule: Tensor
     labels: Tensor
     sam: Tensor | None = None
+    probs: Tensor | None = None
 
 
 class LabelChain:
@@ -161,11 +164,11 @@ class PseudoLabeler:
         (H, W), = sizes
         inputs = model_inputs(samples, self.stride).to(self.device)
         tags = torch.from_numpy(np.stack([s.tags for s in samples])).to(self.device)
-        maps = self.method(self.model, inputs, tags)
+        maps, probs = self.method.maps_and_probs(self.model, inputs, tags)
         with torch.no_grad():
             saliency = self.saliency(samples, inputs, size=(H, W))
         rgb = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device).permute(0, 3, 1, 2)
-        return self.chain(maps, tags, rgb, saliency)
+        return replace(self.chain(maps, tags, rgb, saliency), probs=probs)
 
 
 class SavedMapsLabeler:
@@ -188,6 +191,8 @@ class SavedMapsLabeler:
         (H, W), = sizes
         tags = torch.from_numpy(np.stack([s.tags for s in samples]))
         maps = torch.zeros(len(samples), tags.shape[1], H, W)
+        probs = torch.zeros(len(samples), tags.shape[1])
+        all_probs = True
         for i, sample in enumerate(samples):
             path = self.maps_dir / f"{sample.id}.npz"
             if not path.is_file():
@@ -197,9 +202,14 @@ class SavedMapsLabeler:
                 raise ValueError(f"{path}: maps of classes {classes.tolist()} at {saved.shape[1:]} do not fit image "
                                  f"{sample.id} (tags {np.flatnonzero(sample.tags).tolist()}, size {(H, W)})")
             maps[i, classes] = torch.from_numpy(saved)
+            saved_probs = read_npz_probs(path)
+            if saved_probs is None:
+                all_probs = False
+            else:
+                probs[i, classes] = torch.from_numpy(saved_probs)
         saliency = self.saliency(samples, None, size=(H, W))
         rgb = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
-        return self.chain(maps, tags, rgb, saliency)
+        return replace(self.chain(maps, tags, rgb, saliency), probs=probs if all_probs else None)
 
 
 def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, dataset: Dataset | None = None,

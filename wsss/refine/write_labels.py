@@ -2,7 +2,9 @@
 
     OUT/<id>.png          pseudo-label, VOC palette (0 background, 1..C, 255 ignore), atomic write
     OUT/maps/<id>.npz     optional: refined maps of the tagged classes (as ``wsss cam`` writes them)
-    OUT/manifest.jsonl    every image's outcome {"id", "status": "ok"|"failed", "reason"}
+                          and the classifier's probabilities of those classes ("probs")
+    OUT/manifest.jsonl    every image's outcome {"id", "status": "ok"|"failed", "reason"}; an ok
+                          entry holds the label's "confidence" (``wsss.refine.confidence``)
 
 The walk is ``wsss.data.runner.run_dataset``: images whose PNG exists are skipped, so a re-run
 finishes an interrupted one; an image that cannot be read fails alone.
@@ -21,6 +23,7 @@ from wsss.data.label_png import write_label_png
 from wsss.data.runner import run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler
+from wsss.refine.confidence import label_confidence
 
 __all__ = ["write_pseudo_labels"]
 
@@ -41,14 +44,19 @@ def write_pseudo_labels(
         result = labeler(batch)
         return [(result, i) for i in range(len(batch))]
 
-    def write(sample: Sample, item: tuple[ChainResult, int]) -> None:
+    def write(sample: Sample, item: tuple[ChainResult, int]) -> dict:
         result, i = item
+        probs = None if result.probs is None else result.probs[i]
         if save_maps:
             present = np.flatnonzero(sample.tags)
+            extra = {} if probs is None else {"probs": probs[present].cpu().numpy().astype(np.float32)}
             write_npz(out / "maps" / f"{sample.id}.npz",
                       maps=result.refined[i, present].cpu().numpy().astype(np.float16),
-                      classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]))
+                      classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]),
+                      **extra)
         write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
+        before_crf = result.sam[i] if result.sam is not None else result.rule[i]
+        return {"confidence": label_confidence(sample.tags, probs, result.refined[i], before_crf, result.labels[i])}
 
     out.mkdir(parents=True, exist_ok=True)
     return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
