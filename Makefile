@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "Installing wsss and its dependencies into $(VENV) (first run: a few minutes) ..."
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither a file nor a directory" || true
-	$(BIN)/python -c "import torch, torchvision, timm, cv2, scipy, pydensecrf.densecrf, segment_anything, prefect, wsss" \
+	$(BIN)/python -c "import torch, torchvision, timm, cv2, scipy, pydensecrf.densecrf, segment_anything, pycocotools, prefect, wsss" \
 		|| { echo "install check failed: see the pip output above"; exit 1; }
 	@touch $@
 

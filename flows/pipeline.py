@@ -34,7 +34,8 @@ from wsss.orchestration.reporting import stage_table_report
 from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
 from wsss.orchestration.self_training import describe_saliency, saliency_config
 from wsss.orchestration.shards import has_masks
-from wsss.report.build import SegmenterResult
+from wsss.eval.review import review_queue
+from wsss.report.build import ReviewPage, SegmenterResult
 
 ALL_METHODS = ["getam", "attention", "rollout", "relevance", "gradcam"]
 
@@ -90,12 +91,21 @@ def stage_table_and_report(config: Config, checkpoint: Path, methods: list[str],
              f"CRF in the pseudo-labels: {config.refine.crf.enabled}",
              "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items())]
     labelling = saliency_config(config)
+    review = None
+    labels = labels_dir(config.train.segmenter, run) or run.pseudo_labels
+    if config.report.review_images and labels.is_dir():
+        train = open_dataset(labelling.data, data.train_split)
+        maps = next((m for m in (labels / "maps", run.self_training.pseudo_labels / "maps") if m.is_dir()), None)
+        review = ReviewPage(review_queue(labels, train, count=config.report.review_images), train, labels, maps,
+                            run.review_html)
     return stage_table_report(checkpoint, open_dataset(labelling.data, data.val_split), config.cam, labelling.refine,
                               methods,
                               config.train.device, run.report_json, run.report_html,
                               "wsss pipeline: pseudo-label stages and segmenter", notes,
                               stage_images=config.report.stage_images, segmenter=segmenter, pseudo=pseudo,
-                              timings=timings, config=config.model_dump(mode="json"), classifier=classifier)
+                              timings=timings, config=config.model_dump(mode="json"), classifier=classifier,
+                              review=review,
+                              segmenter_predictions=run.segmenter(config.train.segmenter.mode).val_predictions)
 
 
 @flow(name="pipeline", log_prints=True)

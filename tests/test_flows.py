@@ -300,6 +300,11 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     assert "Classifier (validation split)" in page and "prevalence (chance AP)" in page
     assert "segmenter (single_stage, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
     assert "trivial baseline" in page
+    assert "<th>segmenter</th>" in page  # its prediction beside each example's pseudo-label
+    review = report["review"]  # the review queue of the training split's pseudo-labels
+    assert review["images"] == TRAIN_IDS and review["page"] == "review.html" and review["least_confident"]
+    assert review["rank_correlation"] is not None
+    assert "least confident" in (tmp_path / "run" / "review.html").read_text()
 
 
 def test_demo_out_dir_uses_its_own_classifier(tmp_path, prefect_api, monkeypatch):

@@ -152,3 +152,28 @@ def test_a_runs_stored_settings_find_its_folders_from_anywhere(tmp_path):
     assert kept.data.root == Path("elsewhere") and kept.run_dir == run
     renamed = _relocated(config, tmp_path / "copied_run", [])  # the run folder was renamed: left as stored
     assert renamed.run_dir == Path("runs/demo") and renamed.data.root == Path("runs/demo/data")
+
+
+def test_report_with_labels_writes_the_review_page(tmp_path, capsys):
+    """`wsss report --labels DIR`: review.html lists the least confident labels with their
+    pictures, and report.json says how well the confidence ranks them against the masks."""
+    checkpoint = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
+    data, labels, out = tmp_path / "data", tmp_path / "labels", tmp_path / "report"
+    common = ["--set", "refine.crf.workers=1", "--set", "refine.label.opening=3"]
+    assert main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
+                 "--out", str(labels), "--save-maps", *common]) == 0
+    assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(data), "--split", "val",
+                 "--out", str(out), "--methods", "getam", "--labels", str(labels), "--set", "report.review_images=3",
+                 "--set", "report.stage_images=2", *common]) == 0
+    review = json.loads((out / "report.json").read_text())["review"]
+    assert review["page"] == "review.html" and review["images"] == 5 and len(review["least_confident"]) == 3
+    scores = [review["confidence"][i]["score"] for i in review["least_confident"]]
+    assert scores == sorted(scores)  # least confident first
+    assert set(review["rank_correlation"]) <= {"score", "tag_prob", "map_support", "ignore_share", "crf_changed"}
+    assert all(-1.0 <= v <= 1.0 for v in review["rank_correlation"].values()) and review["miou"]
+    page = (out / "review.html").read_text()
+    assert "least confident" in page and page.count("data:image/png") == 3 * 4  # image, map, label, truth
+    assert "the review page: review.html" in (out / "report.html").read_text()
+    assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(data), "--out", str(out),
+                 "--labels", str(tmp_path / "nothing")]) == 2
+    assert "--labels" in capsys.readouterr().err

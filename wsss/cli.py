@@ -2,6 +2,7 @@
 
     wsss data synth  [--out DIR] [--config F] [--set K=V ...]   write the demo data set
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
+                     [--format coco --annotations F]           (every --dataset takes these too)
     wsss config show [--config F] [--set K=V ...]               print the effective config as YAML
     wsss weights inspect PATH [--model NAME] [--set K=V ...]    layout of pretrained weights; exit 1 if they do not fit
     wsss train classifier [--config F] [--set K=V ...] [--restart]  train the ViT from tags
@@ -9,6 +10,7 @@
     wsss predict --checkpoint F --images DIR --out DIR         segmenter → palette PNGs
     wsss cam --checkpoint F --dataset D --out DIR [--method M]  maps + overlays for every image
     wsss evaluate --pred DIR --dataset D [--split S] [--json F] score labels or raw maps
+    wsss export LABELS --dataset D --out F.json [--per region|class]  label PNGs → COCO instances JSON
     wsss pseudo-label --checkpoint F --dataset D --out DIR     the whole chain → label PNGs
     wsss report --checkpoint F --dataset D --out DIR           stage table + report.html
     wsss saliency --checkpoint F --dataset D --out DIR         built-in TokenCut saliency maps
@@ -45,12 +47,27 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+DATASET_HELP = "a VOC2012 folder, a plain folder data set, or a COCO images folder (with --annotations)"
+
+
+def _add_format_args(parser: argparse.ArgumentParser) -> None:
+    """--format and --annotations: how every command that reads a data set (DATASET or
+    --dataset) opens it (``_dataset_of``)."""
+    parser.add_argument("--format", choices=["auto", "voc", "folder", "coco"], default="auto",
+                        help="the data set's format (default auto: coco with --annotations, else voc or folder "
+                             "as the folder's layout says)")
+    parser.add_argument("--annotations", type=Path, default=None, metavar="FILE",
+                        help="COCO: the instances JSON of the images in the data set folder (one split: "
+                             "--split, if given, must be the JSON's stem)")
+
+
 def _add_classifier_run_args(parser: argparse.ArgumentParser, out_help: str,
-                             dataset_help: str = "a VOC2012 folder or a plain folder data set") -> None:
-    """--checkpoint, --dataset, --split and --out: the arguments of every command that runs a
-    trained classifier over a data set."""
+                             dataset_help: str = DATASET_HELP) -> None:
+    """--checkpoint, --dataset (with --format, --annotations), --split and --out: the arguments
+    of every command that runs a trained classifier over a data set."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
     parser.add_argument("--dataset", type=Path, required=True, help=dataset_help)
+    _add_format_args(parser)
     parser.add_argument("--split", default=None, help="only this split (default: every image)")
     parser.add_argument("--out", type=Path, required=True, help=out_help)
 
@@ -73,7 +90,7 @@ def _config(args):
 
 def _relocated(config: Config, run: Path, overrides: list[str] | None) -> Config:
     """A run's stored settings used from anywhere: its relative paths (run_dir, data.root,
-    data.saliency_dir) were relative to the folder it ran in, which is where ``run`` sits
+    data.saliency_dir, data.coco_*) were relative to the folder it ran in, which is where ``run`` sits
     (``run`` ends with run_dir); they become absolute. Paths given with --set stay as given."""
     recorded = Path(config.run_dir)
     parts = recorded.parts
@@ -86,8 +103,8 @@ def _relocated(config: Config, run: Path, overrides: list[str] | None) -> Config
     def moved(key: str, value: Path | None) -> Path | None:
         return base / value if value is not None and not Path(value).is_absolute() and key not in given else value
 
-    data = config.data.model_copy(update={"root": moved("data.root", config.data.root),
-                                          "saliency_dir": moved("data.saliency_dir", config.data.saliency_dir)})
+    data = config.data.model_copy(update={key: moved(f"data.{key}", getattr(config.data, key)) for key in (
+        "root", "saliency_dir", "coco_annotations", "coco_val_annotations", "coco_val_root")})
     return config.model_copy(update={"run_dir": moved("run_dir", config.run_dir), "data": data})
 
 
@@ -113,8 +130,8 @@ def cmd_data_synth(args) -> int:
 def cmd_data_check(args) -> int:
     from wsss.eval.check import check_dataset
 
-    fmt = args.format if args.format != "auto" else detect_format(args.dataset)
-    dataset = _dataset_arg(args.dataset, args.split, fmt)
+    fmt = _dataset_format(args)
+    dataset = _dataset_arg(args.dataset, args.split, fmt, annotations=args.annotations)
     report = check_dataset(dataset, progress=not args.quiet)
     for item in report.problems:
         print(item)
@@ -252,12 +269,43 @@ def cmd_cam(args) -> int:
     return 0 if counts["failed"] == 0 else 1
 
 
-def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, data: DataConfig | None = None):
-    """A data set given on the command line: ``fmt`` (voc or folder), or its detected format;
-    data: the ``data`` section whose saliency_dir (None: DATASET/saliency) and size limit
-    (max_side, oversize) apply (None: the defaults)."""
+def _dataset_format(args) -> str:
+    """The format of the data set of a command line: --format, or with auto coco when
+    --annotations is given, else the folder's detected format. ValueError for --format coco
+    without --annotations, or --annotations with another format."""
+    fmt, annotations = getattr(args, "format", "auto"), getattr(args, "annotations", None)
+    if annotations is not None:
+        if fmt not in ("auto", "coco"):
+            raise ValueError(f"--annotations {annotations} is for --format coco, not --format {fmt}")
+        return "coco"
+    if fmt == "coco":
+        raise ValueError(f"--format coco needs --annotations FILE: the instances JSON of the images in {args.dataset}")
+    return detect_format(args.dataset) if fmt == "auto" else fmt
+
+
+def _dataset_of(args, data: DataConfig | None = None):
+    """The data set of a command's DATASET/--dataset, --split, --format and --annotations."""
+    return _dataset_arg(args.dataset, args.split, _dataset_format(args), data, getattr(args, "annotations", None))
+
+
+def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, data: DataConfig | None = None,
+                 annotations: Path | None = None):
+    """A data set given on the command line: ``fmt`` (voc, folder or coco), or its detected format;
+    data: the ``data`` section whose saliency_dir (None: DATASET/saliency; COCO: none), size limit
+    (max_side, oversize) and coco_min_area apply (None: the defaults). COCO: ``path`` is the images
+    folder, ``annotations`` the JSON, one split named after its stem (``split`` None or that)."""
     data = data or DataConfig()
-    if (fmt or detect_format(path)) == "voc":
+    fmt = fmt or detect_format(path)
+    if fmt == "coco":
+        from wsss.data.coco import CocoDataset
+
+        if annotations is None:
+            raise ValueError(f"{path}: a COCO data set needs its instances JSON (--annotations FILE)")
+        dataset = CocoDataset(path, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir)
+        if split is not None and split != dataset.split:
+            raise DatasetError(f"--split {split}: a COCO set is one split per annotations file, here "
+                               f"{dataset.split!r} ({annotations}); give that split's --annotations instead")
+    elif fmt == "voc":
         dataset = VocDataset(path, split=split, saliency_dir=data.saliency_dir)
     else:
         dataset = FolderDataset(path, split=split, saliency_dir=data.saliency_dir)
@@ -269,7 +317,7 @@ def cmd_evaluate(args) -> int:
 
     from wsss.eval.evaluate import evaluate_label_dir, sweep_map_thresholds
 
-    dataset = _dataset_arg(args.dataset, args.split)
+    dataset = _dataset_of(args)
     if (args.pred / "maps").is_dir() and not any(args.pred.glob("*.png")):
         result, curve = sweep_map_thresholds(args.pred / "maps", dataset)
         print("background threshold sweep (raw maps): " +
@@ -280,6 +328,22 @@ def cmd_evaluate(args) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_dict(dataset.classes), indent=1))
+    return 0
+
+
+def cmd_export(args) -> int:
+    """Label PNGs → a COCO instances JSON (``wsss.data.coco_export``), written atomically; with
+    --split, only that split's images are exported (labels of the data set's other images are
+    skipped, a label of an image not in the data set is still an error)."""
+    from wsss.data.coco_export import coco_summary, labels_to_coco, write_coco
+
+    whole = _dataset_of(argparse.Namespace(**{**vars(args), "split": None}))
+    ids = _dataset_of(args).ids if args.split is not None else None
+    coco = labels_to_coco(args.labels, whole, per=args.per, min_area=args.min_area, ids=ids,
+                          boxes_only=args.boxes_only)
+    path = write_coco(args.out, coco)
+    print(coco_summary(coco))
+    print(f"\nwrote {path}; its file names are relative to data_path: {coco['info']['wsss']['images_root']}")
     return 0
 
 
@@ -296,7 +360,7 @@ def cmd_saliency(args) -> int:
         return 2
     settings = config.refine.saliency.model_copy(update={"source": "tokencut", "tokencut_objects": objects})
     device = resolve_device(config.train.device)
-    dataset = _dataset_arg(args.dataset, args.split, data=config.data)
+    dataset = _dataset_of(args, data=config.data)
     # TokenCut on refine.saliency.backbone when set (the classifier is then not used), else on the classifier
     model = load_classifier(args.checkpoint, device)[0] if settings.backbone is None else None
     source = saliency_source(settings, model=model, device=device)
@@ -318,7 +382,7 @@ def _classifier_and_dataset(args):
     config = saliency_config(_config(args), require=True)
     device = resolve_device(config.train.device)
     model, classes, _ = load_classifier(args.checkpoint, device)
-    dataset = _dataset_arg(args.dataset, args.split, data=config.data)
+    dataset = _dataset_of(args, data=config.data)
     if dataset.classes != classes:
         raise DatasetError(f"{args.dataset}: classes {dataset.classes} differ from the checkpoint's {classes}")
     return config, device, model, dataset
@@ -352,7 +416,9 @@ def cmd_pseudo_label(args) -> int:
 
 def cmd_report(args) -> int:
     from wsss.attention.views import describe_views
+    from wsss.eval.review import review_queue
     from wsss.orchestration.reporting import stage_table_report
+    from wsss.report.build import ReviewPage
 
     config, _, _, dataset = _classifier_and_dataset(args)
     refine = config.refine
@@ -363,9 +429,17 @@ def cmd_report(args) -> int:
              f"label rule: alpha {refine.label.alpha}, tau {refine.label.tau}, "
              f"conflict {refine.label.conflict}, opening {refine.label.opening}; "
              f"PAMR {refine.pamr.iterations} iterations, dilations {refine.pamr.dilations}"]
+    review = None
+    if args.labels is not None:
+        if not args.labels.is_dir():
+            raise DatasetError(f"--labels {args.labels}: folder not found (a wsss pseudo-label output folder)")
+        maps = args.labels / "maps"
+        review = ReviewPage(review_queue(args.labels, dataset, count=config.report.review_images), dataset,
+                            args.labels, maps if maps.is_dir() else None, args.out / "review.html")
     stage_table_report(args.checkpoint, dataset, config.cam, refine, args.methods.split(","), config.train.device,
                        args.out / "report.json", args.out / "report.html", "wsss: pseudo-label stages", notes,
-                       stage_images=config.report.stage_images, config=config.model_dump(mode="json"), progress=True)
+                       stage_images=config.report.stage_images, config=config.model_dump(mode="json"), progress=True,
+                       review=review)
     return 0
 
 
@@ -478,8 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(synth)
     synth.set_defaults(func=cmd_data_synth)
     check = data_commands.add_parser("check", help="read every image, tag and mask; report problems and a summary")
-    check.add_argument("dataset", type=Path, help="a VOC2012 folder or a plain folder data set")
-    check.add_argument("--format", choices=["auto", "voc", "folder"], default="auto")
+    check.add_argument("dataset", type=Path, help=DATASET_HELP)
+    _add_format_args(check)
     check.add_argument("--split", default=None, help="only this split (default: every image)")
     check.add_argument("--strict", action="store_true", help="warnings count as errors")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -542,10 +616,26 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="score label PNGs (or raw maps) against a data set's masks")
     evaluate.add_argument("--pred", type=Path, required=True,
                           help="folder of <id>.png label maps, or a wsss cam output (maps/*.npz: threshold sweep)")
-    evaluate.add_argument("--dataset", type=Path, required=True, help="a VOC2012 folder or a plain folder data set")
+    evaluate.add_argument("--dataset", type=Path, required=True, help=DATASET_HELP)
+    _add_format_args(evaluate)
     evaluate.add_argument("--split", default=None, help="only this split (default: every image)")
     evaluate.add_argument("--json", type=Path, default=None, help="also write the scores as JSON")
     evaluate.set_defaults(func=cmd_evaluate)
+
+    export = commands.add_parser("export", help="label PNGs → a COCO instances JSON (RLE masks) for annotation tools")
+    export.add_argument("labels", type=Path, help="folder of <id>.png label maps (pseudo-labels, predictions)")
+    export.add_argument("--dataset", type=Path, required=True, help=DATASET_HELP)
+    _add_format_args(export)
+    export.add_argument("--split", default=None,
+                        help="only the labels of this split's images (those of other images are skipped)")
+    export.add_argument("--out", type=Path, required=True, help="the JSON file to write")
+    export.add_argument("--per", choices=["region", "class"], default="region",
+                        help="one annotation per 8-connected region of a class (default) or per class and image")
+    export.add_argument("--min-area", type=int, default=0, metavar="PIXELS",
+                        help="leave out segments of fewer pixels (default 0: none)")
+    export.add_argument("--boxes-only", action="store_true",
+                        help="no segmentation, boxes and areas only (for importers that read no RLE)")
+    export.set_defaults(func=cmd_export)
 
     saliency = commands.add_parser("saliency", help="built-in TokenCut saliency maps (0/255 PNGs) for a data set")
     _add_classifier_run_args(saliency, "output folder (<id>.png, manifest.jsonl)")
@@ -565,6 +655,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_classifier_run_args(report, "output folder (report.html, report.json)", dataset_help="a data set with masks")
     report.add_argument("--methods", default="getam,attention,rollout,relevance,gradcam",
                         help="comma-separated map methods (default: GETAM and all baselines)")
+    report.add_argument("--labels", type=Path, default=None,
+                        help="a wsss pseudo-label folder of this data set: also OUT/review.html, its least confident "
+                             "labels first (report.review_images)")
     _add_config_args(report)
     report.set_defaults(func=cmd_report)
 

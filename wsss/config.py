@@ -64,10 +64,12 @@ class SynthConfig(_Section):
 class DataConfig(_Section):
     """Where the images and tags come from."""
 
-    format: Literal["synth", "folder", "voc"] = Field(
-        "synth", description="synth: generate the demo set into root; folder: plain folder; voc: VOC2012 layout"
+    format: Literal["synth", "folder", "voc", "coco"] = Field(
+        "synth", description="synth: generate the demo set into root; folder: plain folder; voc: VOC2012 layout; "
+                             "coco: a COCO instances JSON (data.coco_annotations) over the images in root"
     )
-    root: Path = Field(Path("runs/demo/data"), description="data set folder (VOC: the VOC2012 folder)")
+    root: Path = Field(Path("runs/demo/data"), description="data set folder (VOC: the VOC2012 folder; COCO: the "
+                                                           "training split's images folder, e.g. train2017)")
     train_split: str | None = Field("train", description="split used for training / labelling (None: all)")
     val_split: str | None = Field("val", description="split used for validation and evaluation")
     saliency_dir: Path | None = Field(None, description="folder of saliency maps (<id>.png), optional")
@@ -76,6 +78,20 @@ class DataConfig(_Section):
     )
     voc_tags: Literal["auto", "xml", "mask"] = Field(
         "auto", description="VOC tags from Annotations/*.xml or from masks; auto: XML when present"
+    )
+    coco_annotations: Path | None = Field(
+        None, description="COCO: the training split's instances JSON (images in data.root); also the validation "
+                          "split's when coco_val_annotations is None (required with format coco)"
+    )
+    coco_val_annotations: Path | None = Field(
+        None, description="COCO: the instances JSON of data.val_split (None: data.coco_annotations)"
+    )
+    coco_val_root: Path | None = Field(
+        None, description="COCO: the folder of coco_val_annotations' images, e.g. val2017 (None: data.root)"
+    )
+    coco_min_area: float = Field(
+        0.0, ge=0.0, description="COCO: tags only from annotations whose area is at least this many pixels (crowd "
+                                 "ones included); masks keep every instance"
     )
     max_side: int | None = Field(
         1024, ge=16, description="longest image side the walks (maps, labels, predictions) compute at; larger images "
@@ -86,6 +102,13 @@ class DataConfig(_Section):
                               "file's size) or refuse (fails that image's manifest entry)"
     )
     synth: SynthConfig = SynthConfig()
+
+    @model_validator(mode="after")
+    def _coco_annotations(self) -> "DataConfig":
+        if self.format == "coco" and self.coco_annotations is None:
+            raise ValueError("data.format is coco but data.coco_annotations is not set: give the path of the "
+                             "training split's instances JSON (e.g. annotations/instances_train2017.json)")
+        return self
 
 
 class ModelConfig(_Section):
@@ -412,6 +435,9 @@ class ReportConfig(_Section):
 
     stage_images: int | None = Field(
         None, ge=1, description="score the stage table on this many images of the split, evenly spaced (None: all)"
+    )
+    review_images: int = Field(
+        24, ge=0, description="the review page (RUN/review.html) shows this many least confident pseudo-labels (0: none)"
     )
 
 

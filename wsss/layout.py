@@ -6,7 +6,7 @@
     run.segmenter("two_stage")    RUN/segmenter_two_stage/ (its files as properties)
     run.pseudo_labels             RUN/pseudo_labels/
     run.self_training.saliency    RUN/self_training/saliency/ (self-training's saliency maps)
-    run.report_html               RUN/report.html
+    run.report_html               RUN/report.html (and review.html: the review queue)
 
 Nothing else in wsss spells a run's file names; a run folder is self-contained (no setting
 names another run's file unless the user sets one).
@@ -86,5 +86,6 @@ class RunLayout:
     config = property(lambda self: self.root / "config.yaml")  # the settings of the run (written when it starts)
     report_html = property(lambda self: self.root / "report.html")
     report_json = property(lambda self: self.root / "report.json")
+    review_html = property(lambda self: self.root / "review.html")  # the least confident pseudo-labels
     inbox = property(lambda self: self.root / "inbox")
     data = property(lambda self: self.root / "data")

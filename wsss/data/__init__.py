@@ -1,4 +1,4 @@
-"""Data sets behind one interface (``Dataset`` → ``Sample``): VOC layout, plain folder, demo set."""
+"""Data sets behind one interface (``Dataset`` → ``Sample``): VOC layout, plain folder, COCO JSON, demo set."""
 
 from __future__ import annotations
 
@@ -6,14 +6,17 @@ import os
 from pathlib import Path
 
 from wsss.data.base import Dataset, DatasetError, Sample
+from wsss.data.coco import CocoDataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
 
-__all__ = ["Dataset", "DatasetError", "Sample", "FolderDataset", "VocDataset", "detect_format", "open_dataset"]
+__all__ = ["Dataset", "DatasetError", "Sample", "CocoDataset", "FolderDataset", "VocDataset", "detect_format",
+           "open_dataset"]
 
 
 def detect_format(root: str | os.PathLike) -> str:
-    """'voc' for a folder with JPEGImages/, 'folder' for one with tags.csv; DatasetError otherwise."""
+    """'voc' for a folder with JPEGImages/, 'folder' for one with tags.csv; DatasetError otherwise
+    (COCO is never guessed: it needs its annotations JSON)."""
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"{root}: data set folder not found")
@@ -23,7 +26,8 @@ def detect_format(root: str | os.PathLike) -> str:
         return "folder"
     raise DatasetError(
         f"{root}: unknown data set layout; expected a VOC2012 folder (JPEGImages/, ImageSets/) "
-        "or a plain folder (images/, tags.csv, classes.txt)"
+        "or a plain folder (images/, tags.csv, classes.txt); for a COCO images folder give --format coco "
+        "--annotations FILE (data.format: coco, data.coco_annotations)"
     )
 
 
@@ -32,7 +36,10 @@ def open_dataset(data, split: str | None) -> Dataset:
     (``data.max_side``, ``data.oversize``: ``wsss.data.size_limit``).
 
     For format 'synth' the demo set is generated into ``data.root`` first if it is not there
-    (a folder holding another set raises ValueError naming both).
+    (a folder holding another set raises ValueError naming both). For format 'coco' the split
+    picks the JSON (``wsss.data.coco``): ``data.val_split`` → ``data.coco_val_annotations`` over
+    ``data.coco_val_root`` when set; ``data.train_split``, ``data.val_split`` otherwise and None →
+    ``data.coco_annotations`` over ``data.root``; any other name raises DatasetError.
     """
     return _open(data, split).limit_size(data.max_side, data.oversize)
 
@@ -50,4 +57,19 @@ def _open(data, split: str | None) -> Dataset:
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)
     if data.format == "voc":
         return VocDataset(data.root, split=split, masks=data.voc_masks, tags=data.voc_tags, saliency_dir=data.saliency_dir)
-    raise ValueError(f"data.format={data.format!r}: expected one of synth, folder, voc")
+    if data.format == "coco":
+        return _open_coco(data, split)
+    raise ValueError(f"data.format={data.format!r}: expected one of synth, folder, voc, coco")
+
+
+def _open_coco(data, split: str | None) -> Dataset:
+    if data.coco_annotations is None:
+        raise DatasetError("data.format is coco but data.coco_annotations is not set")
+    annotations, root = data.coco_annotations, data.root
+    if split is not None and split == data.val_split and data.coco_val_annotations is not None:
+        annotations, root = data.coco_val_annotations, data.coco_val_root or data.root
+    elif split is not None and split not in (data.train_split, data.val_split):
+        raise DatasetError(f"split {split!r}: a COCO set has the splits data.train_split ({data.train_split!r}: "
+                           f"{data.coco_annotations}) and data.val_split ({data.val_split!r}: "
+                           f"{data.coco_val_annotations or data.coco_annotations})")
+    return CocoDataset(root, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir)

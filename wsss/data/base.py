@@ -76,7 +76,13 @@ class Dataset(abc.ABC):
 
     @abc.abstractmethod
     def mask_path(self, image_id: str):
-        """Path where the mask of ``image_id`` is expected, or None if the set has no masks."""
+        """Path where the mask of ``image_id`` is expected (COCO: the annotations JSON it is
+        rasterised from), or None if the set has no masks."""
+
+    def read_mask(self, image_id: str) -> np.ndarray:
+        """The H×W uint8 mask of ``image_id`` (0 background, 1..C, 255 ignore): the label PNG at
+        ``mask_path``; a set whose masks are not files overrides it (COCO rasterises them)."""
+        return read_label_png(self.mask_path(image_id))
 
     @abc.abstractmethod
     def saliency_path(self, image_id: str):
@@ -100,7 +106,7 @@ class Dataset(abc.ABC):
         if mask_path is not None:
             if not Path(mask_path).is_file():
                 raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
-            mask = read_label_png(mask_path)
+            mask = self.read_mask(image_id)
             if mask.shape != image.shape[:2]:
                 raise DatasetError(f"{mask_path}: mask is {mask.shape[1]}×{mask.shape[0]} but image is "
                                    f"{image.shape[1]}×{image.shape[0]}")

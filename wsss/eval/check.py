@@ -21,7 +21,7 @@ from tqdm import tqdm
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.folder import FolderDataset
 from wsss.data.images import IMAGE_EXTENSIONS, ImageNotes, ImageReadError, read_gray01, read_rgb
-from wsss.data.label_png import IGNORE_INDEX, read_label_png
+from wsss.data.label_png import IGNORE_INDEX
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.trivial_baseline import trivial_baseline_label
 
@@ -152,7 +152,7 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
 
         mask_path = dataset.mask_path(image_id)
         if mask_path is not None:
-            mask = _check_mask(mask_path, image, num_classes, problem)
+            mask = _check_mask(mask_path, image, num_classes, problem, lambda: dataset.read_mask(image_id))
             if mask is not None:
                 report.with_mask += 1
                 counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=num_classes + 1)
@@ -191,13 +191,14 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     return report
 
 
-def _check_mask(mask_path, image, num_classes: int, problem) -> np.ndarray | None:
-    """Read and validate one mask; report problems; return it (H×W uint8) or None."""
+def _check_mask(mask_path, image, num_classes: int, problem, read) -> np.ndarray | None:
+    """Read (``read()``: the data set's ``read_mask``) and validate one mask; report problems;
+    return it (H×W uint8) or None."""
     if not Path(mask_path).is_file():
         problem("error", mask_path, "mask file missing")
         return None
     try:
-        mask = read_label_png(mask_path)
+        mask = read()
     except ValueError as error:
         problem("error", mask_path, str(error).split(": ", 1)[-1])
         return None

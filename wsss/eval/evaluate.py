@@ -62,7 +62,7 @@ def _ground_truth(dataset: Dataset, image_id: str) -> np.ndarray:
     path = dataset.mask_path(image_id)
     if path is None:
         raise DatasetError(f"{dataset.root if hasattr(dataset, 'root') else 'data set'}: no masks to evaluate against")
-    return read_label_png(path)
+    return dataset.read_mask(image_id)
 
 
 def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: bool = True,

@@ -17,7 +17,6 @@ import torch
 
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.label_png import read_label_png
 from wsss.data.runner import run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
@@ -199,7 +198,7 @@ def run_stages(
 
             def write(sample: Sample, item: tuple[ChainResult, int], stages=stages, kept=kept, name=name) -> None:
                 result, i = item
-                gt = sample.mask if sample.mask is not None else read_label_png(dataset.mask_path(sample.id))
+                gt = sample.mask if sample.mask is not None else dataset.read_mask(sample.id)
                 _sweep_update(stages.raw, result.raw[i].cpu(), gt)
                 _sweep_update(stages.pamr, result.refined[i].cpu(), gt)
                 stages.rule.update(result.rule[i].cpu().numpy(), gt)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset
@@ -18,7 +19,8 @@ from wsss.eval.classification import ClassifierQuality
 from wsss.eval.stages import run_stages
 from wsss.models.checkpoint import load_classifier, resolve_device
 from wsss.orchestration.shards import has_masks
-from wsss.report.build import SegmenterResult, build_report, write_report
+from wsss.report.build import ReviewPage, SegmenterResult, build_report, build_review_page, write_report
+from wsss.report.html import write_html
 
 __all__ = ["stage_table_report"]
 
@@ -28,9 +30,12 @@ def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: Cam
                        title: str, notes: list[str], stage_images: int | None = None,
                        segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
                        timings: dict[str, float] | None = None, config: dict | None = None,
-                       classifier: ClassifierQuality | None = None, progress: bool = False) -> dict:
+                       classifier: ClassifierQuality | None = None, progress: bool = False,
+                       review: ReviewPage | None = None, segmenter_predictions: str | os.PathLike | None = None) -> dict:
     """Stage table of ``methods`` on ``dataset`` (``stage_images`` of its images, evenly
-    spaced; all when None), then report.json and report.html; returns the JSON content."""
+    spaced; all when None), then report.json and report.html (and, with ``review``, its review
+    page); returns the JSON content. segmenter_predictions: the segmenter's validation
+    predictions (<id>.png), shown beside the examples."""
     timings, notes, stages = dict(timings or {}), list(notes), None
     if has_masks(dataset):
         model, _, _ = load_classifier(checkpoint, resolve_device(device))
@@ -42,8 +47,13 @@ def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: Cam
         notes.append("the data set has no masks: the quality of the pseudo-labels is unmeasured (no stage table, no "
                      "segmenter score); shown instead: the classifier's per-class AP and the labels' coverage and "
                      "ignore share")
+    review_html = None
+    if review is not None:
+        review_html = os.path.relpath(review.html, os.path.dirname(os.path.abspath(html_path)))
     content, page = build_report(title, notes, stages=stages, segmenter=segmenter, pseudo=pseudo, timings=timings,
-                                 config=config, classifier=classifier)
+                                 config=config, classifier=classifier, review=None if review is None else review.queue,
+                                 review_html=review_html,
+                                 segmenter_predictions=None if segmenter_predictions is None else Path(segmenter_predictions))
     if segmenter is not None:
         entry = content["segmenter"]
         parts = [f"segmenter ({segmenter.mode}) mIoU: {entry['mIoU']:.1f} %"]
@@ -56,4 +66,7 @@ def stage_table_report(checkpoint: str | os.PathLike, dataset: Dataset, cam: Cam
         print("; ".join(parts))
     write_report(json_path, html_path, content, page)
     print(f"report: {html_path} and {json_path}")
+    if review is not None:
+        write_html(review.html, build_review_page(f"{title}: review queue", review))
+        print(f"{review.queue.summary()}; page: {review.html}")
     return content

@@ -25,6 +25,9 @@ report.json:
     timings_s       seconds per pipeline step, and their sum ("total")
     images_per_s    throughput of the pseudo-label flow and of the stage table
     checks          whether GETAM's labels and the segmenter beat the baselines and the trivial one
+    review          the review queue of the pseudo-labels: the least confident ids, their
+                    confidence and own mIoU, the rank correlation of each confidence field with
+                    the per-image mIoU, and the review page's file; null when not made
     config          the settings of the run
 """
 
@@ -32,21 +35,38 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from wsss.data.label_png import colorize
+from wsss.attention.dataset_maps import read_npz_maps
+from wsss.data.base import Dataset
+from wsss.data.label_png import colorize, read_label_png
 from wsss.eval.classification import ClassifierQuality
 from wsss.eval.evaluate import Evaluation
+from wsss.eval.review import FIELDS, ReviewQueue
 from wsss.eval.segmenter import SegmenterScores
 from wsss.eval.stages import STAGES, StageResults
 from wsss.files import write_json
 from wsss.report.html import Example, Report, write_html
 from wsss.viz import heatmap_overlay, label_overlay
 
-__all__ = ["SegmenterResult", "build_report", "write_report", "checks", "TRIVIAL"]
+__all__ = ["ReviewPage", "SegmenterResult", "build_report", "build_review_page", "write_report", "checks", "TRIVIAL"]
 
 TRIVIAL = "trivial baseline"
+
+
+@dataclass
+class ReviewPage:
+    """The review queue of a label folder (``wsss.eval.review``) and what its page shows:
+    dataset (the labelled split), label_dir (its <id>.png), maps_dir (saved refined maps,
+    <id>.npz, for the heat maps; None: none shown), html (where the page goes)."""
+
+    queue: ReviewQueue
+    dataset: Dataset
+    label_dir: Path
+    maps_dir: Path | None
+    html: Path
 
 
 @dataclass
@@ -99,9 +119,10 @@ def _iou_series(iou: np.ndarray, names: list[str]) -> dict[str, float | None]:
     return dict(zip(names, [None if np.isnan(v) else float(v) for v in iou]))
 
 
-def _stage_page(page: Report, results: StageResults) -> None:
+def _stage_page(page: Report, results: StageResults, predictions: Path | None = None) -> None:
     """The stage table, every method's per-class IoU at its final stage, the notes on steps that
-    do not help, and examples of the first method (image, heat maps, saliency, labels, truth)."""
+    do not help, and examples of the first method (image, heat maps, saliency, labels, the
+    segmenter's prediction when ``predictions`` holds its <id>.png, truth)."""
     names = ["background", *results.classes]
     page.stages = results.rows()
     for name, stages in results.methods.items():
@@ -123,9 +144,61 @@ def _stage_page(page: Report, results: StageResults) -> None:
         if result.sam is not None:
             pictures["+SAM"] = label_overlay(sample.image, result.sam[i].cpu().numpy().astype(np.uint8))
         pictures["+CRF"] = label_overlay(sample.image, result.labels[i].cpu().numpy().astype(np.uint8))
+        prediction = _read_label(predictions / f"{sample.id}.png") if predictions is not None else None
+        if prediction is not None and prediction.shape == sample.image.shape[:2]:
+            pictures["segmenter"] = label_overlay(sample.image, prediction)
         if sample.mask is not None:
             pictures["ground truth"] = colorize(sample.mask)
         page.examples.append(Example(f"{sample.id} ({tags})", pictures))
+
+
+def _read_label(path: Path) -> np.ndarray | None:
+    """A label PNG, or None when it is missing or unreadable (a picture is then left out)."""
+    try:
+        return read_label_png(path)
+    except (OSError, ValueError):
+        return None
+
+
+def build_review_page(title: str, review: ReviewPage) -> Report:
+    """The review page: the least confident pseudo-labels first, each with its image, refined
+    map (when saved), pseudo-label and ground truth (when the data set has masks), the table of
+    their confidence, and how well the confidence ranks the labels' true quality."""
+    queue = review.queue
+    page = Report(title=title, notes=[queue.summary(),
+                                      "confidence: wsss.refine.confidence (score = tag probability × map support × "
+                                      "(1 − ignore share) × (1 − CRF change)); the least confident first"])
+    if queue.correlation is not None:
+        page.tables["How well the confidence ranks the labels (Spearman ρ with per-image mIoU; 1 = exactly)"] = [
+            {"confidence field": name, "ρ": queue.correlation.get(name)} for name in FIELDS if name in queue.correlation]
+    rows = []
+    for rank, image_id in enumerate(queue.ids, start=1):
+        c = queue.confidence[image_id]
+        row = {"rank": rank, "image": image_id, **{name: c.get(name) for name in FIELDS}}
+        if queue.miou is not None:
+            row["mIoU (%)"] = None if image_id not in queue.miou else 100.0 * queue.miou[image_id]
+        rows.append(row)
+    page.tables[f"The {len(rows)} least confident of {len(queue.confidence)} pseudo-labels"] = rows
+    for image_id in queue.ids:
+        try:
+            sample = review.dataset.load(image_id, masks=queue.miou is not None)
+        except (OSError, ValueError):
+            continue
+        label = _read_label(review.label_dir / f"{image_id}.png")
+        pictures = {"image": sample.image}
+        maps_file = None if review.maps_dir is None else review.maps_dir / f"{image_id}.npz"
+        if maps_file is not None and maps_file.is_file():
+            maps, _ = read_npz_maps(maps_file)
+            if maps.shape[1:] == sample.image.shape[:2] and len(maps):
+                pictures["refined map"] = heatmap_overlay(sample.image, maps.max(0))
+        if label is not None and label.shape == sample.image.shape[:2]:
+            pictures["pseudo-label"] = label_overlay(sample.image, label)
+        if sample.mask is not None:
+            pictures["ground truth"] = colorize(sample.mask)
+        tags = ", ".join(review.dataset.classes[c] for c in np.flatnonzero(sample.tags))
+        score = queue.confidence[image_id].get("score")
+        page.examples.append(Example(f"{image_id} ({tags}; score {score})", pictures))
+    return page
 
 
 def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> None:
@@ -157,14 +230,20 @@ def _classifier_page(page: Report, quality: ClassifierQuality) -> None:
 def build_report(title: str, notes: list[str], stages: StageResults | None = None,
                  segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
                  timings: dict[str, float] | None = None, config: dict | None = None,
-                 classifier: ClassifierQuality | None = None) -> tuple[dict, Report]:
-    """report.json's content and the HTML page of the results handed in (any may be None)."""
+                 classifier: ClassifierQuality | None = None, review: ReviewQueue | None = None,
+                 review_html: str | None = None, segmenter_predictions: Path | None = None) -> tuple[dict, Report]:
+    """report.json's content and the HTML page of the results handed in (any may be None).
+    review: the review queue (its page at ``review_html``, relative to the report);
+    segmenter_predictions: the segmenter's <id>.png of the validation split (a column of the
+    examples)."""
     page = Report(title=title, notes=list(notes))
+    if review is not None:
+        page.notes.append(review.summary() + (f"; the review page: {review_html}" if review_html else ""))
     if classifier is not None:
         _classifier_page(page, classifier)
     rows, stage_ids = [], None
     if stages is not None:
-        _stage_page(page, stages)
+        _stage_page(page, stages, segmenter_predictions)
         rows, stage_ids = stages.rows(), stages.ids
     entry = None
     if segmenter is not None:
@@ -193,6 +272,7 @@ def build_report(title: str, notes: list[str], stages: StageResults | None = Non
             "stage_table": round(images * methods / stage_seconds, 2) if stage_seconds else None,
         },
         "checks": checks(rows, None if entry is None else entry.get("mIoU_on_stage_images", entry["mIoU"])),
+        "review": None if review is None else {**review.to_dict(), "page": review_html},
         "notes": page.notes,
         "config": config,
     }
