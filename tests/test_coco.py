@@ -120,7 +120,9 @@ def standard_set(root: Path, untagged: bool = True, extra: int = 4) -> tuple[Pat
 
 def test_classes_tags_and_masks(tmp_path):
     images, annotations = standard_set(tmp_path)
-    dataset = CocoDataset(images, annotations)
+    skipping = CocoDataset(images, annotations)  # the default: images without any annotation are left out
+    assert "c" not in skipping.ids and skipping.unannotated == ["c"]
+    dataset = CocoDataset(images, annotations, unannotated="keep")
     assert dataset.classes == ["cat", "dog", "kite"]
     assert dataset.ids[:4] == ["a", "b", "c", "d"] and dataset.split == "instances_train"
     assert dataset.image_path("b") == images / "sub" / "b.jpg"
@@ -235,7 +237,7 @@ def test_config_and_split_rule(tmp_path):
                               f"data.coco_val_annotations={val_annotations}",
                               f"data.coco_val_root={val_images}", "data.coco_min_area=10"]).data
     train, val = open_dataset(data, "train"), open_dataset(data, "val")
-    assert train.root == images and val.root == val_images and "c" in train.ids and "e0" in val.ids
+    assert train.root == images and val.root == val_images and "c" not in train.ids and "e0" in val.ids
     assert train.tag_names("b") == ["dog"]  # data.coco_min_area
     with pytest.raises(DatasetError, match="splits"):
         open_dataset(data, "test")
@@ -244,7 +246,10 @@ def test_config_and_split_rule(tmp_path):
 def test_cli_check_pseudo_label_evaluate(tmp_path, capsys):
     images, annotations = standard_set(tmp_path / "coco")
     coco_args = ["--format", "coco", "--annotations", str(annotations)]
-    assert main(["data", "check", str(images), *coco_args, "--quiet"]) == 1  # c has no tags
+    assert main(["data", "check", str(images), *coco_args, "--quiet"]) == 0  # c (no annotation) is left out
+    text = capsys.readouterr().out
+    assert "1 image(s) left out: no annotation in the JSON" in text and "images: 7   with mask: 7" in text
+    assert main(["data", "check", str(images), *coco_args, "--quiet", "--set", "data.coco_unannotated=keep"]) == 1
     text = capsys.readouterr().out
     assert "c: no tags" in text and "(coco" in text and "images: 8   with mask: 8" in text
     clean_images, clean = standard_set(tmp_path / "clean", untagged=False)
@@ -261,18 +266,15 @@ def test_cli_check_pseudo_label_evaluate(tmp_path, capsys):
     out = tmp_path / "labels"
     # c has no tags: it fails (its manifest entry says so), the others are labelled and scored
     assert main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(images), *coco_args,
-                 "--out", str(out), "--set", "refine.saliency.source=none", "--set", "refine.label.opening=3"]) == 1
+                 "--out", str(out), "--set", "refine.saliency.source=none", "--set", "refine.label.opening=3"]) == 0
     dataset = CocoDataset(images, annotations)
+    assert "c" not in dataset.ids and not (out / "c.png").exists()  # no annotation: left out
     for image_id in dataset.ids:
-        if image_id == "c":
-            assert not (out / "c.png").exists()
-            continue
         label = read_label_png(out / f"{image_id}.png")
         sample = dataset.load(image_id, masks=False)
         assert label.shape == sample.image.shape[:2]
         assert set(np.unique(label).tolist()) <= {0, 255} | {c + 1 for c in np.flatnonzero(sample.tags)}
-    assert "no tags" in (out / "manifest.jsonl").read_text()
-    assert json.loads((out / "evaluation.json").read_text())["not_scored"] == 1
+    assert json.loads((out / "evaluation.json").read_text())["not_scored"] == 0
 
     scores = tmp_path / "scores.json"
     assert main(["evaluate", "--pred", str(out), "--dataset", str(images), *coco_args, "--json", str(scores)]) == 0

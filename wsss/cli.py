@@ -131,7 +131,7 @@ def cmd_data_check(args) -> int:
     from wsss.eval.check import check_dataset
 
     fmt = _dataset_format(args)
-    dataset = _dataset_arg(args.dataset, args.split, fmt, annotations=args.annotations)
+    dataset = _dataset_arg(args.dataset, args.split, fmt, data=_config(args).data, annotations=args.annotations)
     report = check_dataset(dataset, progress=not args.quiet)
     for item in report.problems:
         print(item)
@@ -301,7 +301,8 @@ def _dataset_arg(path: Path, split: str | None, fmt: str | None = None, data: Da
 
         if annotations is None:
             raise ValueError(f"{path}: a COCO data set needs its instances JSON (--annotations FILE)")
-        dataset = CocoDataset(path, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir)
+        dataset = CocoDataset(path, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir,
+                              unannotated=data.coco_unannotated)
         if split is not None and split != dataset.split:
             raise DatasetError(f"--split {split}: a COCO set is one split per annotations file, here "
                                f"{dataset.split!r} ({annotations}); give that split's --annotations instead")
@@ -557,6 +558,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--split", default=None, help="only this split (default: every image)")
     check.add_argument("--strict", action="store_true", help="warnings count as errors")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_config_args(check)
     check.set_defaults(func=cmd_data_check)
 
     weights = commands.add_parser("weights", help="pretrained weights for model.pretrained")

@@ -93,6 +93,11 @@ class DataConfig(_Section):
         0.0, ge=0.0, description="COCO: tags only from annotations whose area is at least this many pixels (crowd "
                                  "ones included); masks keep every instance"
     )
+    coco_unannotated: Literal["skip", "keep"] = Field(
+        "skip", description="COCO: images the JSON lists without any annotation (val2017 has 48): skip (left out of "
+                            "the data set, counted by wsss data check, as WSSS image lists do) or keep (they fail "
+                            "every walk: no tags)"
+    )
     max_side: int | None = Field(
         1024, ge=16, description="longest image side the walks (maps, labels, predictions) compute at; larger images "
                                 "are handled as data.oversize says (None: no limit)"

@@ -72,4 +72,5 @@ def _open_coco(data, split: str | None) -> Dataset:
         raise DatasetError(f"split {split!r}: a COCO set has the splits data.train_split ({data.train_split!r}: "
                            f"{data.coco_annotations}) and data.val_split ({data.val_split!r}: "
                            f"{data.coco_val_annotations or data.coco_annotations})")
-    return CocoDataset(root, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir)
+    return CocoDataset(root, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir,
+                       unannotated=data.coco_unannotated)

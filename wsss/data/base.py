@@ -92,6 +92,11 @@ class Dataset(abc.ABC):
     def tag_names(self, image_id: str) -> list[str]:
         """The class names tagged on ``image_id`` as written in the source (may hold unknown names)."""
 
+    def left_out(self) -> dict[str, str]:
+        """Images the data set's files list but its ``ids`` leave out, id → why (none by
+        default; a COCO set skips images without any annotation). ``wsss data check`` counts them."""
+        return {}
+
     def tags_source(self, image_id: str) -> str:
         """Where the tags of ``image_id`` come from, for error messages."""
         return f"tags of {image_id}"

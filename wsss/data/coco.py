@@ -50,10 +50,12 @@ class CocoDataset(Dataset):
     annotations: the instances JSON (read with ``pycocotools.coco.COCO``).
     min_area: tags only from annotations whose ``area`` is at least this (pixels).
     saliency_dir: folder of <id>.png saliency maps, or None.
+    unannotated: images with no annotation at all: "skip" (not in ``ids``; listed in
+    ``self.unannotated``) or "keep" (in ``ids``, without tags: every walk fails them).
     """
 
     def __init__(self, root: str | os.PathLike, annotations: str | os.PathLike, min_area: float = 0.0,
-                 saliency_dir: str | os.PathLike | None = None):
+                 saliency_dir: str | os.PathLike | None = None, unannotated: str = "skip"):
         self.root = Path(root)
         self.annotations = Path(annotations)
         if not self.root.is_dir():
@@ -90,9 +92,18 @@ class CocoDataset(Dataset):
                                    f"{image_id!r} (outputs are <id>.png); rename one of them")
             self._images[image_id] = image
             self._anns[image_id] = coco.imgToAnns.get(image["id"], [])
-        self.ids = list(self._images)
+        if unannotated not in ("skip", "keep"):
+            raise DatasetError(f"data.coco_unannotated={unannotated!r}: expected skip or keep")
+        self.unannotated = sorted(i for i, anns in self._anns.items() if not anns)
+        self.ids = [i for i in self._images if unannotated == "keep" or self._anns[i]]
         saliency = Path(saliency_dir) if saliency_dir is not None else None
         self._saliency_dir = saliency if saliency is not None and saliency.is_dir() else None
+
+    def left_out(self) -> dict[str, str]:
+        """The images skipped for having no annotation (``unannotated: skip``)."""
+        if set(self.unannotated) <= set(self.ids):
+            return {}
+        return {i: "no annotation in the JSON (data.coco_unannotated=skip)" for i in self.unannotated}
 
     def image_path(self, image_id: str) -> Path:
         return self.root / self._images[image_id]["file_name"]

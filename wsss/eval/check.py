@@ -115,6 +115,11 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     def problem(severity: str, where, message: str) -> None:
         report.problems.append(Problem(severity, str(where), message))
 
+    left_out = dataset.left_out()
+    if left_out:
+        examples = ", ".join(list(left_out)[:5])
+        problem("warning", dataset.tags_source(next(iter(left_out))).split(" (")[0],
+                f"{len(left_out)} image(s) left out: {next(iter(left_out.values()))} (e.g. {examples})")
     for image_id in tqdm(dataset.ids, desc="checking", unit="img", disable=not progress):
         image = None
         path = dataset.image_path(image_id)
