@@ -4,7 +4,10 @@ Each run scans ``flow.inbox.folder`` (see ``wsss.orchestration.inbox``), labels 
 images that have no pseudo-label yet (the ``pseudo_labels`` flow, as a subflow), then, when a
 segmenter checkpoint exists, predicts the labelled images that have no prediction yet. Nothing
 is labelled twice and nothing is deleted: every outcome is appended to the manifests. An image
-that failed is tried again only when its file or tags change.
+that failed is tried again only when its file or tags change. Progress: the labelling subflow
+logs a line per shard of ``flow.shard_size`` new images (and keeps ``pseudo-labels-progress``
+current); the predictions log one per ``flow.shard_size`` images and keep
+``inbox-predictions-progress`` current (counts, images/s, time left).
 
 Deploy it with ``serve_inbox(config)`` (``wsss flow serve``, ``make serve``): a cron
 (``flow.inbox.cron``) or interval (``flow.inbox.interval_seconds``) schedule, one run at a
@@ -21,15 +24,19 @@ from wsss.layout import RunLayout
 from wsss.orchestration.inbox import (
     InboxPaths, ensure_classes, inbox_data, remember_failures, scan_inbox, unchanged_failures,
 )
+from wsss.orchestration.progress import ArtifactProgress
 from wsss.orchestration.segmenter import predict_ids
 from wsss.orchestration.shards import image_fingerprint
 
 
 @task(name="predict-new", cache_policy=NO_CACHE)
 def predict_new(config: Config, paths: InboxPaths, ids: list[str]) -> dict:
-    """Segmenter predictions for ``ids`` of the inbox into OUT/predictions; returns the counts."""
+    """Segmenter predictions for ``ids`` of the inbox into OUT/predictions; returns the counts
+    (a progress artifact and a log line per ``flow.shard_size`` images)."""
+    progress = ArtifactProgress("inbox-predictions-progress", f"segmenter predictions in {paths.predictions}")
     return predict_ids(paths.segmenter, FolderDataset(paths.folder), ids, paths.predictions, config.predict,
-                       config.refine.crf, config.train.device)
+                       config.refine.crf, config.train.device, on_progress=progress,
+                       chunk_size=config.flow.shard_size)
 
 
 @flow(name="label-inbox", log_prints=True)
@@ -56,6 +63,8 @@ def label_inbox(config: Config = Config()) -> dict:
     if failed_before:
         logger.info(f"{len(failed_before)} image(s) failed before and are unchanged: not tried again")
     if new:
+        shards = -(-len(new) // config.flow.shard_size)
+        logger.info(f"labelling {len(new)} new image(s) in {shards} shard(s) of up to {config.flow.shard_size}")
         fingerprints = {i: image_fingerprint(scan.dataset, i) for i in new}
         result = pseudo_labels(settings, checkpoint=paths.classifier, out_dir=paths.labels, ids=new, strict_source=False)
         remember_failures(fingerprints, paths.labels)

@@ -11,7 +11,8 @@ from disk: a task labels only its images without a PNG, and loads nothing when t
 Each worker loads the classifier once (``wsss.orchestration.workers``). A shard whose images
 are all labelled is cached by its inputs (settings, checkpoint digest, image ids with their
 file fingerprints) plus the task's source; an incomplete one always runs. Artifacts: progress
-while it runs, the evaluation table when ground truth exists, and example overlays.
+while it runs, the evaluation table when ground truth exists, and example overlays. Each
+finished shard logs a line: images so far, ok / failed / skipped, images/s and time left.
 """
 
 import time
@@ -29,12 +30,14 @@ from wsss.eval.evaluate import label_shares
 from wsss.layout import RunLayout
 from wsss.lifetime import hold_folder
 from wsss.orchestration.artifacts import examples_markdown
+from wsss.orchestration.progress import shard_line
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
 from wsss.orchestration.provenance import claim_output_dir, label_source
 from wsss.orchestration.shards import (
     failure_reasons, has_masks, plan_shards, reconcile_manifest, remove_stale_temporaries, unlabelled,
 )
 from wsss.orchestration.workers import checkpoint_digest, worker_labeler
+from wsss.progress import RateMeter
 
 
 @task(name="label-shard", cache_policy=WhenShardLabelled(), retry_condition_fn=retry_on_io_error, persist_result=True)
@@ -102,7 +105,8 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
 
     started = time.perf_counter()
     totals = {"ok": 0, "skipped": len(plan.done), "failed": 0, "loads": 0}
-    finished = 0
+    finished = shards_done = labelled = 0  # images of finished shards; shards; their images labelled in this run
+    meter = RateMeter(plan.total - len(plan.done))
     progress = create_progress_artifact(0.0, key="pseudo-labels-progress", description=f"pseudo-labels in {out}")
     errors = []
     shard_task = label_shard.with_options(retries=config.flow.retries,
@@ -120,8 +124,14 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
             elif plan.pending(shard):  # a shard finished before this run counts as skipped (cached or not)
                 for key in ("ok", "failed", "loads"):
                     totals[key] += result[key]
-            finished += len(shard)
-            update_progress_artifact(progress, 100.0 * finished / max(plan.total, 1))
+            finished, shards_done, labelled = finished + len(shard), shards_done + 1, labelled + plan.pending(shard)
+            rate, left = meter.read(labelled)
+            line = shard_line("pseudo-labels", shards_done, len(plan.shards), finished, plan.total,
+                              {**{k: totals[k] for k in ("ok", "failed", "skipped")},
+                               **({"errors": len(errors)} if errors else {})}, rate, left)
+            update_progress_artifact(progress, 100.0 * finished / max(plan.total, 1),
+                                     description=f"pseudo-labels in {out}: {line}")
+            logger.info(line)
     seconds = time.perf_counter() - started
 
     summary = {"out_dir": str(out), "total": plan.total, **{k: totals[k] for k in ("ok", "skipped", "failed")},

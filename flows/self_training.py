@@ -22,6 +22,7 @@ from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.models.checkpoint import load_segmenter, resolve_device
+from wsss.orchestration.progress import ArtifactProgress
 from wsss.orchestration.segmenter import backbone_init
 from wsss.predict import Predictor, write_foreground_maps
 from wsss.train import segmenter as segmenter_training
@@ -42,9 +43,11 @@ def self_training(config: Config = Config(), checkpoint: Path | None = None) -> 
     segmenter_settings = config.train.segmenter.model_copy(update={"mode": "two_stage", "steps": settings.steps})
     print(f"self-training: a first-round segmenter, {settings.steps} steps on {files.pseudo_labels}")
     init = checkpoint if segmenter_settings.init == "classifier" else backbone_init(segmenter_settings.init, run)
+    progress = ArtifactProgress("self-training-segmenter-progress",
+                                f"first-round segmenter in {files.segmenter.folder}")
     segmenter_path = segmenter_training.train_segmenter(  # its backbone starts as the final segmenter's will
         config.data, config.model, segmenter_settings, config.cam, round1.refine, config.train.device,
-        files.segmenter, init=init, labels_dir=files.pseudo_labels, progress=False)
+        files.segmenter, init=init, labels_dir=files.pseudo_labels, progress=False, on_progress=progress)
     segmenter, _, _ = load_segmenter(segmenter_path, resolve_device(config.train.device))
     predictor = Predictor(segmenter, settings.scales, settings.flip)
     written = {}

@@ -396,6 +396,8 @@ class SegmenterTrainConfig(_Section):
     )
     amp: bool = Field(True, description="mixed precision on CUDA (bfloat16, else float16 + loss scaling); ignored on CPU")
     checkpoint_every: int = Field(200, ge=1, description="steps between RUN/<segmenter>/last.pt writes")
+    log_every: int = Field(25, ge=1, description="steps between progress lines (steps/s, images/s, time left; "
+                                                  "a flow also updates its progress artifact)")
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
     threads: int | None = Field(None, ge=1, description="torch CPU threads per process (None: torch's default)")
     seed: int = 0

@@ -8,6 +8,7 @@ process (threads, a process pool, Dask):
     shards    planning the work: what is finished on disk, shards of pending images, the
               manifest, the label folder's source marker
     artifacts the Markdown and table content of the flows' Prefect artifacts
+    progress  progress artifacts and log lines of training loops and label shards
     inbox     the watched folder of ``label_inbox``
     segmenter the backbone's start, scoring a trained segmenter once, predictions of new images
     reporting the stage table and the report of a run (built by ``wsss.report``)

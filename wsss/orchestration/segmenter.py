@@ -2,7 +2,8 @@
 
     init = backbone_init(settings.init, run)          # the classifier.pt that starts the backbone
     result = score_segmenter(checkpoint, ...)         # scored once: validation split (+ in-loop labels)
-    counts = predict_ids(checkpoint, dataset, ids, out, predict, crf, device)   # only what is new
+    counts = predict_ids(checkpoint, dataset, ids, out, predict, crf, device)   # only what is new;
+                                                      # on_progress=...: a report per chunk of ids
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from wsss.layout import RunLayout, SegmenterFiles
 from wsss.models.checkpoint import load_segmenter, resolve_device
 from wsss.orchestration.shards import has_masks
 from wsss.predict import Predictor, predict_dataset
+from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.report.build import SegmenterResult
 
 __all__ = ["backbone_init", "labels_dir", "score_segmenter", "predict_ids"]
@@ -79,13 +81,30 @@ def score_segmenter(checkpoint: str | os.PathLike, data: DataConfig, predict: Pr
 
 
 def predict_ids(checkpoint: str | os.PathLike, dataset: Dataset, ids: list[str], out_dir: str | os.PathLike,
-                predict: PredictConfig, crf: CrfConfig, device: str) -> dict:
+                predict: PredictConfig, crf: CrfConfig, device: str, on_progress: ProgressCallback | None = None,
+                chunk_size: int = 32) -> dict:
     """Segment ``ids`` of ``dataset`` with the segmenter at ``checkpoint`` (``predict``
     settings, the ``refine.crf`` kernels when ``predict.crf``) into OUT/<id>.png, skipping
-    those already there; returns counts {ok, skipped, failed}."""
+    those already there; returns counts {ok, skipped, failed}. on_progress(done, total,
+    stats): called after each ``chunk_size`` ids (the model is loaded once) with the counts so
+    far, images/s, seconds_left and ``line``."""
     segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(device))
     if classes != dataset.classes:
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes}")
     predictor = Predictor(segmenter, predict.scales, predict.flip)
-    return predict_dataset(predictor, dataset, out_dir, crf=crf if predict.crf else None,
-                           batch_size=predict.batch_size, ids=ids, progress=False)
+    if on_progress is None:
+        return predict_dataset(predictor, dataset, out_dir, crf=crf if predict.crf else None,
+                               batch_size=predict.batch_size, ids=ids, progress=False)
+    counts, meter = {"ok": 0, "failed": 0, "skipped": 0}, RateMeter(len(ids))
+    for start in range(0, len(ids), max(1, chunk_size)):
+        chunk = ids[start:start + max(1, chunk_size)]
+        done = predict_dataset(predictor, dataset, out_dir, crf=crf if predict.crf else None,
+                               batch_size=predict.batch_size, ids=chunk, progress=False)
+        counts = {k: counts[k] + done.get(k, 0) for k in counts}
+        finished = start + len(chunk)
+        rate, left = meter.read(finished)
+        line = progress_line("predictions:", finished, len(ids), [f"{k} {v}" for k, v in counts.items()],
+                             [format_rate(rate, "img")], left, unit="images")
+        on_progress(finished, len(ids), {**counts, "line": line, "images_per_s": rate, "seconds_left": left,
+                                         "elapsed_s": meter.elapsed()})
+    return counts

@@ -27,6 +27,7 @@ from wsss.files import write_json
 from wsss.layout import ClassifierFiles
 from wsss.models.checkpoint import classifier_checkpoint, load_checkpoint, resolve_device, save_checkpoint
 from wsss.models.classifier import create_classifier
+from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.train.augment import augment
 
 
@@ -87,10 +88,17 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
 
 
 def train_classifier(data: DataConfig, model_config: ModelConfig, settings: ClassifierTrainConfig, device: str,
-                     files: ClassifierFiles, restart: bool = False, progress: bool = True) -> Path:
+                     files: ClassifierFiles, restart: bool = False, progress: bool = True,
+                     on_progress: ProgressCallback | None = None) -> Path:
     """Train (or resume) the classifier of the ``model`` section on ``data``'s splits with the
     ``train.classifier`` settings on ``device`` (``train.device``); writes ``files``
-    (``RunLayout.classifier``) and returns classifier.pt."""
+    (``RunLayout.classifier``) and returns classifier.pt.
+
+    on_progress(done, total, stats): called after each epoch (done and total in epochs; stats:
+    ``line``, the epoch's loss, val_mAP, mean_F1, images_per_s, and seconds_left, elapsed_s) and
+    once at the start of a resumed run; None: the line is printed. progress: tqdm's bar per epoch.
+    """
+    report = on_progress or (lambda done, total, stats: print(stats["line"]))
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(device)
@@ -125,7 +133,10 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
-        print(f"resuming from {run.last} after epoch {start_epoch}")
+        report(start_epoch, settings.epochs, {"line": f"resuming from {run.last} after epoch {start_epoch}",
+                                              "resumed": True})
+
+    meter = RateMeter(settings.epochs, start_epoch)
 
     for epoch in range(start_epoch, settings.epochs):
         train_data.epoch = epoch
@@ -153,15 +164,18 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
             "images_per_s": seen / (time.perf_counter() - started),
         }
         history.append(entry)
-        print(
-            f"epoch {epoch + 1:3d}/{settings.epochs}  loss {entry['loss']:.4f}  val mAP {metrics['mAP']:.3f}  "
-            f"mean F1 {metrics['mean_F1']:.3f}  {entry['images_per_s']:.1f} img/s"
-        )
         save_checkpoint(run.last, {
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
         })
         write_json(run.history, history)
+        _, left = meter.read(epoch + 1)  # whole epochs, validation and checkpoint included
+        line = progress_line("epoch", epoch + 1, settings.epochs,
+                             [f"loss {entry['loss']:.4f}", f"val mAP {metrics['mAP']:.3f}",
+                              f"mean F1 {metrics['mean_F1']:.3f}"], [format_rate(entry["images_per_s"], "img")], left)
+        report(epoch + 1, settings.epochs, {"line": line, "loss": entry["loss"], "val_mAP": metrics["mAP"],
+                                            "mean_F1": metrics["mean_F1"], "images_per_s": entry["images_per_s"],
+                                            "seconds_left": left, "elapsed_s": meter.elapsed()})
 
     if history:
         last = history[-1]

@@ -67,6 +67,7 @@ from wsss.files import write_json
 from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.segmenter import Segmenter, SegmenterOutput, create_segmenter
+from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.refine.inloop import InLoopLabeler
 from wsss.train.mask_classification import mask_classification_loss
 from wsss.train.distributed import Distributed, setup_distributed
@@ -286,7 +287,7 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
 def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: SegmenterTrainConfig, cam: CamConfig,
                     refine: RefineConfig, device: str, files: SegmenterFiles, init: Path | None = None,
                     labels_dir: Path | None = None, restart: bool = False, progress: bool = True,
-                    stop_after: int | None = None) -> Path:
+                    stop_after: int | None = None, on_progress: ProgressCallback | None = None) -> Path:
     """Train (or resume) the segmenter of the ``model`` section and ``settings``
     (``train.segmenter``) on ``data``'s training split, on ``device`` (``train.device``).
 
@@ -297,7 +298,10 @@ def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: Segme
     restart: ignore last.pt. stop_after: stop once this many steps are done (a checkpoint is
     written; a later call resumes), e.g. to split a run into jobs that fit a time limit.
     Returns segmenter.pt, or last.pt when stopped early. Under torchrun every process calls
-    this; only rank 0 writes files and prints.
+    this; only rank 0 writes files and prints. on_progress(done, total, stats): rank 0 calls it
+    every ``settings.log_every`` steps, at the last step and once at the start of a resumed run
+    (done and total in steps; stats: ``line``, phase, loss, steps_per_s, images_per_s,
+    seconds_left, elapsed_s); None: the line is printed (above tqdm's bar when ``progress``).
     """
     if stop_after is not None and stop_after < 1:
         raise ValueError(f"stop_after={stop_after}: expected a positive number of steps")
@@ -318,15 +322,27 @@ def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: Segme
         segmenter.to(device)
         labeler = InLoopLabeler(segmenter.backbone, cam.start_block, refine) if single else None
         return _train(segmenter, train_set, None if single else Path(labels_dir), labeler, model_config, settings,
-                      refine.saliency.threshold, run, dist, restart, progress and dist.main, stop_after)
+                      refine.saliency.threshold, run, dist, restart, progress and dist.main, stop_after, on_progress)
     finally:
         dist.close()
 
 
 def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, labeler: InLoopLabeler | None,
            model_config: ModelConfig, settings: SegmenterTrainConfig, saliency_threshold: float, run: SegmenterFiles,
-           dist: Distributed, restart: bool, progress: bool, stop_after: int | None) -> Path:
+           dist: Distributed, restart: bool, progress: bool, stop_after: int | None,
+           on_progress: ProgressCallback | None = None) -> Path:
     device, classes, single = dist.device, train_set.classes, labeler is not None
+
+    def report(done: int, total: int, stats: dict) -> None:
+        if not dist.main:
+            return
+        if on_progress is not None:
+            on_progress(done, total, stats)
+        elif progress:
+            tqdm.write(stats["line"])  # above the bar
+        else:
+            print(stats["line"])
+
     optimizer = build_optimizer(segmenter, settings)
     scheduler = poly_schedule(optimizer, settings.steps, settings.poly_power)
     autocast, scaler = _amp(device, settings.amp)
@@ -349,8 +365,8 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
         scaler.load_state_dict(state["scaler"])
         _set_rng_state(state["rng"][dist.rank])
         start, history = state["step"], state["history"]
-        if dist.main:
-            print(f"resuming from {run.last} after step {start}/{settings.steps}")
+        report(start, settings.steps, {"line": f"resuming from {run.last} after step {start}/{settings.steps}",
+                                       "resumed": True})
 
     model: nn.Module = segmenter
     if dist.enabled:  # phase 1 leaves the segmentation head unused: find_unused_parameters
@@ -373,6 +389,8 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
 
     batches = iter(loader)
     interval: list[dict] = []
+    recent: list[dict] = []  # the micro-batches since the last progress line
+    meter, images_per_step = RateMeter(settings.steps, start), settings.batch_size * settings.grad_accum * dist.world
     started = time.perf_counter()
     bar = tqdm(total=stop, initial=start, desc="segmenter", unit="step", disable=not progress, leave=False)
     for step in range(start, stop):
@@ -386,12 +404,23 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
                                         autocast)
                 scaler.scale(loss / settings.grad_accum).backward()
             interval.append(stats)
+            recent.append(stats)
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
         bar.update(1)
         bar.set_postfix(phase=phase, loss=f"{stats['loss']:.3f}")
         done = step + 1
+        if done % settings.log_every == 0 or done == stop:
+            rate, left = meter.read(done)
+            loss = float(np.mean([s["loss"] for s in recent]))
+            line = progress_line("step", done, settings.steps, [f"phase {phase}", f"loss {loss:.4f}"],
+                                 [format_rate(rate, "steps"), format_rate(rate and rate * images_per_step, "img")],
+                                 left)
+            report(done, settings.steps, {"line": line, "phase": phase, "loss": loss, "steps_per_s": rate,
+                                          "images_per_s": rate and rate * images_per_step, "seconds_left": left,
+                                          "elapsed_s": meter.elapsed()})
+            recent = []
         if done % settings.checkpoint_every == 0 or done in (stop, phase1_steps):  # history splits at the phases
             history.append(_summary(interval, done, phase, optimizer,
                                     (time.perf_counter() - started) * settings.grad_accum / len(interval)))
