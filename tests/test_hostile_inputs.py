@@ -188,3 +188,28 @@ def test_an_image_over_max_side_is_labelled_small_and_written_at_its_size(with_b
     # data check counts the images over the limit
     report = check_dataset(FolderDataset(with_big_photo["big"]).limit_size(64), progress=False)
     assert report.over_max_side == 1 and "1 image(s) over data.max_side=64" in report.summary()
+
+
+def test_an_output_whose_manifest_line_was_lost_is_recorded_on_the_next_run(tmp_path):
+    """A SIGKILL between an output's atomic write and its manifest line: the next run skips
+    the image (it is finished) and records it, so the manifest lists every finished image."""
+    from wsss.data.runner import run_dataset
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    for i in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(root / "images" / f"im{i}.png")
+    write_folder_dataset_index(root, CLASSES, {f"im{i}.png": [CLASSES[0]] for i in range(3)})
+    dataset, out = FolderDataset(root), tmp_path / "out"
+    out.mkdir()
+    (out / "im0.png").write_bytes(b"done")  # written, then the process was killed before its manifest line
+    counts = run_dataset(dataset, lambda batch: [None] * len(batch),
+                         lambda sample, _: (out / f"{sample.id}.png").write_bytes(b"done") and None,
+                         out_dir=out, finished=lambda i: out / f"{i}.png")
+    assert (counts["ok"], counts["skipped"]) == (2, 1)
+    entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
+    assert sorted(e["id"] for e in entries if e["status"] == "ok") == ["im0", "im1", "im2"]
+    assert "manifest line was lost" in next(e for e in entries if e["id"] == "im0")["note"]
+    run_dataset(dataset, lambda batch: [None] * len(batch), lambda sample, _: None, out_dir=out,
+                finished=lambda i: out / f"{i}.png")
+    assert len((out / "manifest.jsonl").read_text().splitlines()) == 3  # nothing recorded twice

@@ -55,6 +55,16 @@ class Manifest:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
 
+    def recorded_ids(self) -> set[str]:
+        """The ids the file records so far (a line cut by a hard stop is skipped)."""
+        ids = set()
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                ids.add(json.loads(line)["id"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                continue
+        return ids
+
     def record(self, image_id: str, status: str, reason: str = "", **extra) -> None:
         self._handle.write(json.dumps({"id": image_id, "status": status, "reason": reason, **extra}) + "\n")
         self._handle.flush()
@@ -129,6 +139,11 @@ def run_dataset(
     bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
     tally = _Tally(manifest, bar, on_failure)
     tally.counts["skipped"] = len(ids) - len(todo)
+    if manifest is not None and len(todo) < len(ids):  # an output written just before a hard stop: recorded now
+        recorded, pending = manifest.recorded_ids(), set(todo)
+        for image_id in ids:
+            if image_id not in pending and image_id not in recorded:
+                manifest.record(image_id, "ok", note="found finished on disk; its manifest line was lost (a hard stop)")
 
     def handle(batch: list[Sample]) -> None:
         try:
