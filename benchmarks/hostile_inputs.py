@@ -180,7 +180,7 @@ def main() -> int:
     good = [name.rsplit(".", 1)[0] for name in tags if name.startswith("synth_")]
     cases = Cases()
     config = ["--config", str(run / "config.yaml"), "--set", "data.format=folder", "--set", f"data.root={data}",
-              "--set", "data.train_split=null", "--set", "refine.saliency.source=none"]
+              "--set", "data.train_split=null", "--set", "data.val_split=null", "--set", "refine.saliency.source=none"]
 
     # data check: every bad file listed, the run goes on
     done, seconds = cases.run([*WSSS, "data", "check", str(data), "--quiet"])
@@ -335,7 +335,8 @@ def main() -> int:
         ("flow run pseudo-labels", [*WSSS, "flow", "run", "pseudo-labels", "--param", f"checkpoint={classifier}",
                                     "--param", f"out_dir={out / 'ctrl_c_flow'}", "--config", str(run / "config.yaml"),
                                     "--set", "data.format=folder", "--set", f"data.root={big_only}",
-                                    "--set", "data.train_split=null", "--set", "data.max_side=null", *crf]),
+                                    "--set", "data.train_split=null", "--set", "data.val_split=null",
+                                    "--set", "data.max_side=null", *crf]),
     ):
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                    start_new_session=True)
