@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 
 from flows.evaluate import evaluate
@@ -30,7 +30,7 @@ from wsss.eval.evaluate import label_shares
 from wsss.layout import RunLayout
 from wsss.lifetime import hold_folder
 from wsss.orchestration.artifacts import examples_markdown
-from wsss.orchestration.progress import shard_line
+from wsss.orchestration.progress import ArtifactProgress, shard_line
 from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
 from wsss.orchestration.provenance import claim_output_dir, label_source
 from wsss.orchestration.shards import (
@@ -107,7 +107,7 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
     totals = {"ok": 0, "skipped": len(plan.done), "failed": 0, "loads": 0}
     finished = shards_done = labelled = 0  # images of finished shards; shards; their images labelled in this run
     meter = RateMeter(plan.total - len(plan.done))
-    progress = create_progress_artifact(0.0, key="pseudo-labels-progress", description=f"pseudo-labels in {out}")
+    progress = ArtifactProgress("pseudo-labels-progress", f"pseudo-labels in {out}")
     errors = []
     shard_task = label_shard.with_options(retries=config.flow.retries,
                                           retry_delay_seconds=config.flow.retry_delay_seconds)
@@ -129,9 +129,7 @@ def _label_folder(config: Config, checkpoint: Path, split: str, out: Path, ids: 
             line = shard_line("pseudo-labels", shards_done, len(plan.shards), finished, plan.total,
                               {**{k: totals[k] for k in ("ok", "failed", "skipped")},
                                **({"errors": len(errors)} if errors else {})}, rate, left)
-            update_progress_artifact(progress, 100.0 * finished / max(plan.total, 1),
-                                     description=f"pseudo-labels in {out}: {line}")
-            logger.info(line)
+            progress(finished, plan.total, {"line": line})
     seconds = time.perf_counter() - started
 
     summary = {"out_dir": str(out), "total": plan.total, **{k: totals[k] for k in ("ok", "skipped", "failed")},
