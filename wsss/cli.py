@@ -444,7 +444,7 @@ def cmd_report(args) -> int:
     return 0
 
 
-DEMO_CONFIG = Path("configs/demo.yaml")
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"  # beside the package
 
 
 def cmd_demo(args) -> int:
@@ -457,7 +457,10 @@ def cmd_demo(args) -> int:
     offline_defaults()  # before Prefect is imported: state in ./.state/prefect, telemetry off
     run = RunLayout(args.out)
     overrides = [f"run_dir={run.root}", f"data.root={run.data}", *args.overrides]
-    config_path = args.config or (DEMO_CONFIG if DEMO_CONFIG.is_file() else None)
+    if args.config is None and not DEMO_CONFIG.is_file():
+        raise ValueError(f"the demo's settings {DEMO_CONFIG} are not beside this wsss installation (it was not "
+                       "installed from a checkout); pass them with --config configs/demo.yaml")
+    config_path = args.config or DEMO_CONFIG
     config = load_config(config_path, overrides)
     for split in (config.data.train_split, config.data.val_split):
         dataset = open_dataset(config.data, split)

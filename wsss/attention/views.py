@@ -26,6 +26,7 @@ from wsss.attention.base import AttentionMapMethod
 from wsss.attention.baselines import make_map_method
 from wsss.config import CamConfig
 from wsss.models.attention_capture import model_input_size, model_stride
+from wsss.precision import bfloat16_autocast_dtype
 
 __all__ = ["MultiViewMaps", "configured_map_method", "describe_views", "normalise_maps"]
 
@@ -42,15 +43,27 @@ class MultiViewMaps:
 
     Called like the method it wraps: ``(model, images B×3×H×W, labels B×C) → B×C×H×W`` float
     in [0, 1] (each view normalised by its max before averaging; untagged classes 0).
-    ``name`` is the wrapped method's.
+    ``name`` is the wrapped method's. amp: each view's forward and backward under bfloat16
+    autocast where the images' device computes bfloat16 natively (``cam.amp``; see
+    ``wsss.train.precision``); the maps are float32 either way.
     """
 
-    def __init__(self, method: AttentionMapMethod, scales: Sequence[float] = (1.0,), flip: bool = False):
+    def __init__(self, method: AttentionMapMethod, scales: Sequence[float] = (1.0,), flip: bool = False,
+                 amp: bool = False):
         scales = [float(s) for s in scales]
         if not scales or any(not s > 0 for s in scales):
             raise ValueError(f"scales must be a non-empty list of positive numbers, got {scales}")
-        self.method, self.scales, self.flip = method, scales, bool(flip)
+        self.method, self.scales, self.flip, self.amp = method, scales, bool(flip), bool(amp)
         self.name = method.name
+
+    def _view(self, model: nn.Module, images: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+        """The wrapped method's (maps, probs) of one view, float32, under autocast with ``amp``."""
+        dtype = bfloat16_autocast_dtype(images.device) if self.amp else None
+        if dtype is None:
+            return self.method.maps_and_probs(model, images, labels)
+        with torch.autocast(images.device.type, dtype=dtype):
+            maps, probs = self.method.maps_and_probs(model, images, labels)
+        return maps.float(), probs.float()
 
     @property
     def num_views(self) -> int:
@@ -72,11 +85,11 @@ class MultiViewMaps:
             view = images if size == (H, W) else F.interpolate(
                 images, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
             if self.flip:  # the image and its mirror in one call (maps never mix images)
-                both, p = self.method.maps_and_probs(model, torch.cat([view, view.flip(-1)]), torch.cat([labels, labels]))
+                both, p = self._view(model, torch.cat([view, view.flip(-1)]), torch.cat([labels, labels]))
                 views = [both[:len(images)], both[len(images):].flip(-1)]
                 probs += p[:len(images)] + p[len(images):]
             else:
-                maps, p = self.method.maps_and_probs(model, view, labels)
+                maps, p = self._view(model, view, labels)
                 views = [maps]
                 probs += p
             for maps in views:
@@ -90,12 +103,13 @@ class MultiViewMaps:
 def configured_map_method(cam: CamConfig, name: str | None = None) -> AttentionMapMethod | MultiViewMaps:
     """The map method of a ``wsss.config.CamConfig``: ``name`` (default ``cam.method``), with
     ``cam.start_block`` for GETAM, averaged over ``cam.scales`` and ``cam.flip`` when that is more
-    than the single view ``[1.0]`` without flip (then the bare method is returned)."""
+    than the single view ``[1.0]`` without flip, or with ``cam.amp`` (else the bare method is
+    returned)."""
     name = name or cam.method
     method = make_map_method(name, **({"start_block": cam.start_block} if name == "getam" else {}))
-    if list(cam.scales) == [1.0] and not cam.flip:
+    if list(cam.scales) == [1.0] and not cam.flip and not cam.amp:
         return method
-    return MultiViewMaps(method, cam.scales, cam.flip)
+    return MultiViewMaps(method, cam.scales, cam.flip, cam.amp)
 
 
 def describe_views(cam: CamConfig) -> str:

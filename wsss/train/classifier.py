@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from wsss.files import write_json
 from wsss.layout import ClassifierFiles
 from wsss.models.checkpoint import classifier_checkpoint, load_checkpoint, resolve_device, save_checkpoint
 from wsss.models.classifier import create_classifier
+from wsss.precision import describe_precision, mixed_precision
 from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.train.augment import augment
 
@@ -77,12 +79,15 @@ def lr_factor(warmup_steps: int, total_steps: int, decay_steps: int | None = Non
 
 
 @torch.no_grad()
-def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device) -> dict:
-    """mAP / per-class F1 of ``model`` on ``loader`` (see wsss.eval.classification)."""
+def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device, autocast=nullcontext) -> dict:
+    """mAP / per-class F1 of ``model`` on ``loader`` (see wsss.eval.classification); autocast:
+    a context factory (``wsss.train.precision.mixed_precision``'s, or none)."""
     model.eval()
     scores, targets = [], []
     for images, tags in loader:
-        scores.append(torch.sigmoid(model(images.to(device))).float().cpu())
+        with autocast():
+            logits = model(images.to(device))
+        scores.append(torch.sigmoid(logits.float()).cpu())
         targets.append(tags)
     return multilabel_metrics(torch.cat(scores).numpy(), torch.cat(targets).numpy())
 
@@ -120,6 +125,8 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         optimizer, lr_factor(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch,
                              None if settings.decay_epochs is None else settings.decay_epochs * steps_per_epoch),
     )
+    autocast, scaler = mixed_precision(device, settings.amp)
+    print(f"classifier training: {describe_precision(device, settings.amp)}")
     identity = {"model": model_config.model_dump(mode="json"), "classes": classes}
     start_epoch, history = 0, []
     if run.last.is_file() and not restart:
@@ -132,6 +139,8 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state:
+            scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
         report(start_epoch, settings.epochs, {"line": f"resuming from {run.last} after epoch {start_epoch}",
                                               "resumed": True})
@@ -149,15 +158,18 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, leave=False)
         for images, tags in bar:
             images, tags = images.to(device), tags.to(device)
-            loss = F.multilabel_soft_margin_loss(model(images), tags)
+            with autocast():
+                logits = model(images)
+            loss = F.multilabel_soft_margin_loss(logits.float(), tags)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             seen += images.shape[0]
             total_loss += loss.item() * images.shape[0]
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{seen / (time.perf_counter() - started):.1f}")
-        metrics = evaluate_classifier(model, val_loader, device)
+        metrics = evaluate_classifier(model, val_loader, device, autocast)
         entry = {
             "epoch": epoch + 1, "loss": total_loss / max(seen, 1), "val_mAP": metrics["mAP"],
             "val_F1": metrics["F1"], "val_AP": metrics["AP"], "val_prevalence": metrics["prevalence"],
@@ -166,7 +178,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         history.append(entry)
         save_checkpoint(run.last, {
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "epoch": epoch, "history": history,
+            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
         })
         write_json(run.history, history)
         _, left = meter.read(epoch + 1)  # whole epochs, validation and checkpoint included

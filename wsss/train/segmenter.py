@@ -67,10 +67,11 @@ from wsss.files import write_json
 from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.segmenter import Segmenter, SegmenterOutput, create_segmenter
+from wsss.precision import mixed_precision
 from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.refine.inloop import InLoopLabeler
-from wsss.train.mask_classification import mask_classification_loss
 from wsss.train.distributed import Distributed, setup_distributed
+from wsss.train.mask_classification import mask_classification_loss
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
 
 __all__ = ["train_segmenter", "step_loss", "head_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
@@ -186,15 +187,6 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _amp(device: torch.device, enabled: bool):
-    """(autocast context factory, GradScaler) for ``device``: bfloat16 where the GPU has it,
-    else float16 with loss scaling; off on CPU."""
-    if device.type != "cuda" or not enabled:
-        return nullcontext, torch.amp.GradScaler(device.type, enabled=False)
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return (lambda: torch.autocast("cuda", dtype=dtype)), torch.amp.GradScaler("cuda", enabled=dtype == torch.float16)
 
 
 def _training_set(data: DataConfig, labels_dir: Path | None, run: SegmenterFiles, dist: Distributed) -> Dataset:
@@ -345,7 +337,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
 
     optimizer = build_optimizer(segmenter, settings)
     scheduler = poly_schedule(optimizer, settings.steps, settings.poly_power)
-    autocast, scaler = _amp(device, settings.amp)
+    autocast, scaler = mixed_precision(device, settings.amp)
     torch.manual_seed(settings.seed * 7919 + dist.rank + 1)  # dropout etc., one stream per process
 
     identity = {"model": model_config.model_dump(mode="json"), "head": settings.head,
