@@ -283,7 +283,7 @@ class ClassifierTrainConfig(_Section):
         description="the learning rate stays at lr after warm-up and decays (cosine, to 0) over the last "
                     "decay_epochs epochs only (None: a cosine over every epoch after warm-up)",
     )
-    amp: bool = Field(True, description="mixed precision (wsss.train.precision): bfloat16 on a GPU that has it, else "
+    amp: bool = Field(True, description="mixed precision (wsss.precision): bfloat16 on a GPU that has it, else "
                                          "float16 + loss scaling; bfloat16 on a CPU with native bfloat16; float32 elsewhere")
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
@@ -400,7 +400,7 @@ class SegmenterTrainConfig(_Section):
     saliency_loss_weight: float = Field(
         0.0, ge=0.0, description="BCE of the background probability against non-saliency (0: off)"
     )
-    amp: bool = Field(True, description="mixed precision (wsss.train.precision): bfloat16 on a GPU that has it, else "
+    amp: bool = Field(True, description="mixed precision (wsss.precision): bfloat16 on a GPU that has it, else "
                                          "float16 + loss scaling; bfloat16 on a CPU with native bfloat16; float32 elsewhere")
     checkpoint_every: int = Field(200, ge=1, description="steps between RUN/<segmenter>/last.pt writes")
     log_every: int = Field(25, ge=1, description="steps between progress lines (steps/s, images/s, time left; "

@@ -45,7 +45,7 @@ class MultiViewMaps:
     in [0, 1] (each view normalised by its max before averaging; untagged classes 0).
     ``name`` is the wrapped method's. amp: each view's forward and backward under bfloat16
     autocast where the images' device computes bfloat16 natively (``cam.amp``; see
-    ``wsss.train.precision``); the maps are float32 either way.
+    ``wsss.precision``); the maps are float32 either way.
     """
 
     def __init__(self, method: AttentionMapMethod, scales: Sequence[float] = (1.0,), flip: bool = False,

@@ -81,7 +81,7 @@ def lr_factor(warmup_steps: int, total_steps: int, decay_steps: int | None = Non
 @torch.no_grad()
 def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.device, autocast=nullcontext) -> dict:
     """mAP / per-class F1 of ``model`` on ``loader`` (see wsss.eval.classification); autocast:
-    a context factory (``wsss.train.precision.mixed_precision``'s, or none)."""
+    a context factory (``wsss.precision.mixed_precision``'s, or none)."""
     model.eval()
     scores, targets = [], []
     for images, tags in loader:
