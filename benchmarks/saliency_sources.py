@@ -2,6 +2,7 @@
 
     python benchmarks/saliency_sources.py --run RUN --config configs/demo.yaml [--split train]
         [--images 120] [--segmenter RUN/self_training/segmenter/segmenter.pt] [--taus 0.9 0.97 1.0]
+        [--thresholds 0.3 0.5 0.7]
 
 For ``--images`` evenly spaced images of the split, the GETAM maps of the run's classifier go
 through the config's chain up to PAMR once; then the label rule (the config's α, opening and
@@ -10,7 +11,9 @@ conflict map; no CRF) runs with every source and completion quantile τ:
 - none: background from α alone (τ still sets which pixels the conflict map's classes claim);
 - tokencut: the normalized cut on the classifier's last-block keys (the config's tau, objects);
 - segmenter: the foreground of a segmenter (``--segmenter``, e.g. self-training's first round)
-  at the config's ``refine.saliency.self_training`` scales, flip and threshold;
+  at the config's ``refine.saliency.self_training`` scales (or ``--scales``) and flip, binarised
+  at the config's threshold or at each of ``--thresholds``, with or without its two-label CRF
+  (``--crf``);
 - ground truth: the masks' foreground as saliency, a ceiling for analysis only (no run of wsss
   ever uses masks as saliency).
 
@@ -35,8 +38,9 @@ from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.stages import evenly_spaced
 from wsss.models.attention_capture import model_input_size, model_stride
 from wsss.models.checkpoint import load_classifier, load_segmenter
-from wsss.predict import Predictor
+from wsss.predict import Predictor, foreground_masks
 from wsss.refine.chain import offline_labeler
+from wsss.refine.crf import crf_executor
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.saliency import NoSaliency, TokenCutSaliency
 
@@ -50,6 +54,13 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=120)
     parser.add_argument("--segmenter", type=Path, default=None, help="segmenter.pt whose foreground is a source")
     parser.add_argument("--taus", type=float, nargs="+", default=[0.9, 0.97, 1.0])
+    parser.add_argument("--thresholds", type=float, nargs="+", default=None,
+                        help="foreground-probability thresholds of the segmenter source (default: the config's "
+                             "refine.saliency.self_training.threshold)")
+    parser.add_argument("--scales", type=float, nargs="+", default=None,
+                        help="the segmenter source's input scales (default: refine.saliency.self_training.scales)")
+    parser.add_argument("--crf", choices=["config", "off", "on", "both"], default="config",
+                        help="the segmenter source's two-label CRF (config: refine.saliency.self_training.crf)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,48 +76,55 @@ def main() -> None:
     predictor = None
     if args.segmenter is not None:
         segmenter, _, _ = load_segmenter(args.segmenter)
-        predictor = Predictor(segmenter, settings.self_training.scales, settings.self_training.flip)
+        predictor = Predictor(segmenter, args.scales or settings.self_training.scales, settings.self_training.flip)
+    crf_modes = {"config": [settings.self_training.crf], "off": [False], "on": [True], "both": [False, True]}[args.crf]
 
     scores: dict[str, ConfusionMatrix] = {}
     overlap: dict[str, list[int]] = {}
     ids = evenly_spaced(dataset.ids, args.images)
     started = time.perf_counter()
-    for start in range(0, len(ids), 8):
-        batch = [dataset.load(i) for i in ids[start:start + 8]]
-        result = labeler(batch)
-        maps, (H, W) = result.refined, result.refined.shape[-2:]
-        tags = torch.from_numpy(np.stack([s.tags for s in batch]))
-        truth = [s.mask if s.mask is not None else read_label_png(dataset.mask_path(s.id)) for s in batch]
-        foreground = [(t > 0) & (t != IGNORE_INDEX) for t in truth]
+    with crf_executor(config.refine.crf if True in crf_modes else None) as executor:
+        for start in range(0, len(ids), 8):
+            batch = [dataset.load(i) for i in ids[start:start + 8]]
+            result = labeler(batch)
+            maps, (H, W) = result.refined, result.refined.shape[-2:]
+            tags = torch.from_numpy(np.stack([s.tags for s in batch]))
+            truth = [s.mask if s.mask is not None else read_label_png(dataset.mask_path(s.id)) for s in batch]
+            foreground = [(t > 0) & (t != IGNORE_INDEX) for t in truth]
 
-        def score(name: str, saliency: torch.Tensor | None, tau: float) -> None:
-            labels = pseudo_labels(maps, tags, saliency, alpha=rule.alpha, tau=tau, conflict=rule.conflict,
-                                   opening=rule.opening)
-            matrix = scores.setdefault(name, ConfusionMatrix(len(classes) + 1))
-            for label, gt in zip(labels, truth):
-                matrix.update(label.numpy().astype(np.uint8), gt)
+            def score(name: str, saliency: torch.Tensor | None, tau: float) -> None:
+                labels = pseudo_labels(maps, tags, saliency, alpha=rule.alpha, tau=tau, conflict=rule.conflict,
+                                       opening=rule.opening)
+                matrix = scores.setdefault(name, ConfusionMatrix(len(classes) + 1))
+                for label, gt in zip(labels, truth):
+                    matrix.update(label.numpy().astype(np.uint8), gt)
 
-        def count(name: str, saliency: torch.Tensor) -> None:
-            both = overlap.setdefault(name, [0, 0])
-            for mask, fg in zip(saliency.numpy(), foreground):
-                both[0] += int((mask & fg).sum())
-                both[1] += int((mask | fg).sum())
+            def count(name: str, saliency: torch.Tensor) -> None:
+                both = overlap.setdefault(name, [0, 0])
+                for mask, fg in zip(saliency.numpy(), foreground):
+                    both[0] += int((mask & fg).sum())
+                    both[1] += int((mask | fg).sum())
 
-        for tau in args.taus:  # τ also sets the conflict map's claims, with or without saliency
-            score(f"none, tau {tau}", None, tau)
-        size = model_input_size((H, W), model_stride(model))
-        inputs = torch.stack([image_to_tensor(s.image) for s in batch]) if size == (H, W) else None
-        sources = {"ground truth (ceiling)": torch.from_numpy(np.stack(foreground))}
-        if inputs is not None:
-            with torch.no_grad():
-                sources["tokencut"] = torch.stack(tokencut(batch, inputs, size=(H, W)))
-        if predictor is not None:
-            probs = predictor([s.image for s in batch])
-            sources["segmenter"] = (1.0 - probs[:, 0]) > settings.self_training.threshold
-        for name, saliency in sources.items():
-            count(name, saliency)
-            for tau in args.taus:
-                score(f"{name}, tau {tau}", saliency, tau)
+            for tau in args.taus:  # τ also sets the conflict map's claims, with or without saliency
+                score(f"none, tau {tau}", None, tau)
+            size = model_input_size((H, W), model_stride(model))
+            inputs = torch.stack([image_to_tensor(s.image) for s in batch]) if size == (H, W) else None
+            sources = {"ground truth (ceiling)": torch.from_numpy(np.stack(foreground))}
+            if inputs is not None:
+                with torch.no_grad():
+                    sources["tokencut"] = torch.stack(tokencut(batch, inputs, size=(H, W)))
+            if predictor is not None:
+                images = [s.image for s in batch]
+                probs = predictor(images)
+                for threshold in args.thresholds or [settings.self_training.threshold]:
+                    for crf in crf_modes:
+                        masks = foreground_masks(images, probs, threshold, config.refine.crf if crf else None,
+                                                     executor if crf else None)
+                        sources[f"segmenter > {threshold:g}{' +CRF' if crf else ''}"] = torch.from_numpy(np.stack(masks))
+            for name, saliency in sources.items():
+                count(name, saliency)
+                for tau in args.taus:
+                    score(f"{name}, tau {tau}", saliency, tau)
     print(f"{len(ids)} images of {config.data.root} ({args.split}), {time.perf_counter() - started:.0f} s; "
           f"label rule alpha {rule.alpha}, opening {rule.opening}, conflict {rule.conflict}; no CRF")
     print(f"{'source':<34}{'label mIoU':>12}{'saliency fg IoU':>18}")

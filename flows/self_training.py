@@ -54,7 +54,7 @@ def self_training(config: Config = Config(), checkpoint: Path | None = None) -> 
     for split in dict.fromkeys(s for s in (config.data.train_split, config.data.val_split) if s is not None):
         written[split] = write_foreground_maps(predictor, open_dataset(config.data, split), files.saliency,
                                                threshold=settings.threshold, batch_size=config.predict.batch_size,
-                                               progress=False)
+                                               progress=False, crf=config.refine.crf if settings.crf else None)
         print(f"self-training saliency ({split}): {written[split]}")
     return {"pseudo_labels": labels, "segmenter": str(segmenter_path), "saliency": str(files.saliency),
             "maps": written}

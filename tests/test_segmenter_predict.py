@@ -192,3 +192,34 @@ def test_predictions_and_foreground_maps_of_an_image_over_max_side_come_back_at_
     foreground = ((1.0 - predictor([shrunk])[0, 0]) > 0.5).numpy().astype(np.uint8) * 255
     assert np.array_equal(np.asarray(Image.open(tmp_path / "fg" / "photo.png")),
                           cv2.resize(foreground, (150, 90), interpolation=cv2.INTER_NEAREST))
+
+
+def test_foreground_masks_with_the_crf_snap_a_coarse_foreground_to_the_object_edges():
+    """foreground_masks with a CRF: a blurred, shifted foreground probability around a square of
+    its own colour comes back closer to the square than the thresholded probability; the
+    threshold moves the CRF's decision point (a higher one keeps less foreground); without the
+    CRF it is the plain threshold."""
+    import cv2
+
+    from wsss.config import CrfConfig
+    from wsss.predict import foreground_masks
+
+    rng = np.random.default_rng(0)
+    image = np.clip(rng.normal(90, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
+    truth = np.zeros((64, 64), bool)
+    truth[16:44, 20:48] = True
+    image[truth] = (200, 60, 40)
+    coarse = np.zeros((64, 64), np.float32)
+    coarse[12:40, 24:54] = 1.0  # the object seen at a coarse stride: shifted, too large
+    foreground = cv2.GaussianBlur(coarse, (0, 0), 4) * 0.9 + 0.05
+    probs = torch.from_numpy(np.stack([1 - foreground, foreground * 0.5, foreground * 0.5]))[None]
+
+    def iou(mask):
+        return (mask & truth).sum() / (mask | truth).sum()
+
+    plain, = foreground_masks([image], probs, threshold=0.5)
+    assert np.array_equal(plain, foreground > 0.5)
+    snapped, = foreground_masks([image], probs, threshold=0.5, crf=CrfConfig(workers=1))
+    assert iou(snapped) > iou(plain) + 0.1, (iou(snapped), iou(plain))
+    strict, = foreground_masks([image], probs, threshold=0.95, crf=CrfConfig(workers=1))
+    assert strict.sum() < snapped.sum()

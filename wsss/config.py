@@ -180,6 +180,8 @@ class SelfTrainingConfig(_Section):
     threshold: float = Field(0.5, gt=0.0, lt=1.0, description="salient where its foreground probability > this")
     scales: Scales = Field([1.0], min_length=1, description="input scales of its prediction (averaged)")
     flip: bool = Field(True, description="also average over the mirrored image")
+    crf: bool = Field(False, description="snap the foreground to image edges with a two-label dense CRF "
+                                         "(refine.crf's kernels; the threshold sets its prior decision point)")
 
 
 class SaliencyConfig(_Section):

@@ -33,7 +33,7 @@ from wsss.models.attention_capture import model_input_size
 from wsss.models.segmenter import Segmenter
 from wsss.refine.crf import crf_executor
 
-__all__ = ["Predictor", "probs_to_labels", "predict_dataset", "write_foreground_maps"]
+__all__ = ["Predictor", "probs_to_labels", "foreground_masks", "predict_dataset", "write_foreground_maps"]
 
 
 class Predictor:
@@ -112,6 +112,27 @@ def predict_dataset(
                            batch_size=batch_size, needs_tags=False, desc="predicting", progress=progress)
 
 
+def foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
+                     crf: CrfConfig | None = None, executor: Executor | None = None) -> list[np.ndarray]:
+    """B×(C+1)×H×W segmenter probabilities → B masks H×W bool: where the foreground probability
+    f = 1 − P(background) exceeds ``threshold``.
+
+    With ``crf`` (a ``refine.crf`` section), the two-label dense CRF on the RGB images decides
+    instead, its unary from the odds shifted so that ``threshold`` is the prior decision point:
+    P(fg) ∝ f·(1 − threshold), P(bg) ∝ (1 − f)·threshold (at 0.5: [1 − f, f] itself). The
+    CRF snaps the segmenter's coarse foreground (its stride is 8 to 16 pixels) to image edges.
+    """
+    foreground = (1.0 - probs[:, 0]).clamp(0.0, 1.0)
+    if crf is None:
+        return list((foreground > threshold).numpy())
+    from wsss.refine.crf import crf_label_maps
+
+    odds = torch.stack([(1.0 - foreground) * threshold, foreground * (1.0 - threshold)], dim=1)
+    two = odds / odds.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    labels = crf_label_maps(list(images), list(two.numpy()), crf, executor=executor)
+    return [label == 1 for label in labels]
+
+
 def write_foreground_maps(
     predictor: Predictor,
     dataset: Dataset,
@@ -119,22 +140,24 @@ def write_foreground_maps(
     threshold: float = 0.5,
     batch_size: int = 8,
     progress: bool = True,
+    crf: CrfConfig | None = None,
 ) -> dict:
-    """Write OUT/<id>.png, 255 where the segmenter's foreground probability 1 − P(background)
-    exceeds ``threshold`` and 0 elsewhere (H×W uint8 at the image's size): the saliency maps of
+    """Write OUT/<id>.png, 255 where the segmenter's foreground is (``foreground_masks``: its
+    probability 1 − P(background) above ``threshold``, or the two-label CRF's decision when
+    ``crf`` is given) and 0 elsewhere (H×W uint8 at the image's size): the saliency maps of
     self-training (``refine.saliency.source: segmenter``), read back as a saliency folder.
 
     The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures in
     OUT/manifest.jsonl). Returns counts {ok, skipped, failed}.
     """
     out = Path(out_dir)
+    with crf_executor(crf) as executor:
+        def compute(batch: list[Sample]) -> list[np.ndarray]:
+            images = [sample.image for sample in batch]
+            return foreground_masks(images, predictor(images), threshold, crf, executor)
 
-    def compute(batch: list[Sample]) -> list[np.ndarray]:
-        probs = predictor([sample.image for sample in batch])  # B×(C+1)×H×W
-        return list(((1.0 - probs[:, 0]) > threshold).numpy())
+        def write(sample: Sample, mask: np.ndarray) -> None:
+            write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
 
-    def write(sample: Sample, mask: np.ndarray) -> None:
-        write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
-
-    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
-                       batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)
+        return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
+                           batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)
