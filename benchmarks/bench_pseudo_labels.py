@@ -2,7 +2,7 @@
 of the chain's parts (issue 16, items 2 and 5).
 
     python benchmarks/bench_pseudo_labels.py [--images 48] [--paper-images 8] [--batch-size B] [--threads N]
-                                             [--device cpu] [--quick]
+                                             [--device cpu] [--amp] [--quick]
 
 DeiT-S/16 (random weights), 20 VOC classes, the settings of configs/voc12_deit_small.yaml with
 ``refine.saliency.source=none`` and the dense CRF on (10 iterations, a pool of
@@ -275,6 +275,9 @@ def main(argv=None) -> None:
     ap.add_argument("--allocator", choices=["keep", "default"], default="keep",
                     help="keep: freed memory kept for reuse, as the wsss command runs (wsss.allocator; for the "
                          "whole process, so for all three); default: glibc's own behaviour")
+    ap.add_argument("--amp", action="store_true",
+                    help="ours and the floor with cam.amp (bfloat16 maps where the device computes bfloat16 "
+                         "natively, wsss.precision); the paper's procedure stays float32")
     ap.add_argument("--quick", action="store_true",
                     help="smoke run: a 2-block ViT (width 64), 6 images at half the VOC sizes, 2 paper images")
     args = ap.parse_args(argv)
@@ -291,6 +294,8 @@ def main(argv=None) -> None:
     overrides = ["refine.saliency.source=none", "refine.crf.enabled=true", "model.pretrained=null"]
     if args.batch_size is not None:
         overrides.append(f"cam.batch_size={args.batch_size}")
+    if args.amp:
+        overrides.append("cam.amp=true")
     if args.quick:
         args.images, args.paper_images, scale = 6, 2, 0.5
         overrides += QUICK_MODEL
@@ -304,6 +309,11 @@ def main(argv=None) -> None:
           f"CRF {crf.iterations} it. in {crf.workers} workers; torch {torch.__version__}, timm {timm.__version__}, "
           f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}; allocator: "
           f"{'freed memory kept for reuse (wsss.allocator)' if kept else 'glibc default'}")
+    from wsss.precision import bfloat16_autocast_dtype
+
+    native = bfloat16_autocast_dtype(torch.device(args.device)) is not None
+    print(f"maps of ours and the floor: {'bfloat16 autocast (cam.amp)' if args.amp and native else 'float32'}"
+          f"{' (--amp: this device has no native bfloat16)' if args.amp and not native else ''}; the paper's: float32")
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

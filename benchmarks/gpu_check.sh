@@ -13,12 +13,18 @@
 #      every test pins train.device=cpu), then the device equivalences (batched GETAM = the
 #      paper's loop, fast PAMR = the reference, label rule on the device = on the CPU) on a
 #      tiny ViT; without CUDA the equivalences run on the CPU;
-#   3. bench_pseudo_labels.py --device cuda (48 images, 8 paper images); without CUDA --quick;
-#   4. bench_getam.py and 5. bench_train_step.py: they have no --device or mixed-precision flag
-#      (CPU only), so on a CUDA machine they measure its CPUs (--threads: all cores); without
-#      CUDA, a small variant (batch 1, one repeat, no memory children).
-# Mixed precision: none of the three benchmarks has a flag for it (nor does `wsss pseudo-label`'s
-# chain; only the segmenter's training uses autocast, train.segmenter.amp).
+#   3. bench_pseudo_labels.py --device cuda --amp (48 images, 8 paper images); without CUDA --quick;
+#   4. bench_getam.py and 5. bench_train_step.py --device cuda --amp: on the GPU (timings
+#      synchronise it; the memory columns are the GPU's torch.cuda.max_memory_allocated, not host
+#      RSS), the slow paper loops timed twice so that first-use kernel set-up is not counted;
+#      without CUDA, a small CPU variant (batch 1, one repeat, no memory children) with --amp.
+# Mixed precision (--amp, wsss.precision; each benchmark prints which precision actually ran):
+# bench_pseudo_labels: cam.amp for ours and the floor (bfloat16 maps where native), the paper's
+# procedure float32; bench_getam: every procedure under the same bfloat16 autocast
+# (bfloat16_autocast_dtype, as cam.amp); bench_train_step: both ways with the trainers'
+# mixed_precision (bfloat16, or float16 + GradScaler on a GPU without bfloat16). Without a native
+# bfloat16 (an older GPU's maps, a CPU without AVX512-BF16/AMX) they run float32 and say so.
+# The float32 figures on the GPU: rerun a step without --amp.
 
 set -u
 cd "$(dirname "$0")/.."
@@ -105,16 +111,18 @@ EOF
 # --- 3.-5. benchmarks ---------------------------------------------------------------------------
 THREADS=$(nproc)
 if [ "$CUDA" = 1 ]; then
-    step "bench_pseudo_labels.py on cuda" 150 "$PY" benchmarks/bench_pseudo_labels.py --device cuda --images 48 --paper-images 8
-    step "bench_getam.py (CPU only: no --device flag)" 120 "$PY" benchmarks/bench_getam.py --batch-sizes 1 8 --threads "$THREADS"
-    step "bench_train_step.py (CPU only: no --device flag)" 100 "$PY" benchmarks/bench_train_step.py --threads "$THREADS"
+    step "bench_pseudo_labels.py on cuda" 150 "$PY" benchmarks/bench_pseudo_labels.py --device cuda --amp --images 48 --paper-images 8
+    step "bench_getam.py on cuda" 120 "$PY" benchmarks/bench_getam.py --device cuda --amp --batch-sizes 1 8 --loop-repeats 2 \
+        --threads "$THREADS"
+    step "bench_train_step.py on cuda" 100 "$PY" benchmarks/bench_train_step.py --device cuda --amp --paper-repeats 2 \
+        --threads "$THREADS"
 else
-    skip "bench_pseudo_labels.py --device cuda --images 48 --paper-images 8; running --quick on the CPU"
-    step "bench_pseudo_labels.py --quick" 120 "$PY" benchmarks/bench_pseudo_labels.py --quick --threads 1
-    echo
-    echo "=== bench_getam.py and bench_train_step.py have no --device flag: they run on the CPU on any machine; small variants here"
-    step "bench_getam.py (small)" 120 "$PY" benchmarks/bench_getam.py --batch-sizes 1 --repeats 1 --no-memory --threads 1
-    step "bench_train_step.py (small)" 150 "$PY" benchmarks/bench_train_step.py --batch 1 --repeats 1 --no-memory --threads 1
+    skip "bench_pseudo_labels.py --device cuda --amp --images 48 --paper-images 8; running --quick on the CPU"
+    step "bench_pseudo_labels.py --quick --amp" 120 "$PY" benchmarks/bench_pseudo_labels.py --quick --amp --threads 1
+    skip "bench_getam.py and bench_train_step.py --device cuda --amp; small CPU variants with --amp instead (bfloat16 where this CPU has it natively)"
+    step "bench_getam.py (small, --amp)" 120 "$PY" benchmarks/bench_getam.py --batch-sizes 1 --repeats 1 --no-memory --threads 1 --amp
+    step "bench_train_step.py (small, --amp)" 150 "$PY" benchmarks/bench_train_step.py --batch 1 --repeats 1 --no-memory --threads 1 \
+        --amp
 fi
 
 echo
