@@ -362,7 +362,8 @@ def test_pipeline_self_training_saliency_labels_with_the_first_round_segmenter(t
     from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
     config = flow_config(tmp_path, "refine.saliency.source=segmenter", "refine.saliency.self_training.steps=2",
-                         "refine.saliency.self_training.scales=[1.0,1.5]", "train.segmenter.mode=two_stage",
+                         "refine.saliency.self_training.scales=[1.0,1.5]", "refine.saliency.self_training.crf=true",
+                         "train.segmenter.mode=two_stage",
                          "train.segmenter.init=classifier", "train.segmenter.phase1_fraction=0",
                          "report.stage_images=2", "flow.examples=0")
     pipeline(config, methods=["getam"])
@@ -380,6 +381,16 @@ def test_pipeline_self_training_saliency_labels_with_the_first_round_segmenter(t
         for image_id in dataset.ids:
             mask = np.asarray(Image.open(first / "saliency" / f"{image_id}.png"))
             assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
+    # the maps are the first-round segmenter's foreground through the two-label CRF (crf=true)
+    from wsss.models.checkpoint import load_segmenter
+    from wsss.predict import Predictor, foreground_masks
+
+    segmenter, _, _ = load_segmenter(first / "segmenter" / "segmenter.pt")
+    predictor = Predictor(segmenter, [1.0, 1.5], flip=True)
+    images = [val.load(image_id).image for image_id in val.ids]
+    expected = foreground_masks(images, predictor(images), 0.5, config.refine.crf.model_copy(update={"workers": 1}))
+    for image_id, mask in zip(val.ids, expected):
+        assert np.array_equal(np.asarray(Image.open(first / "saliency" / f"{image_id}.png")) == 255, mask)
     # the kept labels were made from round 1's saved maps with these saliency maps: re-make one
     # through the chain (maps computed afresh; the saved ones are float16, so compare the rule's
     # input maps loosely and the labels where the maps are not at a tie)
