@@ -31,7 +31,7 @@ from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import model_input_size
 from wsss.models.segmenter import Segmenter
-from wsss.refine.crf import crf_executor
+from wsss.refine.crf import crf_executor, crf_label_maps
 
 __all__ = ["Predictor", "probs_to_labels", "foreground_masks", "predict_dataset", "write_foreground_maps"]
 
@@ -78,8 +78,6 @@ def probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf: CrfConfig 
     (in ``executor``, e.g. from ``wsss.refine.crf.crf_executor``, when one is given)."""
     if crf is None:
         return list(probs.argmax(dim=1).to(torch.uint8).numpy())
-    from wsss.refine.crf import crf_label_maps
-
     refined = crf_label_maps(list(images), list(probs.numpy()), crf, executor=executor)
     return [label.astype(np.uint8) for label in refined]
 
@@ -125,8 +123,6 @@ def foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: flo
     foreground = (1.0 - probs[:, 0]).clamp(0.0, 1.0)
     if crf is None:
         return list((foreground > threshold).numpy())
-    from wsss.refine.crf import crf_label_maps
-
     odds = torch.stack([(1.0 - foreground) * threshold, foreground * (1.0 - threshold)], dim=1)
     two = odds / odds.sum(dim=1, keepdim=True).clamp_min(1e-12)
     labels = crf_label_maps(list(images), list(two.numpy()), crf, executor=executor)
