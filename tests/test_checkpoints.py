@@ -89,3 +89,17 @@ def test_a_checkpoint_that_runs_code_is_refused_unrun(tmp_path, capsys):
     assert main(["predict", "--checkpoint", str(evil), "--images", str(images), "--out", str(tmp_path / "out")]) == 2
     assert "plain-data checkpoint" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def test_the_same_state_saves_to_the_same_bytes(tmp_path):
+    """save_checkpoint is deterministic: a file's digest names its content, not the save."""
+    import hashlib
+
+    from wsss.models.checkpoint import save_checkpoint
+
+    state = {"format_version": 3, "model": {"w": torch.arange(12.0).view(3, 4)}, "classes": ["a", "b"]}
+    digests = set()
+    for name in ("a.pt", "a.pt", "b.pt"):
+        save_checkpoint(tmp_path / name, state)
+        digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert len(digests) == 1

@@ -1,5 +1,6 @@
 """Classifier training on a tiny generated data set: runs, resumes, loads local weights."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -39,6 +40,13 @@ def test_train_resume_and_load(tmp_path, capsys):
     assert "resuming from" in capsys.readouterr().out
     history = json.loads((tmp_path / "run" / "classifier" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2, 3]
+
+    # a finished run run again trains nothing and leaves classifier.pt as it is: its digest is
+    # what label folders record, so a re-run must not change it
+    final = tmp_path / "run" / "classifier" / "classifier.pt"
+    digest, mtime = hashlib.sha256(final.read_bytes()).hexdigest(), final.stat().st_mtime_ns
+    classifier_of(longer, progress=False)
+    assert hashlib.sha256(final.read_bytes()).hexdigest() == digest and final.stat().st_mtime_ns == mtime
 
     other = tiny_config(tmp_path, "model.embed_dim=48", "train.classifier.epochs=3")
     with pytest.raises(ValueError, match="another model or class list; use --restart"):

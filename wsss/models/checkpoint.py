@@ -38,9 +38,11 @@ FORMAT_VERSION = 3
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> None:
-    """torch.save ``state`` (plain data only) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    """torch.save ``state`` (plain data only) to ``path`` atomically; the same state gives the
+    same bytes (through an open file: given a path, torch.save names the zip's records after
+    the temporary file, so every save had other bytes and another digest)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as file:
+        torch.save(state, file)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

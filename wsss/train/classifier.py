@@ -193,5 +193,6 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         last = history[-1]
         per_class = "  ".join(f"{name} {f1:.2f}" for name, f1 in zip(classes, last["val_F1"]))
         print(f"final val mAP {last['val_mAP']:.3f}; per-class F1: {per_class}")
-    save_checkpoint(run.final, classifier_checkpoint(model, model_config, classes, history))
+    if start_epoch < settings.epochs or not run.final.is_file():  # a finished run keeps its file (and digest)
+        save_checkpoint(run.final, classifier_checkpoint(model, model_config, classes, history))
     return run.final
