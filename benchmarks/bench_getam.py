@@ -58,27 +58,11 @@ from wsss.attention.slots import tag_slots
 from wsss.attention.base import eval_mode
 from wsss.attention.getam import GETAM, getam
 from wsss.attention.reference import getam_reference
+from wsss.models.checkpoint import resolve_device
 from wsss.precision import bfloat16_autocast_dtype
 
 
 # --- device and precision --------------------------------------------------------------------
-def resolve_device(name: str) -> torch.device:
-    """``torch.device(name)``, checked usable here; ValueError with a one-line reason otherwise."""
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"--device {name}: not a torch device ({e})") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available here (torch {torch.__version__}, built for CUDA "
-                         f"{torch.version.cuda}, {torch.cuda.device_count()} devices visible)")
-    try:
-        torch.empty(1, device=device)
-    except (RuntimeError, AssertionError) as e:
-        raise ValueError(f"--device {name}: unusable here ({str(e).splitlines()[0] if str(e) else type(e).__name__})") \
-            from None
-    return device
-
-
 def synchronize(device: torch.device) -> None:
     """Wait for the device's queued work (a no-op on the CPU), so the clock reads real times."""
     if device.type == "cuda":

@@ -57,13 +57,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_getam import (memory_source, peak_device_mb, peak_rise_mb, precision_line, resolve_device,  # noqa: E402
-                         synchronize)
+from bench_getam import memory_source, peak_device_mb, peak_rise_mb, precision_line, synchronize  # noqa: E402
 
 from wsss.attention.views import normalise_maps  # noqa: E402
 from wsss.config import load_config  # noqa: E402
 from wsss.data.tensors import image_to_tensor  # noqa: E402
 from wsss.models.attention_capture import AttentionCapture, token_layout  # noqa: E402
+from wsss.models.checkpoint import resolve_device  # noqa: E402
 from wsss.models.segmenter import create_segmenter  # noqa: E402
 from wsss.precision import autocast_dtype, mixed_precision  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402

@@ -83,7 +83,7 @@ def main() -> None:
     overlap: dict[str, list[int]] = {}
     ids = evenly_spaced(dataset.ids, args.images)
     started = time.perf_counter()
-    with crf_executor(config.refine.crf if True in crf_modes else None) as executor:
+    with crf_executor(config.refine.crf if any(crf_modes) else None) as executor:
         for start in range(0, len(ids), 8):
             batch = [dataset.load(i) for i in ids[start:start + 8]]
             result = labeler(batch)
