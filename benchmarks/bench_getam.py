@@ -315,7 +315,7 @@ def main(argv=None) -> None:
                          "(wsss.precision.bfloat16_autocast_dtype, as cam.amp); else float32, said so")
     args = ap.parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
     except ValueError as e:
         ap.error(str(e))
     if args.clock == "cpu" and device.type != "cpu":

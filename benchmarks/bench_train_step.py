@@ -256,7 +256,7 @@ def main(argv=None) -> None:
                          "autocast where native, float16 + GradScaler on a CUDA GPU without it, else float32)")
     args = ap.parse_args(argv)
     try:
-        device = resolve_device(args.device)
+        device = resolve_device(args.device, "--device")
     except ValueError as e:
         ap.error(str(e))
     args.device = str(device)

@@ -12,7 +12,7 @@ import torch
 from wsss.cli import main
 from wsss.config import ModelConfig, load_config
 from wsss.models.checkpoint import (FORMAT_VERSION, classifier_checkpoint, load_checkpoint, load_classifier,
-                                    load_segmenter, save_checkpoint)
+                                    load_segmenter, resolve_device, save_checkpoint)
 from wsss.models.classifier import create_classifier
 from tests.runs import classifier_of, segmenter_of
 
@@ -103,3 +103,13 @@ def test_the_same_state_saves_to_the_same_bytes(tmp_path):
         save_checkpoint(tmp_path / name, state)
         digests.add(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
     assert len(digests) == 1
+
+
+def test_a_device_that_cannot_be_used_is_named_with_its_setting():
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match=r"--device='gpu0': expected auto, cpu, cuda or cuda:N"):
+        resolve_device("gpu0", "--device")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"train\.device='cuda' but CUDA is not available"):
+            resolve_device("cuda")

@@ -156,14 +156,15 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     return list(state["classes"])
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' → cuda when available else cpu; otherwise torch.device(name) with a clear error."""
+def resolve_device(name: str, setting: str = "train.device") -> torch.device:
+    """'auto' → cuda when available else cpu; otherwise torch.device(name) with a clear error
+    that names ``setting`` (where the value came from, e.g. a command-line flag)."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
     except RuntimeError as error:
-        raise ValueError(f"train.device={name!r}: expected auto, cpu, cuda or cuda:N ({error})") from error
+        raise ValueError(f"{setting}={name!r}: expected auto, cpu, cuda or cuda:N ({error})") from error
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"train.device={name!r} but CUDA is not available on this machine")
+        raise ValueError(f"{setting}={name!r} but CUDA is not available on this machine")
     return device
