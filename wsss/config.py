@@ -220,6 +220,10 @@ class CrfConfig(_Section):
     bilateral_srgb: float = Field(5.0, gt=0.0)
     bilateral_compat: float = Field(4.0, ge=0.0)
     workers: int = Field(2, ge=1, description="processes for the CRF pool")
+    overlap: Literal["auto"] | bool = Field(
+        "auto", description="with a pool (workers > 1): the pool refines one batch's labels while the next batch's "
+                            "maps are computed (the same labels either way); auto: when the maps are computed on a "
+                            "GPU (on CPU cores that torch already fills it gained nothing: docs/results.md)")
 
 
 class SamConfig(_Section):

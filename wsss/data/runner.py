@@ -7,7 +7,10 @@ predictions, scoring):
     counts = run_dataset(dataset, compute, write, out_dir=OUT, finished=lambda i: OUT / f"{i}.png",
                          batch_size=8, desc="pseudo-labels")
 
-``compute(batch)`` returns one result per sample of the batch; ``write(sample, result)`` stores
+``compute(batch)`` returns one result per sample of the batch, or a :class:`Deferred` whose
+``finish()`` returns them: the walk then computes the next batch before it waits for this one
+(e.g. while the CRF pool refines this batch's labels) and writes batches in order.
+``write(sample, result)`` stores
 it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason; a dict it
 returns goes into the image's manifest entry (e.g. the pseudo-labels' "confidence"). An image
 that cannot be read, has no tags (when ``needs_tags``), or whose computation raises
@@ -34,9 +37,20 @@ from wsss.data.base import Dataset, Sample
 from wsss.data.batching import same_size_batches
 from wsss.files import is_finished
 
-__all__ = ["Manifest", "SampleFailed", "run_dataset", "MANIFEST"]
+__all__ = ["Deferred", "Manifest", "SampleFailed", "run_dataset", "MANIFEST"]
 
 MANIFEST = "manifest.jsonl"
+
+
+class Deferred:
+    """A batch's results still being computed elsewhere (e.g. CRF jobs in a process pool).
+
+    finish: waits and returns one result per sample of the batch; it may raise as ``compute``
+    may (a ValueError or RuntimeError makes the walk retry the batch one image at a time).
+    """
+
+    def __init__(self, finish: Callable[[], Sequence[Any]]) -> None:
+        self.finish = finish
 
 
 class SampleFailed(Exception):
@@ -145,16 +159,14 @@ def run_dataset(
             if image_id not in pending and image_id not in recorded:
                 manifest.record(image_id, "ok", note="found finished on disk; its manifest line was lost (a hard stop)")
 
-    def handle(batch: list[Sample]) -> None:
-        try:
-            results = compute(batch)
-        except (ValueError, RuntimeError) as error:  # RuntimeError: e.g. eigh not converging
-            if len(batch) > 1:  # find the image that fails: one at a time
-                for sample in batch:
-                    handle([sample])
-                return
-            tally.failed(batch[0].id, f"{type(error).__name__}: {error}")
+    def failed(batch: list[Sample], error: Exception) -> None:
+        if len(batch) > 1:  # find the image that fails: one at a time
+            for sample in batch:
+                handle([sample])
             return
+        tally.failed(batch[0].id, f"{type(error).__name__}: {error}")
+
+    def write_batch(batch: list[Sample], results: Sequence[Any]) -> None:
         for sample, result in zip(batch, results):
             try:
                 extra = write(sample, result)
@@ -163,10 +175,42 @@ def run_dataset(
                 continue
             tally.ok(sample.id, extra)
 
+    def finish(batch: list[Sample], results: Sequence[Any] | Deferred) -> None:
+        try:
+            if isinstance(results, Deferred):
+                results = results.finish()
+        except (ValueError, RuntimeError) as error:
+            failed(batch, error)
+            return
+        write_batch(batch, results)
+
+    def handle(batch: list[Sample]) -> None:  # one batch, start to end
+        try:
+            results = compute(batch)
+        except (ValueError, RuntimeError) as error:  # RuntimeError: e.g. eigh not converging
+            failed(batch, error)
+            return
+        finish(batch, results)
+
+    pending: tuple[list[Sample], Deferred] | None = None  # the batch computed last, not yet written
     try:
         for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags,
                                        masks=needs_masks, on_note=tally.note):
-            handle(batch)
+            try:
+                results = compute(batch)
+            except (ValueError, RuntimeError) as error:
+                results = error
+            if pending is not None:
+                finish(*pending)
+                pending = None
+            if isinstance(results, Exception):
+                failed(batch, results)
+            elif isinstance(results, Deferred):
+                pending = (batch, results)
+            else:
+                write_batch(batch, results)
+        if pending is not None:
+            finish(*pending)
     finally:
         bar.close()
         if manifest is not None:

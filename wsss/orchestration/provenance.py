@@ -32,10 +32,10 @@ def _data_part(data: DataConfig) -> dict:
 
 def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest: str) -> dict:
     """What determines pseudo-labels: the classifier's digest, the map method (``cam``), the
-    refinement settings (without the CRF's worker count; with ``refine.sam`` on, its checkpoint's
+    refinement settings (without the CRF's worker count and overlap; with ``refine.sam`` on, its checkpoint's
     size in bytes too: cheap, where a digest of a SAM file would read gigabytes), and of ``data``
     the saliency folder and the size limit."""
-    settings = refine.model_dump(mode="json", exclude={"crf": {"workers"}})
+    settings = refine.model_dump(mode="json", exclude={"crf": {"workers", "overlap"}})
     sam = refine.sam
     if sam.enabled and sam.checkpoint is not None and Path(sam.checkpoint).is_file():
         settings["sam"]["checkpoint_bytes"] = Path(sam.checkpoint).stat().st_size
@@ -52,7 +52,7 @@ def prediction_source(digest: str, scales: list[float], flip: bool, crf: CrfConf
     (None: off) and the size limit."""
     return {
         "checkpoint_sha256": digest, "scales": [float(s) for s in scales], "flip": bool(flip),
-        "crf": None if crf is None else crf.model_dump(mode="json", exclude={"workers", "enabled"}),
+        "crf": None if crf is None else crf.model_dump(mode="json", exclude={"workers", "overlap", "enabled"}),
         "data": _data_part(data),
     }
 

@@ -5,6 +5,9 @@
 
     chain = LabelChain(refine.pamr, refine.label, crf=refine.crf if refine.crf.enabled else None)
     result = chain(maps, tags, rgb, saliency)     # every stage kept: raw, refined, rule, sam, labels
+    finish = chain.start(maps, tags, rgb, saliency)   # the same, the CRF's jobs left running in
+    ...                                               # its pool (refine.crf.overlap); then
+    result = finish()                                 # wait for them
 
 The callers differ only in where the maps and the saliency come from:
 
@@ -19,7 +22,7 @@ The callers differ only in where the maps and the saliency come from:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -78,15 +81,27 @@ class LabelChain:
     (``wsss.refine.crf.crf_executor``; None: the CRF runs in this process); sam: the SAM stage
     (``wsss.refine.sam.sam_refiner(refine.sam)``), run in this process after the label rule on
     the refined maps, or None (off).
+
+    ``chain(...)`` returns the batch's :class:`ChainResult`; ``chain.start(...)`` returns a
+    function that does: with a pool and ``crf.overlap`` (auto: maps on a GPU) the CRF jobs are
+    then still running in the pool, and the caller can compute the next batch's maps before it
+    waits for them.
     """
 
     def __init__(self, pamr: PamrConfig, rule: LabelRuleConfig, crf: CrfConfig | None = None,
                  executor: Executor | None = None, sam: SamRefiner | None = None) -> None:
         self.pamr, self.rule, self.crf, self.executor, self.sam = pamr, rule, crf, executor, sam
 
-    @torch.no_grad()
     def __call__(self, maps: Tensor, tags: Tensor, rgb: Tensor, saliency: Sequence[Tensor | None]) -> ChainResult:
-        """
+        """The batch through every stage; arguments as :meth:`start`."""
+        return self.start(maps, tags, rgb, saliency)()
+
+    @torch.no_grad()
+    def start(self, maps: Tensor, tags: Tensor, rgb: Tensor,
+              saliency: Sequence[Tensor | None]) -> Callable[[], ChainResult]:
+        """Every stage up to the CRF, whose jobs go to the pool (``executor`` and
+        ``crf.overlap``; else the CRF runs here too); the returned function gives the result.
+
         Args:
             maps: ``B×C×h×w`` float ≥ 0, a map method's output at any size (upsampled to H×W,
                 bilinear, align_corners=True).
@@ -118,15 +133,25 @@ class LabelChain:
             sam = torch.from_numpy(np.stack([self.sam(images[i], maps_np[i], tags_np[i], rule_np[i])
                                              for i in range(len(images))])).long().to(rule.device)
             labels = sam
-        if self.crf is not None:
-            from wsss.refine.crf import crf_pseudo_labels
+        if self.crf is None:
+            result = ChainResult(raw, refined, saliency, rule, labels, sam)
+            return lambda: result
+        from wsss.refine.crf import start_crf_pseudo_labels
 
-            if images is None:
-                images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
-            refined_labels = crf_pseudo_labels(images, list(labels.to(torch.uint8).cpu().numpy()), self.crf,
-                                               executor=self.executor)
-            labels = torch.from_numpy(np.stack(refined_labels)).long().to(rule.device)
-        return ChainResult(raw, refined, saliency, rule, labels, sam)
+        if images is None:
+            images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
+        pending = start_crf_pseudo_labels(images, list(labels.to(torch.uint8).cpu().numpy()), self.crf,
+                                          executor=self.executor)
+        overlap = self.crf.overlap if isinstance(self.crf.overlap, bool) else maps.device.type == "cuda"
+        if not overlap:  # wait for the pool here
+            done = pending()
+            pending = lambda: done  # noqa: E731
+
+        def finish() -> ChainResult:
+            crf_labels = torch.from_numpy(np.stack(pending())).long().to(rule.device)
+            return ChainResult(raw, refined, saliency, rule, crf_labels, sam)
+
+        return finish
 
     def _rule(self, maps: Tensor, tags: Tensor, saliency: list[Tensor | None]) -> Tensor:
         """The label rule, run once for the images with saliency and once for those without."""
@@ -148,7 +173,8 @@ class PseudoLabeler:
 
     model: the timm ViT classifier; method: a map method (over its views); saliency: a source;
     chain: the :class:`LabelChain`. ``labeler(samples)`` takes ``Sample`` objects of one image
-    size and returns their :class:`ChainResult`.
+    size and returns their :class:`ChainResult`; ``labeler.start(samples)`` returns a function
+    that does (:meth:`LabelChain.start`).
     """
 
     def __init__(self, model: nn.Module, method: AttentionMapMethod | MultiViewMaps, saliency: SaliencySource,
@@ -158,6 +184,9 @@ class PseudoLabeler:
         self.device = next(model.parameters()).device
 
     def __call__(self, samples: list[Sample]) -> ChainResult:
+        return self.start(samples)()
+
+    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
         sizes = {s.image.shape[:2] for s in samples}
         if len(sizes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
@@ -168,7 +197,8 @@ class PseudoLabeler:
         with torch.no_grad():
             saliency = self.saliency(samples, inputs, size=(H, W))
         rgb = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device).permute(0, 3, 1, 2)
-        return replace(self.chain(maps, tags, rgb, saliency), probs=probs)
+        pending = self.chain.start(maps, tags, rgb, saliency)
+        return lambda: replace(pending(), probs=probs)
 
 
 class SavedMapsLabeler:
@@ -177,6 +207,7 @@ class SavedMapsLabeler:
     the CRF of ``chain``) without computing the maps or PAMR again. Self-training's second round
     uses it: the same maps, a new saliency. A batch whose saved maps are missing, of another
     size, or of other classes than the image's tags raises ValueError (that image fails alone).
+    ``start`` as :class:`PseudoLabeler`'s.
     """
 
     def __init__(self, maps_dir: str | os.PathLike, saliency: SaliencySource, chain: LabelChain) -> None:
@@ -185,6 +216,9 @@ class SavedMapsLabeler:
                                 chain.sam)
 
     def __call__(self, samples: list[Sample]) -> ChainResult:
+        return self.start(samples)()
+
+    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
         sizes = {s.image.shape[:2] for s in samples}
         if len(sizes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
@@ -209,7 +243,8 @@ class SavedMapsLabeler:
                 probs[i, classes] = torch.from_numpy(saved_probs)
         saliency = self.saliency(samples, None, size=(H, W))
         rgb = torch.from_numpy(np.stack([s.image for s in samples])).permute(0, 3, 1, 2)
-        return replace(self.chain(maps, tags, rgb, saliency), probs=probs if all_probs else None)
+        pending = self.chain.start(maps, tags, rgb, saliency)
+        return lambda: replace(pending(), probs=probs if all_probs else None)
 
 
 def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, dataset: Dataset | None = None,

@@ -9,7 +9,10 @@ mistake, so its colour kernel saw swapped channels; ours takes RGB). Mean-field
 Many images are refined in a process pool (``config.workers`` processes, forkserver start
 where available, else spawn: never fork, so torch's thread pool in the parent cannot deadlock
 the workers). The forkserver preloads this module once, so each worker starts in well under a
-second; pass ``executor=`` to reuse one pool across calls.
+second; pass ``executor=`` to reuse one pool across calls. ``start_crf_label_maps`` and
+``start_crf_pseudo_labels`` only submit the jobs to such a pool and return a function that
+waits for them, so a caller can compute the next batch's maps meanwhile (the label chain's
+``refine.crf.overlap``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -30,7 +33,8 @@ from wsss.lifetime import exit_with
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
-__all__ = ["crf_label_maps", "crf_pseudo_labels", "label_probs", "crf_pool", "crf_executor"]
+__all__ = ["crf_label_maps", "crf_pseudo_labels", "start_crf_label_maps", "start_crf_pseudo_labels", "label_probs",
+           "crf_pool", "crf_executor"]
 
 
 # (iterations, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
@@ -123,6 +127,15 @@ def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], co
     Returns:
         N arrays ``H_n×W_n`` int64. All inputs are checked before any work starts.
     """
+    return start_crf_label_maps(images, probs, config, min_prob, executor)()
+
+
+def start_crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
+                         min_prob: float = 1e-5,
+                         executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
+    """:func:`crf_label_maps` in two steps: with an ``executor``, submit the jobs and return at
+    once; the returned function waits for them and gives the N maps (a worker's error is
+    raised there). Without one, the CRF runs before this returns. Inputs are checked here."""
     images, probs = [np.asarray(x) for x in images], [np.asarray(p) for p in probs]
     if len(images) != len(probs):
         raise ValueError(f"got {len(images)} images but {len(probs)} probability maps")
@@ -133,16 +146,19 @@ def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], co
             raise ValueError(f"item {n}: {error}") from None
     params = _params(config)
     jobs = [(image, p, params, min_prob) for image, p in zip(images, probs)]
+    if executor is not None:
+        futures = [executor.submit(_job, job) for job in jobs]
+        return lambda: [future.result() for future in futures]
     workers = 1 if config is None else config.workers
     if multiprocessing.current_process().daemon:
         workers = 1  # a daemonic process (e.g. a pool worker) may not start children
-    if executor is None and (workers == 1 or len(jobs) <= 1):
-        return [_job(job) for job in jobs]
-    if executor is not None:
-        return list(executor.map(_job, jobs))
-    workers = min(workers, len(jobs))
-    with crf_pool(workers) as pool:
-        return list(pool.map(_job, jobs, chunksize=max(1, math.ceil(len(jobs) / (4 * workers)))))
+    if workers == 1 or len(jobs) <= 1:
+        done = [_job(job) for job in jobs]
+    else:
+        workers = min(workers, len(jobs))
+        with crf_pool(workers) as pool:
+            done = list(pool.map(_job, jobs, chunksize=max(1, math.ceil(len(jobs) / (4 * workers)))))
+    return lambda: done
 
 
 def label_probs(label: np.ndarray, confidence: float = 0.7) -> tuple[np.ndarray, np.ndarray]:
@@ -199,13 +215,26 @@ def crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]
     Returns:
         N arrays ``H×W`` uint8 with values 0, 1..C, 255. A label with no class is returned as is.
     """
+    return start_crf_pseudo_labels(images, labels, config, confidence, executor)()
+
+
+def start_crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                            config: CrfConfig | None = None, confidence: float = 0.7,
+                            executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
+    """:func:`crf_pseudo_labels` in two steps, as :func:`start_crf_label_maps`: with an
+    ``executor`` the jobs are submitted and the returned function waits for them."""
     labels = [np.asarray(label) for label in labels]
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} label maps")
     built = [label_probs(label, confidence) for label in labels]
     todo = [n for n, (values, _) in enumerate(built) if len(values) > 1]
-    refined = crf_label_maps([images[n] for n in todo], [built[n][1] for n in todo], config, executor=executor)
-    out = [label.astype(np.uint8) for label in labels]
-    for n, index in zip(todo, refined):
-        out[n] = np.where(labels[n] == IGNORE_INDEX, IGNORE_INDEX, built[n][0][index]).astype(np.uint8)
-    return out
+    pending = start_crf_label_maps([images[n] for n in todo], [built[n][1] for n in todo], config,
+                                   executor=executor)
+
+    def finish() -> list[np.ndarray]:
+        out = [label.astype(np.uint8) for label in labels]
+        for n, index in zip(todo, pending()):
+            out[n] = np.where(labels[n] == IGNORE_INDEX, IGNORE_INDEX, built[n][0][index]).astype(np.uint8)
+        return out
+
+    return finish

@@ -7,7 +7,9 @@
                           entry holds the label's "confidence" (``wsss.refine.confidence``)
 
 The walk is ``wsss.data.runner.run_dataset``: images whose PNG exists are skipped, so a re-run
-finishes an interrupted one; an image that cannot be read fails alone.
+finishes an interrupted one; an image that cannot be read fails alone. Each batch's CRF jobs
+are left to the labeler's pool while the next batch's maps are computed (``refine.crf.overlap``,
+``PseudoLabeler.start``).
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ import numpy as np
 from wsss.attention.dataset_maps import write_npz
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png
-from wsss.data.runner import run_dataset
+from wsss.data.runner import Deferred, run_dataset
 from wsss.data.size_limit import at_source_size
-from wsss.refine.chain import ChainResult, PseudoLabeler
+from wsss.refine.chain import ChainResult, PseudoLabeler, SavedMapsLabeler
 from wsss.refine.confidence import label_confidence
 
 __all__ = ["write_pseudo_labels"]
 
 
 def write_pseudo_labels(
-    labeler: PseudoLabeler,
+    labeler: PseudoLabeler | SavedMapsLabeler,
     dataset: Dataset,
     out_dir: str | os.PathLike,
     batch_size: int = 8,
@@ -40,9 +42,9 @@ def write_pseudo_labels(
     """Write pseudo-labels for ``ids`` (default: every image); returns counts {ok, skipped, failed}."""
     out = Path(out_dir)
 
-    def compute(batch: list[Sample]) -> list[tuple[ChainResult, int]]:
-        result = labeler(batch)
-        return [(result, i) for i in range(len(batch))]
+    def compute(batch: list[Sample]) -> Deferred:
+        pending = labeler.start(batch)
+        return Deferred(lambda: [(result, i) for result in [pending()] for i in range(len(batch))])
 
     def write(sample: Sample, item: tuple[ChainResult, int]) -> dict:
         result, i = item
