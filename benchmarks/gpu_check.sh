@@ -9,8 +9,8 @@
 # Steps (each under its own time limit; a failing step is reported and the others still run;
 # the exit status is 1 when any step failed):
 #   1. the environment (torch, CUDA device, load average);
-#   2. tests: `pytest -q -k cuda` when a test in tests/ mentions CUDA (none does at present:
-#      every test pins train.device=cpu), then the device equivalences (batched GETAM = the
+#   2. tests: those named for CUDA (`pytest -k cuda`: resolve_device's; every other test pins
+#      train.device=cpu), then the device equivalences (batched GETAM = the
 #      paper's loop, fast PAMR = the reference, label rule on the device = on the CPU) on a
 #      tiny ViT; without CUDA the equivalences run on the CPU;
 #   3. bench_pseudo_labels.py --device cuda --amp (48 images, 8 paper images); without CUDA --quick;
@@ -63,17 +63,18 @@ print(f"{os.cpu_count()} CPUs, load avg {'/'.join(f'{x:.2f}' for x in os.getload
 EOF
 
 # --- 2. tests -----------------------------------------------------------------------------------
-CUDA_TESTS=$(grep -lis cuda tests/*.py || true)
+# the tests whose names say cuda (collected, not run, so none of them is missed or run twice)
+CUDA_TESTS=$("$PY" -m pytest -q --collect-only -k cuda tests 2>/dev/null | grep '::' || true)
 if [ "$CUDA" = 1 ]; then
     if [ -n "$CUDA_TESTS" ]; then
-        step "pytest -k cuda" 45 "$PY" -m pytest -q -k cuda $CUDA_TESTS
+        step "pytest -k cuda" 45 "$PY" -m pytest -q $CUDA_TESTS
     else
         echo
-        echo "=== pytest -k cuda: no test in tests/ mentions CUDA (all pin train.device=cpu); the device equivalences follow"
+        echo "=== pytest -k cuda: no test in tests/ is named for CUDA (all pin train.device=cpu); the device equivalences follow"
     fi
     DEVICE=cuda
 else
-    skip "pytest -q -k cuda${CUDA_TESTS:+ on $CUDA_TESTS} (no test in tests/ mentions CUDA at present)"
+    skip "pytest -q -k cuda: $(echo $CUDA_TESTS | wc -w) test(s) named for CUDA: ${CUDA_TESTS:-none}"
     skip "the device equivalences on cuda; running them on the CPU"
     DEVICE=cpu
 fi

@@ -105,7 +105,7 @@ def test_the_same_state_saves_to_the_same_bytes(tmp_path):
     assert len(digests) == 1
 
 
-def test_a_device_that_cannot_be_used_is_named_with_its_setting():
+def test_resolve_device_finds_cuda_or_names_the_setting_it_cannot_use():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError, match=r"--device='gpu0': expected auto, cpu, cuda or cuda:N"):
