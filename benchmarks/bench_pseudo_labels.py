@@ -2,7 +2,7 @@
 of the chain's parts (issue 16, items 2 and 5).
 
     python benchmarks/bench_pseudo_labels.py [--images 48] [--paper-images 8] [--batch-size B] [--threads N]
-                                             [--device cpu] [--amp] [--quick]
+                                             [--device cpu] [--amp] [--quick] [--set KEY=VALUE ...]
 
 DeiT-S/16 (random weights), 20 VOC classes, the settings of configs/voc12_deit_small.yaml with
 ``refine.saliency.source=none`` and the dense CRF on (10 iterations, a pool of
