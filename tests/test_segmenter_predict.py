@@ -2,6 +2,7 @@
 CLI, and the validation score (equal to scoring the written PNGs)."""
 
 import json
+from functools import partial
 
 import numpy as np
 import pytest
@@ -223,3 +224,31 @@ def test_foreground_masks_with_the_crf_snap_a_coarse_foreground_to_the_object_ed
     assert iou(snapped) > iou(plain) + 0.1, (iou(snapped), iou(plain))
     strict, = foreground_masks([image], probs, threshold=0.95, crf=CrfConfig(workers=1))
     assert strict.sum() < snapped.sum()
+
+
+def test_predictions_and_foreground_maps_with_the_crf_overlapping_equal_those_made_one_batch_at_a_time(segmenter,
+                                                                                                       tmp_path):
+    """refine.crf.overlap: the pool refines a batch while the next one is predicted; the PNGs
+    equal those of the pool waited for batch by batch and of the CRF in this process."""
+    from wsss.config import CrfConfig
+
+    config = segmenter_config(tmp_path)
+    dataset = open_dataset(config.data, config.data.val_split)
+    with torch.no_grad():  # sharper logits: the random head's near-uniform softmax gives one label everywhere
+        segmenter.decoder.head[-1].weight.mul_(30.0)
+    predictor = Predictor(segmenter, scales=(1.0,), flip=False)
+    crfs = {"overlap": CrfConfig(enabled=True, workers=2, overlap=True),
+            "waited": CrfConfig(enabled=True, workers=2, overlap=False),
+            "in process": CrfConfig(enabled=True, workers=1), "no CRF": None}
+    for name, crf in crfs.items():
+        # (the random segmenter's foreground probability lies in 0.79..0.94: threshold inside it)
+        for kind, walk in (("labels", predict_dataset), ("fg", partial(write_foreground_maps, threshold=0.85))):
+            counts = walk(predictor, dataset, tmp_path / kind / name, crf=crf, batch_size=2, progress=False)
+            assert counts == {"ok": len(dataset.ids), "skipped": 0, "failed": 0}
+    for kind in ("labels", "fg"):
+        moved = 0
+        for image_id in dataset.ids:
+            a, b, c, d = (np.asarray(Image.open(tmp_path / kind / name / f"{image_id}.png")) for name in crfs)
+            assert np.array_equal(a, b) and np.array_equal(a, c), (kind, image_id)
+            moved += int((a != d).sum())
+        assert moved > 0, kind  # the CRF changed outputs, so the equality says something

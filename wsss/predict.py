@@ -13,7 +13,7 @@ stride, and the softmax is resized back to the image (bilinear) before averaging
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from pathlib import Path
 
@@ -26,14 +26,15 @@ from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png, write_mask_png
-from wsss.data.runner import run_dataset
+from wsss.data.runner import Deferred, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.attention_capture import model_input_size
 from wsss.models.segmenter import Segmenter
-from wsss.refine.crf import crf_executor, crf_label_maps
+from wsss.refine.crf import crf_executor, crf_overlaps, start_crf_label_maps
 
-__all__ = ["Predictor", "probs_to_labels", "foreground_masks", "predict_dataset", "write_foreground_maps"]
+__all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "foreground_masks", "start_foreground_masks",
+           "predict_dataset", "write_foreground_maps"]
 
 
 class Predictor:
@@ -76,10 +77,18 @@ def probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf: CrfConfig 
     """B×(C+1)×H×W probabilities → B label maps H×W uint8 (0 background, 1..C): the argmax, or
     the dense CRF's labels on the RGB images when ``crf`` (the ``refine.crf`` section) is given
     (in ``executor``, e.g. from ``wsss.refine.crf.crf_executor``, when one is given)."""
+    return start_probs_to_labels(images, probs, crf, executor)()
+
+
+def start_probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf: CrfConfig | None = None,
+                          executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
+    """:func:`probs_to_labels` in two steps: the CRF's jobs submitted to ``executor``, the
+    returned function waits for them (``wsss.refine.crf.start_crf_label_maps``)."""
     if crf is None:
-        return list(probs.argmax(dim=1).to(torch.uint8).numpy())
-    refined = crf_label_maps(list(images), list(probs.numpy()), crf, executor=executor)
-    return [label.astype(np.uint8) for label in refined]
+        labels = list(probs.argmax(dim=1).to(torch.uint8).numpy())
+        return lambda: labels
+    pending = start_crf_label_maps(list(images), list(probs.numpy()), crf, executor=executor)
+    return lambda: [label.astype(np.uint8) for label in pending()]
 
 
 def predict_dataset(
@@ -95,13 +104,15 @@ def predict_dataset(
 
     The walk is ``wsss.data.runner.run_dataset``: existing PNGs are skipped, images of one size
     share a forward, an unreadable image is recorded in OUT/manifest.jsonl and the run goes on.
-    Returns counts {ok, skipped, failed}.
+    Returns counts {ok, skipped, failed}. With ``crf.overlap`` (auto: the segmenter on a GPU)
+    the pool refines a batch while the next batch is predicted.
     """
     out = Path(out_dir)
     with crf_executor(crf) as executor:
-        def compute(batch: list[Sample]) -> list[np.ndarray]:
+        def compute(batch: list[Sample]) -> list[np.ndarray] | Deferred:
             images = [sample.image for sample in batch]
-            return probs_to_labels(images, predictor(images), crf, executor)
+            pending = start_probs_to_labels(images, predictor(images), crf, executor)
+            return _deferred_if_overlapping(pending, crf, predictor.device)
 
         def write(sample: Sample, label: np.ndarray) -> None:
             write_label_png(out / f"{sample.id}.png", at_source_size(label, sample))
@@ -120,13 +131,21 @@ def foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: flo
     P(fg) ∝ f·(1 − threshold), P(bg) ∝ (1 − f)·threshold (at 0.5: [1 − f, f] itself). The
     CRF snaps the segmenter's coarse foreground (its stride is 8 to 16 pixels) to image edges.
     """
+    return start_foreground_masks(images, probs, threshold, crf, executor)()
+
+
+def start_foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
+                           crf: CrfConfig | None = None,
+                           executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
+    """:func:`foreground_masks` in two steps, as :func:`start_probs_to_labels`."""
     foreground = (1.0 - probs[:, 0]).clamp(0.0, 1.0)
     if crf is None:
-        return list((foreground > threshold).numpy())
+        masks = list((foreground > threshold).numpy())
+        return lambda: masks
     odds = torch.stack([(1.0 - foreground) * threshold, foreground * (1.0 - threshold)], dim=1)
     two = odds / odds.sum(dim=1, keepdim=True).clamp_min(1e-12)
-    labels = crf_label_maps(list(images), list(two.numpy()), crf, executor=executor)
-    return [label == 1 for label in labels]
+    pending = start_crf_label_maps(list(images), list(two.numpy()), crf, executor=executor)
+    return lambda: [label == 1 for label in pending()]
 
 
 def write_foreground_maps(
@@ -144,16 +163,25 @@ def write_foreground_maps(
     self-training (``refine.saliency.source: segmenter``), read back as a saliency folder.
 
     The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures in
-    OUT/manifest.jsonl). Returns counts {ok, skipped, failed}.
+    OUT/manifest.jsonl). Returns counts {ok, skipped, failed}. With ``crf.overlap`` (auto: the
+    segmenter on a GPU) the pool refines a batch while the next batch is predicted.
     """
     out = Path(out_dir)
     with crf_executor(crf) as executor:
-        def compute(batch: list[Sample]) -> list[np.ndarray]:
+        def compute(batch: list[Sample]) -> list[np.ndarray] | Deferred:
             images = [sample.image for sample in batch]
-            return foreground_masks(images, predictor(images), threshold, crf, executor)
+            pending = start_foreground_masks(images, predictor(images), threshold, crf, executor)
+            return _deferred_if_overlapping(pending, crf, predictor.device)
 
         def write(sample: Sample, mask: np.ndarray) -> None:
             write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
 
         return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
                            batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)
+
+
+def _deferred_if_overlapping(pending: Callable[[], list[np.ndarray]], crf: CrfConfig | None,
+                             device: torch.device) -> list[np.ndarray] | Deferred:
+    """A batch's results for ``run_dataset``: left to finish while the next batch is predicted
+    when the CRF overlaps (``crf_overlaps``), else waited for here."""
+    return Deferred(pending) if crf is not None and crf_overlaps(crf, device) else pending()

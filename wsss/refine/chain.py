@@ -136,14 +136,13 @@ class LabelChain:
         if self.crf is None:
             result = ChainResult(raw, refined, saliency, rule, labels, sam)
             return lambda: result
-        from wsss.refine.crf import start_crf_pseudo_labels
+        from wsss.refine.crf import crf_overlaps, start_crf_pseudo_labels
 
         if images is None:
             images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
         pending = start_crf_pseudo_labels(images, list(labels.to(torch.uint8).cpu().numpy()), self.crf,
                                           executor=self.executor)
-        overlap = self.crf.overlap if isinstance(self.crf.overlap, bool) else maps.device.type == "cuda"
-        if not overlap:  # wait for the pool here
+        if not crf_overlaps(self.crf, maps.device):  # wait for the pool here
             done = pending()
             pending = lambda: done  # noqa: E731
 

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
 __all__ = ["crf_label_maps", "crf_pseudo_labels", "start_crf_label_maps", "start_crf_pseudo_labels", "label_probs",
-           "crf_pool", "crf_executor"]
+           "crf_pool", "crf_executor", "crf_overlaps"]
 
 
 # (iterations, gaussian_sxy, gaussian_compat, bilateral_sxy, bilateral_srgb, bilateral_compat)
@@ -108,6 +108,16 @@ def crf_executor(config: CrfConfig | None) -> Iterator[Executor | None]:
         return
     with crf_pool(config.workers) as pool:
         yield pool
+
+
+def crf_overlaps(config: CrfConfig, device) -> bool:
+    """Whether a batch's CRF jobs should run while the next batch is computed
+    (``config.overlap``; auto: when that computation runs on a GPU, ``device``: a torch.device
+    or its name; compared by name, so that the pool's workers, which import this module, need
+    no torch)."""
+    if isinstance(config.overlap, bool):
+        return config.overlap
+    return str(device).split(":")[0] == "cuda"
 
 
 def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
