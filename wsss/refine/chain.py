@@ -6,8 +6,8 @@
     chain = LabelChain(refine.pamr, refine.label, crf=refine.crf if refine.crf.enabled else None)
     result = chain(maps, tags, rgb, saliency)     # every stage kept: raw, refined, rule, sam, labels
     finish = chain.start(maps, tags, rgb, saliency)   # the same, the CRF's jobs left running in
-    ...                                               # its pool (refine.crf.overlap); then
-    result = finish()                                 # wait for them
+    ...                                               # its pool (refine.crf.overlap: the next
+    result = finish()                                 # batch's maps meanwhile); then wait
 
 The callers differ only in where the maps and the saliency come from:
 
@@ -83,9 +83,9 @@ class LabelChain:
     the refined maps, or None (off).
 
     ``chain(...)`` returns the batch's :class:`ChainResult`; ``chain.start(...)`` returns a
-    function that does: with a pool and ``crf.overlap`` (auto: maps on a GPU) the CRF jobs are
-    then still running in the pool, and the caller can compute the next batch's maps before it
-    waits for them.
+    function that does: with a pool the CRF jobs are then still running in it, and the caller
+    may compute the next batch's maps before it waits for them (``write_pseudo_labels`` does
+    when ``refine.crf.overlap`` says so).
     """
 
     def __init__(self, pamr: PamrConfig, rule: LabelRuleConfig, crf: CrfConfig | None = None,
@@ -99,8 +99,8 @@ class LabelChain:
     @torch.no_grad()
     def start(self, maps: Tensor, tags: Tensor, rgb: Tensor,
               saliency: Sequence[Tensor | None]) -> Callable[[], ChainResult]:
-        """Every stage up to the CRF, whose jobs go to the pool (``executor`` and
-        ``crf.overlap``; else the CRF runs here too); the returned function gives the result.
+        """Every stage up to the CRF, whose jobs go to the pool (``executor``; without one the
+        CRF runs here too); the returned function waits for them and gives the result.
 
         Args:
             maps: ``B×C×h×w`` float ≥ 0, a map method's output at any size (upsampled to H×W,
@@ -136,15 +136,12 @@ class LabelChain:
         if self.crf is None:
             result = ChainResult(raw, refined, saliency, rule, labels, sam)
             return lambda: result
-        from wsss.refine.crf import crf_overlaps, start_crf_pseudo_labels
+        from wsss.refine.crf import start_crf_pseudo_labels
 
         if images is None:
             images = list(rgb.permute(0, 2, 3, 1).to(torch.uint8).cpu().numpy())
         pending = start_crf_pseudo_labels(images, list(labels.to(torch.uint8).cpu().numpy()), self.crf,
                                           executor=self.executor)
-        if not crf_overlaps(self.crf, maps.device):  # wait for the pool here
-            done = pending()
-            pending = lambda: done  # noqa: E731
 
         def finish() -> ChainResult:
             crf_labels = torch.from_numpy(np.stack(pending())).long().to(rule.device)
@@ -211,6 +208,7 @@ class SavedMapsLabeler:
 
     def __init__(self, maps_dir: str | os.PathLike, saliency: SaliencySource, chain: LabelChain) -> None:
         self.maps_dir, self.saliency = Path(maps_dir), saliency
+        self.device = torch.device("cpu")  # where its maps are (read from disk)
         self.chain = LabelChain(chain.pamr.model_copy(update={"enabled": False}), chain.rule, chain.crf, chain.executor,
                                 chain.sam)
 

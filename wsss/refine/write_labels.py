@@ -7,9 +7,10 @@
                           entry holds the label's "confidence" (``wsss.refine.confidence``)
 
 The walk is ``wsss.data.runner.run_dataset``: images whose PNG exists are skipped, so a re-run
-finishes an interrupted one; an image that cannot be read fails alone. Each batch's CRF jobs
-are left to the labeler's pool while the next batch's maps are computed (``refine.crf.overlap``,
-``PseudoLabeler.start``).
+finishes an interrupted one; an image that cannot be read fails alone. With
+``refine.crf.overlap`` (``crf_overlaps``: auto, when the maps are on a GPU) each batch's CRF
+jobs are left to the labeler's pool while the next batch's maps are computed
+(``PseudoLabeler.start``); else each batch is written before the next is computed.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from wsss.data.runner import Deferred, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler, SavedMapsLabeler
 from wsss.refine.confidence import label_confidence
+from wsss.refine.crf import crf_overlaps
 
 __all__ = ["write_pseudo_labels"]
 
@@ -41,10 +43,13 @@ def write_pseudo_labels(
 ) -> dict:
     """Write pseudo-labels for ``ids`` (default: every image); returns counts {ok, skipped, failed}."""
     out = Path(out_dir)
+    crf = labeler.chain.crf
+    overlap = crf is not None and labeler.chain.executor is not None and crf_overlaps(crf, labeler.device)
 
-    def compute(batch: list[Sample]) -> Deferred:
+    def compute(batch: list[Sample]) -> list[tuple[ChainResult, int]] | Deferred:
         pending = labeler.start(batch)
-        return Deferred(lambda: [(result, i) for result in [pending()] for i in range(len(batch))])
+        results = lambda: [(result, i) for result in [pending()] for i in range(len(batch))]  # noqa: E731
+        return Deferred(results) if overlap else results()
 
     def write(sample: Sample, item: tuple[ChainResult, int]) -> dict:
         result, i = item
