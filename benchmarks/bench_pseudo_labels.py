@@ -75,7 +75,7 @@ from wsss.data.label_png import read_label_png, write_label_png  # noqa: E402
 from wsss.data.size_limit import at_source_size  # noqa: E402
 from wsss.data.tensors import image_to_tensor, resize_image  # noqa: E402
 from wsss.data.voc import VOC_CLASSES  # noqa: E402
-from wsss.models.attention_capture import model_input_size, model_stride  # noqa: E402
+from wsss.models.vit_geometry import model_input_size, model_stride  # noqa: E402
 from wsss.refine.crf import crf_executor, crf_pseudo_labels  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr import pamr  # noqa: E402
@@ -142,7 +142,7 @@ def run_ours(labeler: PseudoLabeler, dataset: FolderDataset, out: Path, config: 
     """The chain over the whole data set, as ``wsss pseudo-label`` runs it: {seconds, counts,
     peak_mb (this process), pool_mb (the CRF pool's processes, see :func:`pool_peak_rise_mb`),
     cuda_mb (peak CUDA memory allocated, when CUDA is in use)}."""
-    from wsss.refine.write_labels import write_pseudo_labels
+    from wsss.writers.label_pngs import write_pseudo_labels
 
     result: dict = {}
 

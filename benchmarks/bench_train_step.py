@@ -7,7 +7,7 @@ DeiT-S/16 (random weights) with the default DPT head, 224×224 crops, 20 classes
 per image, folder-style saliency (random boxes), SGD; both ways run the same forward, label
 rule, losses, second backward and optimizer step. They differ in how the labels are made:
 
-- ours:  ``wsss.train.segmenter.step_loss`` (the training loop's code): ONE batched backward
+- ours:  ``wsss.train.segmenter_training.step_loss`` (the training loop's code): ONE batched backward
          over the tag slots w.r.t. the attention of blocks ≥ L/2 (no parameter gradients),
          GETAM, PAMR on the tagged channels only (affinities once, shifted sums);
 - paper: per image, per tagged class ``logits[i, c].backward(retain_graph=True)`` through
@@ -62,14 +62,15 @@ from bench_getam import memory_source, peak_device_mb, peak_rise_mb, precision_l
 from wsss.attention.views import normalise_maps  # noqa: E402
 from wsss.config import load_config  # noqa: E402
 from wsss.data.tensors import image_to_tensor  # noqa: E402
-from wsss.models.attention_capture import AttentionCapture, token_layout  # noqa: E402
+from wsss.models.attention_capture import AttentionCapture
+from wsss.models.vit_geometry import token_layout  # noqa: E402
 from wsss.models.checkpoint import resolve_device  # noqa: E402
-from wsss.models.segmenter import create_segmenter  # noqa: E402
+from wsss.models.segmentation_model import create_segmenter  # noqa: E402
 from wsss.precision import autocast_dtype, mixed_precision  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
 from wsss.refine.inloop import InLoopLabeler  # noqa: E402
-from wsss.train.segmenter import build_optimizer, segmentation_loss, step_loss  # noqa: E402
+from wsss.train.segmenter_training import build_optimizer, segmentation_loss, step_loss  # noqa: E402
 
 NUM_CLASSES = 20
 

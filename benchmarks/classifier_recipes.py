@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from wsss.config import load_config  # noqa: E402
 from wsss.layout import RunLayout  # noqa: E402
-from wsss.train.classifier import train_classifier  # noqa: E402
+from wsss.train.classifier_training import train_classifier  # noqa: E402
 
 DATA = {"demo": "data.synth.colour_cue=true", "colour-free": "data.synth.colour_cue=false"}
 

@@ -42,8 +42,8 @@ def child(args) -> None:
     from wsss.config import load_config
     from wsss.layout import RunLayout
     from wsss.models.checkpoint import load_segmenter
-    from wsss.orchestration.segmenter import score_segmenter
-    from wsss.train.segmenter import train_segmenter
+    from wsss.steps.segmenter_step import score_segmenter
+    from wsss.train.segmenter_training import train_segmenter
 
     run, out = args.run.resolve(), args.out.resolve() / args.child
     overrides = [f"run_dir={out}", f"data.root={run / 'data'}", "train.segmenter.mode=two_stage",

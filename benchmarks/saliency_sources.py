@@ -36,7 +36,7 @@ from wsss.data.label_png import IGNORE_INDEX, read_label_png
 from wsss.data.tensors import image_to_tensor
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.stages import evenly_spaced
-from wsss.models.attention_capture import model_input_size, model_stride
+from wsss.models.vit_geometry import model_input_size, model_stride
 from wsss.models.checkpoint import load_classifier, load_segmenter
 from wsss.predict import Predictor, foreground_masks
 from wsss.refine.chain import offline_labeler

@@ -25,10 +25,11 @@ from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
 from wsss.layout import RunLayout
 from wsss.models.checkpoint import load_segmenter
-from wsss.predict import Predictor, write_foreground_maps
+from wsss.predict import Predictor
+from wsss.writers.prediction_pngs import write_foreground_maps
 from wsss.refine.chain import saved_maps_labeler
 from wsss.refine.crf import crf_executor
-from wsss.refine.write_labels import write_pseudo_labels
+from wsss.writers.label_pngs import write_pseudo_labels
 
 
 def main() -> None:

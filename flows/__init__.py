@@ -28,8 +28,8 @@ FLOWS = {
     "self-training": ("flows.self_training", "self_training"),
     "train-classifier": ("flows.training", "train_classifier"),
     "train-segmenter": ("flows.training", "train_segmenter"),
-    "evaluate": ("flows.evaluate", "evaluate"),
-    "label-inbox": ("flows.inbox", "label_inbox"),
+    "evaluate": ("flows.evaluation", "evaluate"),
+    "label-inbox": ("flows.label_inbox", "label_inbox"),
 }
 
 

@@ -28,12 +28,12 @@ from wsss.files import write_text
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.eval.classification import ClassifierQuality
-from wsss.orchestration.artifacts import evaluation_rows
-from wsss.orchestration.quality import classifier_quality, enforce_gate
-from wsss.orchestration.reporting import stage_table_report
-from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
-from wsss.orchestration.self_training import describe_saliency, saliency_config
-from wsss.orchestration.shards import has_masks
+from wsss.report.artifact_content import evaluation_rows
+from wsss.steps.classifier_gate import classifier_quality, enforce_gate
+from wsss.steps.report_step import stage_table_report
+from wsss.steps.segmenter_step import backbone_init, labels_dir, score_segmenter
+from wsss.steps.self_training_saliency import describe_saliency, saliency_config
+from wsss.steps.label_plan import has_masks
 from wsss.eval.review import review_queue
 from wsss.report.build import ReviewPage, SegmenterResult
 

@@ -8,7 +8,7 @@
 The flow lists the data set, cuts it into shards of ``flow.shard_size`` images and maps
 ``label_shard`` over them on the task runner of ``flow.task_runner``. What is finished is read
 from disk: a task labels only its images without a PNG, and loads nothing when there are none.
-Each worker loads the classifier once (``wsss.orchestration.workers``). A shard whose images
+Each worker loads the classifier once (``wsss.steps.worker_cache``). A shard whose images
 are all labelled is cached by its inputs (settings, checkpoint digest, image ids with their
 file fingerprints) plus the task's source; an incomplete one always runs. Artifacts: progress
 while it runs, the evaluation table when ground truth exists, and example overlays. Each
@@ -22,21 +22,21 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 
-from flows.evaluate import evaluate
+from flows.evaluation import evaluate
 from wsss.config import Config
 from wsss.data import open_dataset
-from wsss.data.runner import MANIFEST
+from wsss.data.dataset_walk import MANIFEST
 from wsss.eval.evaluate import label_shares
 from wsss.layout import RunLayout
 from wsss.lifetime import hold_folder
-from wsss.orchestration.artifacts import examples_markdown
-from wsss.orchestration.progress import ArtifactProgress, shard_line
-from wsss.orchestration.runners import WhenShardLabelled, make_task_runner, retry_on_io_error
-from wsss.orchestration.provenance import claim_output_dir, label_source
-from wsss.orchestration.shards import (
+from wsss.report.artifact_content import examples_markdown
+from flows.progress_artifacts import ArtifactProgress, shard_line
+from flows.task_runners import WhenShardLabelled, make_task_runner, retry_on_io_error
+from wsss.steps.provenance import claim_output_dir, label_source
+from wsss.steps.label_plan import (
     failure_reasons, has_masks, plan_shards, reconcile_manifest, remove_stale_temporaries, unlabelled,
 )
-from wsss.orchestration.workers import checkpoint_digest, worker_labeler
+from wsss.steps.worker_cache import checkpoint_digest, worker_labeler
 from wsss.progress import RateMeter
 
 
@@ -47,7 +47,7 @@ def label_shard(config: Config, split: str | None, shard: list[list], out_dir: P
     yet; returns the counts {ok, skipped, failed} and ``loads`` (1 when this task loaded the
     classifier). save_maps: also write OUT/maps/<id>.npz; maps_dir: label from the maps saved
     there instead of computing them."""
-    from wsss.refine.write_labels import write_pseudo_labels
+    from wsss.writers.label_pngs import write_pseudo_labels
 
     todo = unlabelled(shard, out_dir)
     if not todo:

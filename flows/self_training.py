@@ -7,7 +7,7 @@
             on the training and the validation images
 
 The rest of the run then labels with these maps as a saliency folder
-(``wsss.orchestration.self_training.saliency_config`` gives that config: ``source: folder``,
+(``wsss.steps.self_training_saliency.saliency_config`` gives that config: ``source: folder``,
 ``data.saliency_dir`` the maps); the pipeline's second round reads the refined maps saved here
 instead of computing them again. No ground-truth mask enters any step. Every step resumes like
 its own flow (finished labels and maps are kept, the segmenter continues from its last.pt).
@@ -22,10 +22,11 @@ from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.models.checkpoint import load_segmenter, resolve_device
-from wsss.orchestration.progress import ArtifactProgress
-from wsss.orchestration.segmenter import backbone_init
-from wsss.predict import Predictor, write_foreground_maps
-from wsss.train import segmenter as segmenter_training
+from flows.progress_artifacts import ArtifactProgress
+from wsss.steps.segmenter_step import backbone_init
+from wsss.predict import Predictor
+from wsss.writers.prediction_pngs import write_foreground_maps
+from wsss.train import segmenter_training
 
 
 @flow(name="self-training", log_prints=True)

@@ -4,7 +4,7 @@ Both resume an interrupted run of the same config (the training code keeps last.
 return the final checkpoint's path. In the Prefect UI: a progress artifact kept current
 (``classifier-training-progress`` per epoch, ``segmenter-training-progress`` every
 ``train.segmenter.log_every`` steps) and a log line at the same times with the counts, the rate
-(images/s, steps/s) and the time left (``wsss.orchestration.progress``).
+(images/s, steps/s) and the time left (``flows.progress_artifacts``).
 """
 
 from pathlib import Path
@@ -13,10 +13,10 @@ from prefect import flow
 
 from wsss.config import Config
 from wsss.layout import RunLayout
-from wsss.orchestration.progress import ArtifactProgress
-from wsss.orchestration.segmenter import backbone_init, labels_dir
-from wsss.train import classifier as classifier_training
-from wsss.train import segmenter as segmenter_training
+from flows.progress_artifacts import ArtifactProgress
+from wsss.steps.segmenter_step import backbone_init, labels_dir
+from wsss.train import classifier_training
+from wsss.train import segmenter_training
 
 
 @flow(name="train-classifier", log_prints=True)

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from wsss.config import Config
 from wsss.layout import RunLayout
-from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
-from wsss.train.classifier import train_classifier
-from wsss.train.segmenter import train_segmenter
+from wsss.steps.segmenter_step import backbone_init, labels_dir, score_segmenter
+from wsss.train.classifier_training import train_classifier
+from wsss.train.segmenter_training import train_segmenter
 
 
 def classifier_of(config: Config, **kwargs) -> Path:

@@ -7,7 +7,8 @@ import pytest
 import timm
 import torch
 
-from wsss.models.attention_capture import AttentionCapture, token_layout
+from wsss.models.attention_capture import AttentionCapture
+from wsss.models.vit_geometry import token_layout
 
 torch.set_num_threads(2)
 

@@ -114,7 +114,7 @@ def test_multilabel_metrics_by_hand():
 def test_quality_gate_measures_skill_against_chance(capsys):
     from wsss.config import QualityGateConfig
     from wsss.eval.classification import ClassifierQuality
-    from wsss.orchestration.quality import QualityGateError, enforce_gate
+    from wsss.steps.classifier_gate import QualityGateError, enforce_gate
 
     classes = ["a", "b", "c"]
     good = ClassifierQuality(classes, [0.95, 0.9, 0.3], [0.25, 0.5, 0.25], min_skill=0.2, class_min_skill=0.2)
@@ -136,7 +136,7 @@ def test_quality_gate_measures_skill_against_chance(capsys):
 
 def test_classifier_history_keeps_per_class_ap_and_prevalence(tmp_path):
     from wsss.config import QualityGateConfig
-    from wsss.orchestration.quality import classifier_quality
+    from wsss.steps.classifier_gate import classifier_quality
 
     path = classifier_of(tiny_config(tmp_path, "train.classifier.epochs=1"), progress=False)
     quality = classifier_quality(path, QualityGateConfig())
@@ -145,7 +145,7 @@ def test_classifier_history_keeps_per_class_ap_and_prevalence(tmp_path):
 
 
 def test_conv_stem_classifier_saves_and_loads(tmp_path):
-    from wsss.models.attention_capture import model_stride, token_layout
+    from wsss.models.vit_geometry import model_stride, token_layout
     from wsss.models.checkpoint import classifier_checkpoint, save_checkpoint
 
     config = tiny_config(tmp_path, "model.conv_stem=[8, 16, 32]", "model.conv_stem_extra=1")
@@ -162,7 +162,7 @@ def test_conv_stem_classifier_saves_and_loads(tmp_path):
 
 
 def test_learning_rate_warms_up_then_holds_then_decays():
-    from wsss.train.classifier import lr_factor
+    from wsss.train.classifier_training import lr_factor
 
     cosine = lr_factor(warmup_steps=2, total_steps=10)
     assert [cosine(s) for s in (0, 1)] == [0.5, 1.0]

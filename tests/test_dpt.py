@@ -6,7 +6,7 @@ import torch
 
 from wsss.config import load_config
 from wsss.models.heads.dpt import DPTHead, resampler
-from wsss.models.segmenter import Segmenter, create_segmenter, default_blocks
+from wsss.models.segmentation_model import Segmenter, create_segmenter, default_blocks
 
 torch.set_num_threads(1)
 

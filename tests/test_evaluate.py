@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from wsss.attention.dataset_maps import write_npz
+from wsss.data.npz_maps import write_npz
 from wsss.cli import main
 from wsss.data import FolderDataset
 from wsss.data.label_png import read_label_png, write_label_png

@@ -24,13 +24,13 @@ from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
 from prefect.testing.utilities import prefect_test_harness
 from PIL import Image
 
-from flows.inbox import label_inbox
+from flows.label_inbox import label_inbox
 from flows.pipeline import pipeline
 from flows.pseudo_labels import pseudo_labels
 from flows.training import train_segmenter
 from wsss.config import config_to_yaml, load_config
 from wsss.data.label_png import read_label_png
-from wsss.orchestration.shards import read_manifest
+from wsss.steps.label_plan import read_manifest
 from tests.runs import classifier_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -358,7 +358,7 @@ def test_pipeline_self_training_saliency_labels_with_the_first_round_segmenter(t
     stage table use those maps (a label re-made from them through the chain is the same PNG)."""
     from wsss.data import open_dataset
     from wsss.models.checkpoint import load_classifier
-    from wsss.orchestration.self_training import saliency_config
+    from wsss.steps.self_training_saliency import saliency_config
     from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
     config = flow_config(tmp_path, "refine.saliency.source=segmenter", "refine.saliency.self_training.steps=2",

@@ -17,7 +17,7 @@ import pytest
 
 from tests.test_flows import add_to_inbox, flow_config
 from wsss.config import config_to_yaml
-from wsss.orchestration.server import LocalServer
+from flows.prefect_server import LocalServer
 from tests.runs import classifier_of
 
 ROOT = Path(__file__).resolve().parents[1]

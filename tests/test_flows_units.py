@@ -13,12 +13,12 @@ from PIL import Image
 
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import write_label_png
-from wsss.orchestration.inbox import scan_inbox
+from wsss.steps.inbox_scan import scan_inbox
 from wsss.report.build import checks
-from wsss.orchestration.runners import WhenShardLabelled
+from flows.task_runners import WhenShardLabelled
 from wsss.config import SamConfig
-from wsss.orchestration.provenance import claim_output_dir, source_differences
-from wsss.orchestration.shards import (
+from wsss.steps.provenance import claim_output_dir, source_differences
+from wsss.steps.label_plan import (
     image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
 )
 

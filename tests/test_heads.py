@@ -13,9 +13,9 @@ from wsss.models.heads.dpt import DPTHead
 from wsss.models.heads.mask2former import Mask2FormerHead
 from wsss.models.heads.segformer import SegformerHead
 from wsss.models.heads.setr import SetrMlaHead, SetrPupHead
-from wsss.models.segmenter import create_segmenter
+from wsss.models.segmentation_model import create_segmenter
 from wsss.predict import Predictor
-from wsss.train.segmenter import head_loss
+from wsss.train.segmenter_training import head_loss
 from tests.runs import segmenter_of
 from tests.test_dpt import family_config
 

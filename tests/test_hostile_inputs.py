@@ -193,7 +193,7 @@ def test_an_image_over_max_side_is_labelled_small_and_written_at_its_size(with_b
 def test_an_output_whose_manifest_line_was_lost_is_recorded_on_the_next_run(tmp_path):
     """A SIGKILL between an output's atomic write and its manifest line: the next run skips
     the image (it is finished) and records it, so the manifest lists every finished image."""
-    from wsss.data.runner import run_dataset
+    from wsss.data.dataset_walk import run_dataset
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)

@@ -17,15 +17,16 @@ LAYERS = [
     ["wsss.attention"],
     ["wsss.refine"],
     ["wsss.predict"],
+    ["wsss.writers"],
     ["wsss.eval"],
     ["wsss.train"],
     ["wsss.report"],
-    ["wsss.orchestration"],
+    ["wsss.steps"],
     ["flows"],
     ["wsss.cli"],
 ]
 # entry points that only forward to a higher layer's command line
-ALIASES = {"flows.__main__": "wsss.cli", "wsss.__main__": "wsss.cli"}
+ALIASES = {"wsss.__main__": "wsss.cli"}
 
 
 def layer_of(module: str) -> int | None:

@@ -117,7 +117,7 @@ def test_the_temporary_prefect_server_ends_when_its_run_is_killed(tmp_path):
     of the command leaves no server process behind (checked by process group)."""
     script = (
         "import os, sys, time\n"
-        "from wsss.orchestration.server import LocalServer, free_port\n"
+        "from flows.prefect_server import LocalServer, free_port\n"
         "with LocalServer(port=free_port(), home=sys.argv[1]) as server:\n"
         "    print(server.process.pid, flush=True)\n"
         "    time.sleep(300)\n"

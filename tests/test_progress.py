@@ -12,7 +12,7 @@ import torch
 
 from tests.test_flows import add_to_inbox, api_read, flow_config, latest_artifact, prefect_api  # noqa: F401
 from wsss.config import load_config
-from wsss.orchestration.progress import shard_line
+from flows.progress_artifacts import shard_line
 from wsss.progress import RateMeter, format_duration, format_rate, percent, progress_line
 
 TRAIN_IDS = 16
@@ -65,7 +65,7 @@ def test_the_demo_model_warns_nothing_and_other_warnings_still_show():
     filters in force (project filters first, then everything shown), while an unrelated
     warning raised in the same context still shows: nothing is silenced broadly."""
     from wsss.models.classifier import create_classifier
-    from wsss.models.segmenter import create_segmenter
+    from wsss.models.segmentation_model import create_segmenter
 
     config = load_config("configs/demo.yaml", [])
     settings = config.train.segmenter
@@ -142,7 +142,7 @@ def test_training_flows_keep_their_artifact_current_and_log_rates_and_time_left(
 
 
 def test_labelling_and_inbox_flows_log_a_line_per_shard(runs):
-    from flows.inbox import label_inbox
+    from flows.label_inbox import label_inbox
     from flows.pseudo_labels import pseudo_labels
     from flows.training import train_classifier, train_segmenter
 

@@ -70,7 +70,7 @@ def test_saved_maps_labeler_equals_the_chain_on_the_same_maps(tmp_path):
     import pytest
     import torch
 
-    from wsss.attention.dataset_maps import write_npz
+    from wsss.data.npz_maps import write_npz
     from wsss.config import load_config
     from wsss.refine.chain import LabelChain, saved_maps_labeler
     from wsss.refine.saliency import FolderSaliency

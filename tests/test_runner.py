@@ -1,4 +1,4 @@
-"""The data set walk with deferred batches (``wsss.data.runner.Deferred``): the next batch is
+"""The data set walk with deferred batches (``wsss.data.dataset_walk.Deferred``): the next batch is
 computed before the walk waits for the last one, batches are written in order, a batch whose
 deferred part fails is retried one image at a time; and pseudo-labels whose CRF overlaps the
 next batch's maps (``refine.crf.overlap``) equal those made one batch at a time."""
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsss.data.label_png import read_label_png
-from wsss.data.runner import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, run_dataset
 from tests.test_batching import mixed_sizes
 
 

@@ -14,7 +14,7 @@ from wsss.config import load_config
 from wsss.data import DatasetError, FolderDataset
 from wsss.data.base import Sample
 from wsss.data.images import ImageReadError
-from wsss.models.attention_capture import model_inputs
+from wsss.models.vit_geometry import model_inputs
 from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, saliency_backbone, saliency_source,
                                   write_saliency_maps)
 from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut
@@ -97,7 +97,7 @@ def test_none_and_factory_errors():
 def test_self_training_config_reads_the_runs_maps_as_a_folder(tmp_path):
     """``source: segmenter`` → the folder source on RUN/self_training/saliency; other sources
     are left as they are; require=True says what to run when the maps are not there yet."""
-    from wsss.orchestration.self_training import describe_saliency, saliency_config
+    from wsss.steps.self_training_saliency import describe_saliency, saliency_config
 
     config = load_config(None, [f"run_dir={tmp_path / 'run'}", "refine.saliency.source=segmenter",
                                 "refine.saliency.threshold=0.8"])

@@ -441,7 +441,7 @@ def test_stage_table_scores_sam_between_the_rule_and_the_crf(synth_val, tmp_path
 
 def test_source_json_records_the_sam_settings_and_checkpoint_size(tmp_path):
     from wsss.config import CamConfig, DataConfig, RefineConfig
-    from wsss.orchestration.provenance import label_source
+    from wsss.steps.provenance import label_source
 
     off = label_source(CamConfig(), RefineConfig(), DataConfig(), "d")
     assert off["refine"]["sam"]["enabled"] is False and "checkpoint_bytes" not in off["refine"]["sam"]

@@ -17,11 +17,11 @@ from PIL import Image
 from wsss.config import load_config
 from wsss.data import open_dataset
 from wsss.data.base import Sample
-from wsss.models.segmenter import create_segmenter
+from wsss.models.segmentation_model import create_segmenter
 from wsss.models.checkpoint import load_checkpoint
 from wsss.refine.chain import offline_labeler
 from wsss.refine.inloop import InLoopLabeler
-from wsss.train.segmenter import build_optimizer, poly_schedule, saliency_loss, saliency_masks, segmentation_loss
+from wsss.train.segmenter_training import build_optimizer, poly_schedule, saliency_loss, saliency_masks, segmentation_loss
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
 from tests.runs import classifier_of, segmenter_of
 

@@ -12,12 +12,13 @@ from PIL import Image
 from wsss.cli import main
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
-from wsss.models.segmenter import create_segmenter
+from wsss.models.segmentation_model import create_segmenter
 from wsss.data.base import DatasetError
 from wsss.data.image_folder import ImageFolder
-from wsss.eval.segmenter import evaluate_segmenter
+from wsss.eval.segmenter_scores import evaluate_segmenter
 from wsss.models.checkpoint import load_segmenter
-from wsss.predict import Predictor, predict_dataset, write_foreground_maps
+from wsss.predict import Predictor
+from wsss.writers.prediction_pngs import predict_dataset, write_foreground_maps
 from tests.test_segmenter import segmenter_config
 
 torch.set_num_threads(1)

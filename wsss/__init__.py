@@ -16,7 +16,7 @@ _EXPORTS = {
     "make_map_method": "wsss.attention",
     "AttentionMapMethod": "wsss.attention",
     "AttentionCapture": "wsss.models.attention_capture",
-    "token_layout": "wsss.models.attention_capture",
+    "token_layout": "wsss.models.vit_geometry",
     "pamr": "wsss.refine.pamr",
 }
 

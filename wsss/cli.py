@@ -178,7 +178,7 @@ def cmd_weights_inspect(args) -> int:
 
 
 def cmd_train_classifier(args) -> int:
-    from wsss.train.classifier import train_classifier
+    from wsss.train.classifier_training import train_classifier
 
     from wsss.files import write_text
 
@@ -192,9 +192,9 @@ def cmd_train_classifier(args) -> int:
 
 
 def cmd_train_segmenter(args) -> int:
-    from wsss.orchestration.segmenter import backbone_init, labels_dir, score_segmenter
-    from wsss.orchestration.self_training import saliency_config
-    from wsss.train.segmenter import train_segmenter
+    from wsss.steps.segmenter_step import backbone_init, labels_dir, score_segmenter
+    from wsss.steps.self_training_saliency import saliency_config
+    from wsss.train.segmenter_training import train_segmenter
 
     config = _config(args)
     if config.train.segmenter.mode == "single_stage":  # the in-loop labels use the saliency
@@ -220,9 +220,10 @@ def cmd_train_segmenter(args) -> int:
 def cmd_predict(args) -> int:
     from wsss.data.image_folder import ImageFolder
     from wsss.models.checkpoint import load_segmenter, resolve_device
-    from wsss.orchestration.provenance import claim_output_dir, prediction_source
-    from wsss.orchestration.workers import checkpoint_digest
-    from wsss.predict import Predictor, predict_dataset
+    from wsss.steps.provenance import claim_output_dir, prediction_source
+    from wsss.steps.worker_cache import checkpoint_digest
+    from wsss.predict import Predictor
+    from wsss.writers.prediction_pngs import predict_dataset
 
     config = _config(args)
     settings = config.predict
@@ -253,10 +254,10 @@ def _scales_arg(text: str) -> list[float]:
 
 def cmd_cam(args) -> int:
     from wsss.attention import configured_map_method
-    from wsss.attention.dataset_maps import write_dataset_maps
+    from wsss.writers.attention_maps import write_dataset_maps
 
-    from wsss.orchestration.provenance import claim_output_dir, maps_source
-    from wsss.orchestration.workers import checkpoint_digest
+    from wsss.steps.provenance import claim_output_dir, maps_source
+    from wsss.steps.worker_cache import checkpoint_digest
 
     config, device, model, dataset = _classifier_and_dataset(args)
     method_name = args.method or config.cam.method
@@ -350,9 +351,10 @@ def cmd_export(args) -> int:
 
 def cmd_saliency(args) -> int:
     from wsss.models.checkpoint import load_classifier, resolve_device
-    from wsss.orchestration.provenance import claim_output_dir, saliency_maps_source
-    from wsss.orchestration.workers import checkpoint_digest
-    from wsss.refine.saliency import saliency_source, write_saliency_maps
+    from wsss.steps.provenance import claim_output_dir, saliency_maps_source
+    from wsss.steps.worker_cache import checkpoint_digest
+    from wsss.refine.saliency import saliency_source
+    from wsss.writers.saliency_pngs import write_saliency_maps
 
     config = _config(args)
     objects = args.objects if args.objects is not None else config.refine.saliency.tokencut_objects
@@ -376,9 +378,9 @@ def cmd_saliency(args) -> int:
 def _classifier_and_dataset(args):
     """(config, device, model, dataset) for commands that take --checkpoint and --dataset. With
     ``refine.saliency.source: segmenter`` the config reads the run's self-training maps as a
-    saliency folder (``wsss.orchestration.self_training.saliency_config``)."""
+    saliency folder (``wsss.steps.self_training_saliency.saliency_config``)."""
     from wsss.models.checkpoint import load_classifier, resolve_device
-    from wsss.orchestration.self_training import saliency_config
+    from wsss.steps.self_training_saliency import saliency_config
 
     config = saliency_config(_config(args), require=True)
     device = resolve_device(config.train.device)
@@ -394,10 +396,10 @@ def cmd_pseudo_label(args) -> int:
     from wsss.files import write_json
     from wsss.refine.chain import offline_labeler
     from wsss.refine.crf import crf_executor
-    from wsss.refine.write_labels import write_pseudo_labels
+    from wsss.writers.label_pngs import write_pseudo_labels
 
-    from wsss.orchestration.provenance import claim_output_dir, label_source
-    from wsss.orchestration.workers import checkpoint_digest
+    from wsss.steps.provenance import claim_output_dir, label_source
+    from wsss.steps.worker_cache import checkpoint_digest
 
     config, _, model, dataset = _classifier_and_dataset(args)
     cam = config.cam.model_copy(update={"method": args.method}) if args.method else config.cam
@@ -418,7 +420,7 @@ def cmd_pseudo_label(args) -> int:
 def cmd_report(args) -> int:
     from wsss.attention.views import describe_views
     from wsss.eval.review import review_queue
-    from wsss.orchestration.reporting import stage_table_report
+    from wsss.steps.report_step import stage_table_report
     from wsss.report.build import ReviewPage
 
     config, _, _, dataset = _classifier_and_dataset(args)
@@ -452,7 +454,7 @@ def cmd_demo(args) -> int:
     ``pipeline`` flow (on a temporary local Prefect server unless PREFECT_API_URL is set).
     Everything, the data included, lives in ``--out``."""
     from wsss.eval.check import check_dataset
-    from wsss.orchestration.server import offline_defaults
+    from flows.prefect_server import offline_defaults
 
     offline_defaults()  # before Prefect is imported: state in ./.state/prefect, telemetry off
     run = RunLayout(args.out)
@@ -471,7 +473,7 @@ def cmd_demo(args) -> int:
             for item in report.problems:
                 print(item)
             return 1
-    from wsss.orchestration.server import ensure_api_server
+    from flows.prefect_server import ensure_api_server
 
     ensure_api_server(log=Path(os.environ["PREFECT_HOME"]) / "temporary-server.log")
     from flows import load_flow
@@ -500,7 +502,7 @@ def cmd_flow_run(args) -> int:
     """Run one flow once with the config (``--config/--set``) and any other parameters, checked
     against the flow's signature before a server is started."""
     from flows import flow_parameters
-    from wsss.orchestration.server import ensure_api_server, offline_defaults
+    from flows.prefect_server import ensure_api_server, offline_defaults
 
     offline_defaults()
     config = _config(args)
@@ -522,18 +524,18 @@ def cmd_flow_run(args) -> int:
 def cmd_flow_serve(args) -> int:
     """Serve label-inbox on ``flow.inbox``'s schedule (on PREFECT_API_URL's server, or with
     ``--start-server`` a local one on 127.0.0.1 that stops with it)."""
-    from wsss.orchestration.server import offline_defaults
+    from flows.prefect_server import offline_defaults
 
     offline_defaults()
     config = _config(args)
-    from flows.inbox import serve_inbox
+    from flows.label_inbox import serve_inbox
 
     if not args.start_server:
         serve_inbox(config)
         return 0
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from wsss.orchestration.server import LocalServer
+    from flows.prefect_server import LocalServer
 
     home = Path(os.environ["PREFECT_HOME"])
     with LocalServer(port=args.port, log=home / "server.log") as server:

@@ -1,10 +1,10 @@
-"""Segmenter inference: multi-scale + flip softmax averaging, optional dense CRF, palette PNGs.
+"""Segmenter inference: multi-scale + flip softmax averaging, optional dense CRF.
 
     predictor = Predictor(segmenter, scales=(0.75, 1.0, 1.25), flip=True)
     probs = predictor([image, ...])          # B×(C+1)×H×W float in [0, 1], images of one size
     labels = probs_to_labels(images, probs, crf_config)   # H×W uint8 each: 0, 1..C
 
-    predict_dataset(predictor, ImageFolder("photos/", classes), "out/")   # wsss predict: out/<id>.png
+    # the walk that writes them for a data set: wsss.writers.prediction_pngs.predict_dataset
 
 Any image size: at each scale the image is resized to the nearest multiple of the model's
 stride, and the softmax is resized back to the image (bilinear) before averaging.
@@ -26,15 +26,14 @@ from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png, write_mask_png
-from wsss.data.runner import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
-from wsss.models.attention_capture import model_input_size
-from wsss.models.segmenter import Segmenter
+from wsss.models.vit_geometry import model_input_size
+from wsss.models.segmentation_model import Segmenter
 from wsss.refine.crf import crf_executor, crf_overlaps, start_crf_label_maps
 
-__all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "foreground_masks", "start_foreground_masks",
-           "predict_dataset", "write_foreground_maps"]
+__all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "foreground_masks", "start_foreground_masks"]
 
 
 class Predictor:
@@ -91,36 +90,6 @@ def start_probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf: CrfC
     return lambda: [label.astype(np.uint8) for label in pending()]
 
 
-def predict_dataset(
-    predictor: Predictor,
-    dataset: Dataset,
-    out_dir: str | os.PathLike,
-    crf: CrfConfig | None = None,
-    batch_size: int = 8,
-    ids: list[str] | None = None,
-    progress: bool = True,
-) -> dict:
-    """Write OUT/<id>.png (VOC palette) for ``ids`` (default: every image) of ``dataset``.
-
-    The walk is ``wsss.data.runner.run_dataset``: existing PNGs are skipped, images of one size
-    share a forward, an unreadable image is recorded in OUT/manifest.jsonl and the run goes on.
-    Returns counts {ok, skipped, failed}. With ``crf.overlap`` (auto: the segmenter on a GPU)
-    the pool refines a batch while the next batch is predicted.
-    """
-    out = Path(out_dir)
-    with crf_executor(crf) as executor:
-        def compute(batch: list[Sample]) -> list[np.ndarray] | Deferred:
-            images = [sample.image for sample in batch]
-            pending = start_probs_to_labels(images, predictor(images), crf, executor)
-            return _deferred_if_overlapping(pending, crf, predictor.device)
-
-        def write(sample: Sample, label: np.ndarray) -> None:
-            write_label_png(out / f"{sample.id}.png", at_source_size(label, sample))
-
-        return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
-                           batch_size=batch_size, needs_tags=False, desc="predicting", progress=progress)
-
-
 def foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
                      crf: CrfConfig | None = None, executor: Executor | None = None) -> list[np.ndarray]:
     """B×(C+1)×H×W segmenter probabilities → B masks H×W bool: where the foreground probability
@@ -146,42 +115,3 @@ def start_foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshol
     two = odds / odds.sum(dim=1, keepdim=True).clamp_min(1e-12)
     pending = start_crf_label_maps(list(images), list(two.numpy()), crf, executor=executor)
     return lambda: [label == 1 for label in pending()]
-
-
-def write_foreground_maps(
-    predictor: Predictor,
-    dataset: Dataset,
-    out_dir: str | os.PathLike,
-    threshold: float = 0.5,
-    batch_size: int = 8,
-    progress: bool = True,
-    crf: CrfConfig | None = None,
-) -> dict:
-    """Write OUT/<id>.png, 255 where the segmenter's foreground is (``foreground_masks``: its
-    probability 1 − P(background) above ``threshold``, or the two-label CRF's decision when
-    ``crf`` is given) and 0 elsewhere (H×W uint8 at the image's size): the saliency maps of
-    self-training (``refine.saliency.source: segmenter``), read back as a saliency folder.
-
-    The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures in
-    OUT/manifest.jsonl). Returns counts {ok, skipped, failed}. With ``crf.overlap`` (auto: the
-    segmenter on a GPU) the pool refines a batch while the next batch is predicted.
-    """
-    out = Path(out_dir)
-    with crf_executor(crf) as executor:
-        def compute(batch: list[Sample]) -> list[np.ndarray] | Deferred:
-            images = [sample.image for sample in batch]
-            pending = start_foreground_masks(images, predictor(images), threshold, crf, executor)
-            return _deferred_if_overlapping(pending, crf, predictor.device)
-
-        def write(sample: Sample, mask: np.ndarray) -> None:
-            write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
-
-        return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
-                           batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)
-
-
-def _deferred_if_overlapping(pending: Callable[[], list[np.ndarray]], crf: CrfConfig | None,
-                             device: torch.device) -> list[np.ndarray] | Deferred:
-    """A batch's results for ``run_dataset``: left to finish while the next batch is predicted
-    when the CRF overlaps (``crf_overlaps``), else waited for here."""
-    return Deferred(pending) if crf is not None and crf_overlaps(crf, device) else pending()

@@ -8,7 +8,7 @@
 A loop reports through a callback ``on_progress(done, total, stats)`` (``ProgressCallback``):
 ``stats`` holds ``line`` (the text above) and the numbers behind it. The training code takes
 one and prints the line when none is given; the flows turn it into a Prefect progress
-artifact and a log line (``wsss.orchestration.progress``). Nothing here imports Prefect.
+artifact and a log line (``flows.progress_artifacts``). Nothing here imports Prefect.
 """
 
 from __future__ import annotations

@@ -29,7 +29,8 @@ from torch import Tensor, nn
 
 from wsss.attention.batched_grad import slot_gradients
 from wsss.attention.slots import tag_slots
-from wsss.models.attention_capture import AttentionCapture, TokenLayout, token_layout, vit_blocks
+from wsss.models.attention_capture import AttentionCapture, vit_blocks
+from wsss.models.vit_geometry import TokenLayout, token_layout
 
 if TYPE_CHECKING:
     from wsss.models.cls_row_capture import ClsRowCapture

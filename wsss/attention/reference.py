@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from wsss.attention.base import eval_mode
-from wsss.models.attention_capture import AttentionCapture, token_layout, vit_blocks
+from wsss.models.attention_capture import AttentionCapture, vit_blocks
+from wsss.models.vit_geometry import token_layout
 
 __all__ = ["getam_reference"]
 

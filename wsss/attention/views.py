@@ -25,7 +25,7 @@ from torch import Tensor, nn
 from wsss.attention.base import AttentionMapMethod
 from wsss.attention.baselines import make_map_method
 from wsss.config import CamConfig
-from wsss.models.attention_capture import model_input_size, model_stride
+from wsss.models.vit_geometry import model_input_size, model_stride
 from wsss.precision import bfloat16_autocast_dtype
 
 __all__ = ["MultiViewMaps", "configured_map_method", "describe_views", "normalise_maps"]

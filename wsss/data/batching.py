@@ -1,4 +1,4 @@
-"""The batching rule of every walk over a data set (``wsss.data.runner``), in one function.
+"""The batching rule of every walk over a data set (``wsss.data.dataset_walk``), in one function.
 
 Images are grouped by the size the walk computes them at (their header's size, after an EXIF
 rotation and ``data.max_side``), so that on a mix of sizes (VOC: mostly 500×375 and 375×500

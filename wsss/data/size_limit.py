@@ -1,7 +1,7 @@
 """The maximum image side of every walk over a data set (``data.max_side``, ``data.oversize``).
 
 A photo of 6000×4000 costs a ViT minutes and gigabytes per image and gains a pseudo-label
-nothing a 1024 px version lacks. So the runner (``wsss.data.runner``) hands a walk's compute
+nothing a 1024 px version lacks. So the runner (``wsss.data.dataset_walk``) hands a walk's compute
 an image whose longer side is at most ``max_side``:
 
     sample, note = fit_max_side(sample, max_side=1024, oversize="resize")

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from wsss.attention.dataset_maps import read_npz_maps
+from wsss.data.npz_maps import read_npz_maps
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.label_png import read_label_png
 from wsss.data.size_limit import resize_label, working_size

@@ -23,7 +23,7 @@ from scipy.stats import spearmanr
 
 from wsss.data.base import Dataset
 from wsss.data.label_png import read_label_png
-from wsss.data.runner import MANIFEST
+from wsss.data.dataset_walk import MANIFEST
 from wsss.eval.confusion import ConfusionMatrix
 
 __all__ = ["ReviewQueue", "read_confidences", "review_queue", "per_image_miou"]

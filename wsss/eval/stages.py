@@ -17,7 +17,7 @@ import torch
 
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.runner import run_dataset
+from wsss.data.dataset_walk import run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
 from wsss.eval.trivial_baseline import trivial_baseline_label

@@ -28,7 +28,7 @@ from torch import nn
 from wsss.config import HeadConfig, ModelConfig, SegmenterTrainConfig
 from wsss.files import atomic_path
 from wsss.models.classifier import create_classifier
-from wsss.models.segmenter import Segmenter, create_segmenter
+from wsss.models.segmentation_model import Segmenter, create_segmenter
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
            "segmenter_checkpoint", "load_classifier", "load_segmenter", "read_classes", "resolve_device",

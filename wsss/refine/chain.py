@@ -34,12 +34,12 @@ from torch import Tensor, nn
 
 from wsss.attention import configured_map_method
 from wsss.attention.base import AttentionMapMethod
-from wsss.attention.dataset_maps import read_npz_maps, read_npz_probs
+from wsss.data.npz_maps import read_npz_maps, read_npz_probs
 from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.models.attention_capture import model_inputs, model_stride
+from wsss.models.vit_geometry import model_inputs, model_stride
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 from wsss.refine.saliency import SaliencySource, saliency_source

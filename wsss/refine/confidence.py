@@ -3,7 +3,7 @@
     confidence = label_confidence(tags, probs, refined, rule, labels)
     # {"tag_prob": 0.97, "map_support": 0.81, "ignore_share": 0.12, "crf_changed": 0.03, "score": 0.68}
 
-Every labelling walk records it in the image's manifest entry (``wsss.refine.write_labels``);
+Every labelling walk records it in the image's manifest entry (``wsss.writers.label_pngs``);
 ``wsss.eval.review`` ranks the images by ``score`` and measures how well it ranks their true
 quality where masks exist.
 

@@ -27,7 +27,8 @@ from torch import Tensor, nn
 
 from wsss.attention.getam import GETAM
 from wsss.config import RefineConfig
-from wsss.models.attention_capture import AttentionCapture, token_layout
+from wsss.models.attention_capture import AttentionCapture
+from wsss.models.vit_geometry import token_layout
 from wsss.refine.chain import LabelChain
 from wsss.refine.saliency import TokenCutSaliency
 from wsss.refine.tokencut import KeyCapture

@@ -50,17 +50,17 @@ from wsss.config import ModelConfig, SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
 from wsss.data.label_png import write_mask_png
-from wsss.data.runner import SampleFailed, run_dataset
+from wsss.data.dataset_walk import SampleFailed, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import resize_image
-from wsss.models.attention_capture import TokenLayout, model_inputs, model_stride
+from wsss.models.vit_geometry import TokenLayout, model_inputs, model_stride
 from wsss.models.classifier import create_classifier
 from wsss.models.errors import PretrainedWeightsError
 from wsss.models.weights import Weights, load_pretrained
 from wsss.refine.tokencut import grid_to_image, last_block_keys, normalized_cut
 
 __all__ = ["SaliencySource", "NoSaliency", "FolderSaliency", "TokenCutSaliency", "saliency_source",
-           "saliency_backbone", "binarise_saliency", "write_saliency_maps"]
+           "saliency_backbone", "binarise_saliency"]
 
 Item = Sample | str
 BACKBONE = "refine.saliency.backbone"
@@ -293,33 +293,3 @@ def binarise_saliency(saliency: np.ndarray, size: Sequence[int], threshold: floa
     saliency maps are resized and binarised (folder source, training crops, evaluation)."""
     saliency = np.nan_to_num(np.asarray(saliency, dtype=np.float32))
     return torch.from_numpy(resize_image(saliency, (int(size[0]), int(size[1]))) > threshold)
-
-
-def write_saliency_maps(
-    source: SaliencySource,
-    dataset: Dataset,
-    out_dir: str | os.PathLike,
-    batch_size: int = 8,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-) -> dict:
-    """Write ``OUT/<id>.png`` (0/255 at the image's size) for every image of ``dataset``.
-
-    The walk is ``wsss.data.runner.run_dataset`` (existing PNGs skipped, failures recorded in
-    ``OUT/manifest.jsonl``). Images of one size are batched; each is resized to the nearest
-    multiple of the stride of TokenCut's model (the classifier's or its backbone's) first.
-    Returns counts {ok, skipped, failed}.
-    """
-    out = Path(out_dir)
-    stride = source.stride if isinstance(source, TokenCutSaliency) else 1
-
-    def compute(batch: list[Sample]) -> list[Tensor | None]:
-        return source(batch, model_inputs(batch, stride).to(device))
-
-    def write(sample: Sample, mask: Tensor | None) -> None:
-        if mask is None:
-            raise SampleFailed("no saliency for this image")
-        write_mask_png(out / f"{sample.id}.png", at_source_size(mask.cpu().numpy(), sample))
-
-    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
-                       batch_size=batch_size, needs_tags=False, desc=f"{source.name} saliency", progress=progress)

@@ -32,7 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.models.attention_capture import TokenLayout, token_layout, vit_blocks
+from wsss.models.attention_capture import vit_blocks
+from wsss.models.vit_geometry import TokenLayout, token_layout
 
 __all__ = ["KeyCapture", "last_block_keys", "normalized_cut", "grid_to_image"]
 

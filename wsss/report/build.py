@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.attention.dataset_maps import read_npz_maps
+from wsss.data.npz_maps import read_npz_maps
 from wsss.data.base import Dataset
 from wsss.data.label_png import colorize, read_label_png
 from wsss.eval.classification import ClassifierQuality
 from wsss.eval.evaluate import Evaluation
 from wsss.eval.review import FIELDS, ReviewQueue
-from wsss.eval.segmenter import SegmenterScores
+from wsss.eval.segmenter_scores import SegmenterScores
 from wsss.eval.stages import STAGES, StageResults
 from wsss.files import write_json
 from wsss.report.html import Example, Report, write_html
@@ -71,7 +71,7 @@ class ReviewPage:
 
 @dataclass
 class SegmenterResult:
-    """A segmenter scored on the validation split (``wsss.eval.segmenter``), for the report.
+    """A segmenter scored on the validation split (``wsss.eval.segmenter_scores``), for the report.
 
     mode: ``train.segmenter.mode``; predict: the ``predict`` section as a dict (its CRF flag
     decides the rows); inloop: its in-loop labels' scores (single stage) or None; images: the

@@ -24,7 +24,7 @@ from torch import nn
 
 from wsss.config import (DptConfig, HeadConfig, Mask2FormerConfig, SegformerConfig, SetrMlaConfig,
                          SetrPupConfig)
-from wsss.models.attention_capture import model_stride
+from wsss.models.vit_geometry import model_stride
 from wsss.models.heads.base import HeadOutput, QueryPredictions
 from wsss.models.heads.dpt import DPTHead
 from wsss.models.heads.mask2former import Mask2FormerHead

@@ -1,5 +1,5 @@
 """The DPT head (Ranftl et al., "Vision Transformers for Dense Prediction", ICCV 2021) on four
-blocks of a timm ViT (``wsss.models.heads``; the model around it is ``wsss.models.segmenter``).
+blocks of a timm ViT (``wsss.models.heads``; the model around it is ``wsss.models.segmentation_model``).
 
 The head, from the ViT's tokens (B×(p+P)×D: p prefix tokens, P = h·w patches, grid stride s):
 

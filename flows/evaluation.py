@@ -9,8 +9,8 @@ from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.eval.evaluate import evaluate_label_dir
 from wsss.files import write_json
-from wsss.orchestration.artifacts import evaluation_rows
-from wsss.orchestration.shards import has_masks
+from wsss.report.artifact_content import evaluation_rows
+from wsss.steps.label_plan import has_masks
 
 
 @flow(name="evaluate", log_prints=True)

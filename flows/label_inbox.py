@@ -1,6 +1,6 @@
 """The ``label_inbox`` flow: label what is new in a watched folder, on a schedule.
 
-Each run scans ``flow.inbox.folder`` (see ``wsss.orchestration.inbox``), labels the ready
+Each run scans ``flow.inbox.folder`` (see ``wsss.steps.inbox_scan``), labels the ready
 images that have no pseudo-label yet (the ``pseudo_labels`` flow, as a subflow), then, when a
 segmenter checkpoint exists, predicts the labelled images that have no prediction yet. Nothing
 is labelled twice and nothing is deleted: every outcome is appended to the manifests. An image
@@ -21,12 +21,12 @@ from flows.pseudo_labels import pseudo_labels
 from wsss.config import Config
 from wsss.data.folder import FolderDataset
 from wsss.layout import RunLayout
-from wsss.orchestration.inbox import (
+from wsss.steps.inbox_scan import (
     InboxPaths, ensure_classes, inbox_data, remember_failures, scan_inbox, unchanged_failures,
 )
-from wsss.orchestration.progress import ArtifactProgress
-from wsss.orchestration.segmenter import predict_ids
-from wsss.orchestration.shards import image_fingerprint
+from flows.progress_artifacts import ArtifactProgress
+from wsss.steps.segmenter_step import predict_ids
+from wsss.steps.label_plan import image_fingerprint
 
 
 @task(name="predict-new", cache_policy=NO_CACHE)

@@ -16,7 +16,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from wsss.config import FlowConfig
-from wsss.orchestration.shards import unlabelled
+from wsss.steps.label_plan import unlabelled
 
 RUNNERS = ("threads", "processes", "dask")
 

@@ -24,7 +24,8 @@ from typing import NamedTuple
 from torch import Tensor, nn
 
 from wsss.config import HeadConfig, ModelConfig
-from wsss.models.attention_capture import model_stride, token_layout, vit_blocks
+from wsss.models.attention_capture import vit_blocks
+from wsss.models.vit_geometry import model_stride, token_layout
 from wsss.models.classifier import create_classifier
 from wsss.models.heads import HeadOutput, QueryPredictions, build_head
 

@@ -24,10 +24,10 @@ from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.label_png import write_label_png
-from wsss.data.runner import run_dataset
+from wsss.data.dataset_walk import run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import Evaluation
-from wsss.models.attention_capture import model_inputs
+from wsss.models.vit_geometry import model_inputs
 from wsss.predict import Predictor, probs_to_labels
 from wsss.refine.crf import crf_executor
 from wsss.refine.inloop import InLoopLabeler

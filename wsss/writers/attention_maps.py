@@ -1,4 +1,4 @@
-"""Maps for a whole data set: ``wsss cam``.
+"""The walk that writes attention maps for a whole data set: ``wsss cam``.
 
 For each image: resize to the nearest multiple of the model's patch stride, compute the maps of
 its tagged classes with one map method (batched: images of one size go together), upsample
@@ -9,7 +9,7 @@ back to the image's size, and write
     OUT/overlays/<id>_<class>.png   heat map on the image, one per tagged class
     OUT/manifest.jsonl       one line per image: {"id", "status": "ok"|"failed", "reason"}
 
-The walk is ``wsss.data.runner.run_dataset``: images whose .npz exists are skipped, an image
+The walk is ``wsss.data.dataset_walk.run_dataset``: images whose .npz exists are skipped, an image
 that cannot be read fails alone.
 """
 
@@ -25,38 +25,12 @@ import torch.nn.functional as F
 from wsss.attention.base import AttentionMapMethod
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.data.base import Dataset, Sample
-from wsss.data.runner import run_dataset
-from wsss.files import atomic_path
-from wsss.models.attention_capture import model_inputs, model_stride
+from wsss.data.dataset_walk import run_dataset
+from wsss.data.npz_maps import write_npz
+from wsss.models.vit_geometry import model_inputs, model_stride
 from wsss.viz import heatmap_overlay, save_png
 
-__all__ = ["write_dataset_maps", "write_npz", "read_npz_maps"]
-
-
-def write_npz(path: str | os.PathLike, **arrays) -> None:
-    """np.savez_compressed, atomically (never a half-written file)."""
-    with atomic_path(path) as tmp:
-        np.savez_compressed(tmp, **arrays)
-
-
-def read_npz_maps(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
-    """A maps file of this module's layout → (K×H×W float32 maps, K int64 class indices).
-    Raises ValueError naming the file when it is not such a file."""
-    try:
-        with np.load(path) as saved:
-            maps, classes = saved["maps"].astype(np.float32), saved["classes"].astype(np.int64)
-    except (OSError, KeyError, ValueError) as error:
-        raise ValueError(f"{path}: not a maps file (.npz with 'maps' K×H×W and 'classes' K): {error}") from error
-    if maps.ndim != 3 or classes.shape != (maps.shape[0],):
-        raise ValueError(f"{path}: maps {maps.shape} and classes {classes.shape} do not form K×H×W and K")
-    return maps, classes
-
-
-def read_npz_probs(path: str | os.PathLike) -> np.ndarray | None:
-    """The classifier's K probabilities of the tagged classes saved beside the maps ("probs",
-    as ``wsss pseudo-label --save-maps`` writes them), or None when the file has none."""
-    with np.load(path) as saved:
-        return saved["probs"].astype(np.float32) if "probs" in saved.files else None
+__all__ = ["write_dataset_maps"]
 
 
 def write_dataset_maps(

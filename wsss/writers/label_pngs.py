@@ -6,7 +6,7 @@
     OUT/manifest.jsonl    every image's outcome {"id", "status": "ok"|"failed", "reason"}; an ok
                           entry holds the label's "confidence" (``wsss.refine.confidence``)
 
-The walk is ``wsss.data.runner.run_dataset``: images whose PNG exists are skipped, so a re-run
+The walk is ``wsss.data.dataset_walk.run_dataset``: images whose PNG exists are skipped, so a re-run
 finishes an interrupted one; an image that cannot be read fails alone. With
 ``refine.crf.overlap`` (``crf_overlaps``: auto, when the maps are on a GPU) each batch's CRF
 jobs are left to the labeler's pool while the next batch's maps are computed
@@ -20,10 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from wsss.attention.dataset_maps import write_npz
+from wsss.data.npz_maps import write_npz
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png
-from wsss.data.runner import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler, SavedMapsLabeler
 from wsss.refine.confidence import label_confidence

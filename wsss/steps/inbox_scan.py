@@ -28,10 +28,10 @@ from pathlib import Path
 from wsss.config import DataConfig, InboxConfig
 from wsss.data.folder import CLASSES_FILE, TAGS_FILE, FolderDataset, read_classes
 from wsss.data.images import IMAGE_EXTENSIONS
-from wsss.data.runner import MANIFEST
+from wsss.data.dataset_walk import MANIFEST
 from wsss.files import write_json, write_text
 from wsss.layout import RunLayout
-from wsss.orchestration.shards import image_fingerprint, read_manifest
+from wsss.steps.label_plan import image_fingerprint, read_manifest
 
 
 @dataclass

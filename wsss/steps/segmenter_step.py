@@ -14,12 +14,13 @@ from pathlib import Path
 from wsss.config import CamConfig, CrfConfig, DataConfig, PredictConfig, RefineConfig, SegmenterTrainConfig
 from wsss.data import open_dataset
 from wsss.data.base import Dataset
-from wsss.eval.segmenter import evaluate_inloop_labels, evaluate_segmenter
+from wsss.eval.segmenter_scores import evaluate_inloop_labels, evaluate_segmenter
 from wsss.files import write_json
 from wsss.layout import RunLayout, SegmenterFiles
 from wsss.models.checkpoint import load_segmenter, resolve_device
-from wsss.orchestration.shards import has_masks
-from wsss.predict import Predictor, predict_dataset
+from wsss.steps.label_plan import has_masks
+from wsss.predict import Predictor
+from wsss.writers.prediction_pngs import predict_dataset
 from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.report.build import SegmenterResult
 

@@ -42,7 +42,7 @@ Files in RUN/segmenter (two stage: RUN/segmenter_two_stage; ``wsss.layout.Segmen
     history.json   losses, label statistics and learning rate per logged interval
     manifest.jsonl two stage: images left out for want of a pseudo-label
 
-Scoring the result (metrics.json) is the caller's: ``wsss.eval.segmenter``.
+Scoring the result (metrics.json) is the caller's: ``wsss.eval.segmenter_scores``.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ from tqdm import tqdm
 from wsss.config import CamConfig, DataConfig, ModelConfig, RefineConfig, SegmenterTrainConfig
 from wsss.data import Dataset, open_dataset
 from wsss.data.label_png import IGNORE_INDEX
-from wsss.data.runner import Manifest
+from wsss.data.dataset_walk import Manifest
 from wsss.files import write_json
 from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
-from wsss.models.segmenter import Segmenter, SegmenterOutput, create_segmenter
+from wsss.models.segmentation_model import Segmenter, SegmenterOutput, create_segmenter
 from wsss.precision import mixed_precision
 from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
 from wsss.refine.inloop import InLoopLabeler

@@ -18,7 +18,7 @@ from wsss.data.base import Dataset
 from wsss.eval.classification import ClassifierQuality
 from wsss.eval.stages import run_stages
 from wsss.models.checkpoint import load_classifier, resolve_device
-from wsss.orchestration.shards import has_masks
+from wsss.steps.label_plan import has_masks
 from wsss.report.build import ReviewPage, SegmenterResult, build_report, build_review_page, write_report
 from wsss.report.html import write_html
 

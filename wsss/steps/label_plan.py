@@ -9,7 +9,7 @@ Shards are cut from the full id list, so a shard's inputs are the same from run 
 image travels with a fingerprint (size and mtime of its file, and its tags), so a shard's
 cache key changes when one of its images is replaced or re-tagged.
 
-What made a folder's labels is recorded in ``source.json`` (``wsss.orchestration.provenance``).
+What made a folder's labels is recorded in ``source.json`` (``wsss.steps.provenance``).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss.data.base import Dataset, DatasetError
-from wsss.data.runner import MANIFEST, Manifest
+from wsss.data.dataset_walk import MANIFEST, Manifest
 from wsss.files import is_finished
 
 def has_masks(dataset: Dataset) -> bool:
