@@ -1,6 +1,6 @@
-"""Checkpoints are plain data: read with weights_only=True, files of the previous format
-still load, settings a checkpoint holds that are no longer known are ignored, and a file that
-would run code on unpickling is refused without running it."""
+"""Checkpoints are plain data: read with weights_only=True, a file of an older format is refused
+with the versions and what to do, settings a checkpoint holds that are no longer known are
+ignored, and a file that would run code on unpickling is refused without running it."""
 
 from __future__ import annotations
 
@@ -16,21 +16,37 @@ from wsss.models.checkpoint import (FORMAT_VERSION, classifier_checkpoint, load_
 from wsss.models.classifier import create_classifier
 from tests.runs import classifier_of, segmenter_of
 
-LEGACY = Path(__file__).parent / "fixtures" / "legacy"  # written by make_legacy_checkpoints.py at bbb2481
+def old_format(kind: str, version: int) -> dict:
+    """A small checkpoint in the key layout of an older format: 1 (no format_version, the whole
+    configuration under "config") or 2 (a segmenter with only the DPT head, weights under "dpt.")."""
+    model = {"img_size": 32, "patch_size": 8, "embed_dim": 16, "depth": 2, "num_heads": 2}
+    weights = {"backbone.cls_token": torch.zeros(1, 1, 16), "dpt.head.weight": torch.zeros(3, 8, 1, 1)}
+    if version == 1:
+        return {"model": weights, "config": {"model": model, "train": {"segmenter": {"dpt": {"features": 8}}}},
+                "classes": ["a", "b", "c"]}
+    return {"format": f"wsss-{kind}", "format_version": version, "model": weights, "model_config": model,
+            "dpt": {"features": 8}, "classes": ["a", "b", "c"], "history": []}
 
 
-def test_checkpoints_written_before_the_change_still_load():
-    expected = torch.load(LEGACY / "expected.pt", weights_only=True)
-    model, classes, model_config = load_classifier(LEGACY / "classifier_v1.pt")
-    assert classes == expected["classes"] and model_config.depth == 2 and model_config.embed_dim == 16
-    segmenter, seg_classes, _ = load_segmenter(LEGACY / "segmenter_v1.pt")
-    # the same outputs to float rounding: another CPU's kernels round differently (seen: 6e-8 on an
-    # AMD EPYC against the machine that wrote them); a weight loaded wrongly moves them by ~1e-1
-    with torch.no_grad():
-        torch.testing.assert_close(model(expected["input"]), expected["classifier_logits"], rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(segmenter(expected["input"]).seg, expected["segmenter_seg"], rtol=1e-5, atol=1e-6)
-    assert seg_classes == classes
-    assert "config" in load_checkpoint(LEGACY / "classifier_v1.pt")  # format 1, read weights-only
+@pytest.mark.parametrize(("kind", "version"), [("classifier", 1), ("segmenter", 1), ("segmenter", 2)])
+def test_a_checkpoint_of_an_older_format_is_refused_with_what_to_do(tmp_path, kind, version):
+    path = tmp_path / f"{kind}.pt"
+    torch.save(old_format(kind, version), path)
+    load = {"classifier": load_classifier, "segmenter": load_segmenter}[kind]
+    with pytest.raises(ValueError) as refused:
+        load(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: checkpoint format version {version}")
+    assert ("(it has no format_version)" in message) == (version == 1)
+    assert f"expected version {FORMAT_VERSION}" in message and FORMAT_VERSION > 2
+    assert message.endswith(f"re-train it (wsss train {kind})")
+
+
+def test_a_file_that_is_no_checkpoint_is_not_taken_for_an_old_one(tmp_path):
+    """A resume file (last.pt: no classes, no format) is not a checkpoint to re-train."""
+    torch.save({"model": {}, "step": 3}, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt: not a wsss segmenter checkpoint \(expected segmenter\.pt"):
+        load_segmenter(tmp_path / "last.pt")
 
 
 def test_every_file_of_a_run_loads_weights_only(tmp_path):

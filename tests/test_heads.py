@@ -115,19 +115,3 @@ def test_a_saved_head_gives_the_same_outputs(tmp_path, head):
     images = torch.randn(1, 3, 32, 40)
     with torch.no_grad():
         assert torch.equal(segmenter(images).seg, loaded(images).seg)
-
-
-def test_a_format_2_segmenter_still_loads(tmp_path):
-    """Before the heads, segmenter.pt held a DPT head under "dpt." and its section under "dpt"."""
-    model = ModelConfig(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
-    settings = small_settings("dpt")
-    segmenter = create_segmenter(model, "dpt", settings.dpt, num_classes=3).eval()
-    state = segmenter_checkpoint(segmenter, model, settings.dpt, ["a", "b", "c"], [])
-    del state["head"], state["head_config"]
-    state.update(format_version=2, dpt=settings.dpt.model_dump(mode="json"),
-                 model={k.replace("decoder.", "dpt.", 1): v for k, v in state["model"].items()})
-    save_checkpoint(tmp_path / "old.pt", state)
-    loaded, _, _ = load_segmenter(tmp_path / "old.pt")
-    images = torch.randn(1, 3, 32, 32)
-    with torch.no_grad():
-        assert torch.equal(segmenter(images).seg, loaded(images).seg)

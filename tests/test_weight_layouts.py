@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 
 from wsss.cli import main
 from wsss.config import ModelConfig
+from wsss.models.checkpoint import FORMAT_VERSION
 from wsss.models.classifier import PretrainedWeightsError, create_classifier
 from wsss.models.weights import inspect_weights
 
@@ -54,7 +55,7 @@ def test_timm_and_deit_release(tmp_path, wrap):
     state = released(TINY)
     content = {"flat": state, "model": {"model": state}, "model_state": {"model_state": state, "epoch": 3},
                "state_dict-ddp": {"state_dict": {f"module.{k}": v for k, v in state.items()}},
-               "wsss-classifier": {"format": "wsss-classifier", "format_version": 2, "model": state,
+               "wsss-classifier": {"format": "wsss-classifier", "format_version": FORMAT_VERSION, "model": state,
                                    "model_config": ModelConfig(**TINY).model_dump(mode="json"),
                                    "classes": ["a", "b"], "history": [{"epoch": 1, "val_mAP": 0.5}]}}[wrap]
     torch.save(content, tmp_path / "deit_tiny_patch16_224-a1311bcf.pth")

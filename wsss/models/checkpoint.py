@@ -10,9 +10,10 @@ atomically (``wsss.files``), so an interruption never leaves a half-written file
                      "model_config": ..., "head": train.segmenter.head (dpt, setr_pup, ...),
                      "head_config": that head's section, "classes", "history"}
 
-Older segmenters still load: format 2 had only the DPT head ("dpt": its section, weights under
-"dpt."), format 1 (before December 2026) the whole configuration under "config". Settings a
-checkpoint holds that this version no longer knows are ignored on load.
+A checkpoint of an older format (format 2: only the DPT head, weights under "dpt."; format 1,
+before December 2026: no format_version, the whole configuration under "config") no longer
+loads: the error names the file and both versions and says to re-train it. Settings a
+checkpoint of this format holds that this version no longer knows are ignored on load.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from wsss.models.classifier import create_classifier
 from wsss.models.segmentation_model import Segmenter, create_segmenter
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
-           "segmenter_checkpoint", "load_classifier", "load_segmenter", "read_classes", "resolve_device",
+           "segmenter_checkpoint", "check_format", "load_classifier", "load_segmenter", "read_classes", "resolve_device",
            "known_settings"]
 
 FORMAT_VERSION = 3
@@ -90,40 +91,48 @@ def segmenter_checkpoint(segmenter: Segmenter, model_config: ModelConfig, head_c
             "head_config": head_config.model_dump(mode="json"), "classes": list(classes), "history": history}
 
 
-def _model_section(state: dict, path: Path, kind: str) -> ModelConfig:
-    """The model settings of a checkpoint of any format."""
-    if "model_config" in state:  # format 2 and later
-        if state.get("format") != f"wsss-{kind}":
-            raise ValueError(f"{path}: a {state.get('format', 'unknown')} checkpoint, not a wsss {kind} checkpoint")
-        model = state["model_config"]
-    else:  # format 1: the whole configuration
-        model = state.get("config", {}).get("model", {})
-    return known_settings(ModelConfig, model).model_copy(update={"pretrained": None})
+def check_format(state: dict, path: str | os.PathLike, kind: str) -> None:
+    """ValueError naming ``path`` unless ``state`` is a wsss ``kind`` ("classifier" or
+    "segmenter") checkpoint of this FORMAT_VERSION; an older one (or one with no format_version:
+    format 1) is to be re-trained, this version no longer reads it."""
+    command = f"wsss train {kind}"
+    if "format" not in state and not {"model", "classes"} <= set(state):  # format 1 had no "format"
+        raise ValueError(f"{path}: not a wsss {kind} checkpoint (expected {kind}.pt of {command})")
+    found = state.get("format_version", 1)
+    if not isinstance(found, int) or found < FORMAT_VERSION:
+        missing = " (it has no format_version)" if "format_version" not in state else ""
+        raise ValueError(f"{path}: checkpoint format version {found}{missing}, expected version {FORMAT_VERSION}: "
+                         f"written by an older wsss that this version no longer reads; re-train it ({command})")
+    if found > FORMAT_VERSION:
+        raise ValueError(f"{path}: checkpoint format version {found}, expected version {FORMAT_VERSION}: "
+                         "written by a newer wsss; update wsss to read it")
+    if state.get("format") != f"wsss-{kind}":
+        raise ValueError(f"{path}: a {state.get('format', 'unknown')} checkpoint, not a wsss {kind} checkpoint "
+                         f"(expected {kind}.pt of {command})")
+    if not {"model", "model_config", "classes"} <= set(state):
+        raise ValueError(f"{path}: not a wsss {kind} checkpoint (expected {kind}.pt of {command})")
 
 
-def _head_section(state: dict, path: Path) -> tuple[str, HeadConfig, dict]:
-    """(head name, its section, the state dict with this version's key names) of a segmenter
-    checkpoint of any format: formats 1 and 2 hold a DPT head whose weights are under "dpt."."""
-    weights = state["model"]
-    if "head" in state:
-        name, values = state["head"], state.get("head_config") or {}
-    else:
-        name = "dpt"
-        values = state.get("dpt") or state.get("config", {}).get("train", {}).get("segmenter", {}).get("dpt") or {}
-        weights = {("decoder." + k[len("dpt."):] if k.startswith("dpt.") else k): v for k, v in weights.items()}
-    if name not in SegmenterTrainConfig.model_fields or not any(k.startswith("decoder.") for k in weights):
+def _model_section(state: dict) -> ModelConfig:
+    """The model settings of a checkpoint, without the pretrained source (its weights are in it)."""
+    return known_settings(ModelConfig, state["model_config"]).model_copy(update={"pretrained": None})
+
+
+def _head_section(state: dict, path: Path) -> tuple[str, HeadConfig]:
+    """(head name, its section) of a segmenter checkpoint."""
+    name, values = state.get("head"), state.get("head_config") or {}
+    if name not in SegmenterTrainConfig.model_fields or not any(k.startswith("decoder.") for k in state["model"]):
         raise ValueError(f"{path}: head {name!r} is not a head this version knows, or its weights are missing")
     section = SegmenterTrainConfig.model_fields[name].annotation
-    return name, known_settings(section, values), weights
+    return name, known_settings(section, values)
 
 
 def load_classifier(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, list[str], ModelConfig]:
     """classifier.pt → (model in eval mode, class names, its model section)."""
     path = Path(path)
     state = load_checkpoint(path)
-    if not {"model", "classes"} <= set(state) or not ({"model_config", "config"} & set(state)):
-        raise ValueError(f"{path}: not a wsss classifier checkpoint (expected classifier.pt of wsss train classifier)")
-    model_config = _model_section(state, path, "classifier")
+    check_format(state, path, "classifier")
+    model_config = _model_section(state)
     model = create_classifier(model_config, len(state["classes"]))
     try:
         model.load_state_dict(state["model"])
@@ -136,13 +145,12 @@ def load_segmenter(path: str | os.PathLike, device: str | torch.device = "cpu") 
     """segmenter.pt → (Segmenter in eval mode, class names, its model section)."""
     path = Path(path)
     state = load_checkpoint(path)
-    if not {"model", "classes"} <= set(state) or not any(k.startswith(("dpt.", "decoder.")) for k in state["model"]):
-        raise ValueError(f"{path}: not a wsss segmenter checkpoint (expected segmenter.pt of wsss train segmenter)")
-    model_config = _model_section(state, path, "segmenter")
-    head, head_config, weights = _head_section(state, path)
+    check_format(state, path, "segmenter")
+    model_config = _model_section(state)
+    head, head_config = _head_section(state, path)
     segmenter = create_segmenter(model_config, head, head_config, len(state["classes"]))
     try:
-        segmenter.load_state_dict(weights)
+        segmenter.load_state_dict(state["model"])
     except RuntimeError as error:
         raise ValueError(f"{path}: its weights do not fit its {head} head and model settings ({error})") from None
     return segmenter.to(device).eval(), list(state["classes"]), model_config
