@@ -76,7 +76,7 @@ from wsss.data.size_limit import at_source_size  # noqa: E402
 from wsss.data.tensors import image_to_tensor, resize_image  # noqa: E402
 from wsss.data.voc import VOC_CLASSES  # noqa: E402
 from wsss.models.vit_geometry import model_input_size, model_stride  # noqa: E402
-from wsss.refine.crf import crf_executor, crf_pseudo_labels  # noqa: E402
+from wsss.refine.crf import crf_executor, start_crf_pseudo_labels  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr import pamr  # noqa: E402
 from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
@@ -175,7 +175,7 @@ def paper_image(model: torch.nn.Module, dataset: FolderDataset, image_id: str, c
         refined = normalise_maps(pamr_reference(rgb, raw, pamr_config.iterations, pamr_config.dilations)) * present
         labels = pseudo_labels(refined, tags, None, alpha=rule.alpha, tau=rule.tau, conflict=rule.conflict,
                                opening=rule.opening)  # 1×H×W
-    label, = crf_pseudo_labels([sample.image], [labels[0].to(torch.uint8).cpu().numpy()], config.refine.crf)
+    label, = start_crf_pseudo_labels([sample.image], [labels[0].to(torch.uint8).cpu().numpy()], config.refine.crf)()
     write_label_png(out / f"{image_id}.png", label)
 
 
@@ -220,7 +220,7 @@ def run_floor(labeler: PseudoLabeler, dataset: FolderDataset, config: Config, ex
         images += [s.image for s in batch]
         rules += list(batch_rule.to(torch.uint8).cpu().numpy())
         samples += batch
-    t["crf"], labels = timed(lambda: crf_pseudo_labels(images, rules, config.refine.crf, executor=executor))
+    t["crf"], labels = timed(lambda: start_crf_pseudo_labels(images, rules, config.refine.crf, executor=executor)())
     t["write"], _ = timed(lambda: [write_label_png(out / f"{s.id}.png", at_source_size(label, s))
                                    for s, label in zip(samples, labels)])
     return t
@@ -337,7 +337,8 @@ def main(argv=None) -> None:
             # start the pool's workers: one small CRF job per worker
             tiny = np.zeros((8, 8), np.uint8)
             tiny[2:6, 2:6] = 1
-            crf_pseudo_labels([np.zeros((8, 8, 3), np.uint8)] * crf.workers, [tiny] * crf.workers, crf, executor=executor)
+            start_crf_pseudo_labels([np.zeros((8, 8, 3), np.uint8)] * crf.workers, [tiny] * crf.workers, crf,
+                                    executor=executor)()
             labeler = offline_labeler(model, config.cam, config.refine, dataset, executor=executor)
             labeler([dataset.load(dataset.ids[0])])  # warm-up call, excluded
 

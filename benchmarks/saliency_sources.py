@@ -38,7 +38,7 @@ from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.stages import evenly_spaced
 from wsss.models.vit_geometry import model_input_size, model_stride
 from wsss.models.checkpoint import load_classifier, load_segmenter
-from wsss.predict import Predictor, foreground_masks
+from wsss.predict import Predictor, start_foreground_masks
 from wsss.refine.chain import offline_labeler
 from wsss.refine.crf import crf_executor
 from wsss.refine.label_rule import pseudo_labels
@@ -118,8 +118,8 @@ def main() -> None:
                 probs = predictor(images)
                 for threshold in args.thresholds or [settings.self_training.threshold]:
                     for crf in crf_modes:
-                        masks = foreground_masks(images, probs, threshold, config.refine.crf if crf else None,
-                                                     executor if crf else None)
+                        masks = start_foreground_masks(images, probs, threshold, config.refine.crf if crf else None,
+                                                       executor if crf else None)()
                         sources[f"segmenter > {threshold:g}{' +CRF' if crf else ''}"] = torch.from_numpy(np.stack(masks))
             for name, saliency in sources.items():
                 count(name, saliency)

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from wsss.config import CrfConfig
-from wsss.refine import crf_label_maps
-from wsss.refine.crf import crf_pseudo_labels, label_probs
+from wsss.refine import start_crf_label_maps
+from wsss.refine.crf import label_probs, start_crf_pseudo_labels
 
 
 def _two_regions(seed: int, H: int = 40, W: int = 56, flip: float = 0.25):
@@ -24,7 +24,7 @@ def _two_regions(seed: int, H: int = 40, W: int = 56, flip: float = 0.25):
 
 def crf_refine(image, probs, config=None):
     """One image through the CRF."""
-    return crf_label_maps([image], [probs], config)[0]
+    return start_crf_label_maps([image], [probs], config)()[0]
 
 
 def test_crf_fixes_noise_along_the_colour_edge():
@@ -38,8 +38,8 @@ def test_crf_fixes_noise_along_the_colour_edge():
 def test_pool_equals_in_process():
     items = [_two_regions(seed, H=30 + seed, W=40) for seed in range(5)]
     images, probs = [it[0] for it in items], [it[3] for it in items]
-    local = crf_label_maps(images, probs, CrfConfig(workers=1))
-    pooled = crf_label_maps(images, probs, CrfConfig(workers=2))
+    local = start_crf_label_maps(images, probs, CrfConfig(workers=1))()
+    pooled = start_crf_label_maps(images, probs, CrfConfig(workers=2))()
     assert len(pooled) == 5
     for a, b, image in zip(local, pooled, images):
         assert a.shape == image.shape[:2] and np.array_equal(a, b)
@@ -52,14 +52,14 @@ def test_pseudo_label_crf_keeps_ignore_and_class_ids():
     values, probs = label_probs(label)
     assert values.tolist() == [0, 7] and probs.shape == (2, *label.shape)
     assert np.allclose(probs[:, :4], 0.5) and np.allclose(probs.sum(0), 1)
-    out = crf_pseudo_labels([image], [label], CrfConfig(workers=1))[0]
+    out = start_crf_pseudo_labels([image], [label], CrfConfig(workers=1))()[0]
     assert out.dtype == np.uint8 and (out[:4] == 255).all()
     assert set(np.unique(out[4:])) <= {0, 7}
     assert (out[4:] != truth[4:] * 7).mean() < 0.5 * (label[4:] != truth[4:] * 7).mean()
     # a label without classes comes back unchanged
     empty = np.zeros_like(label)
     empty[0, 0] = 255
-    assert np.array_equal(crf_pseudo_labels([image], [empty])[0], empty)
+    assert np.array_equal(start_crf_pseudo_labels([image], [empty])()[0], empty)
 
 
 def test_errors_name_the_bad_shape():
@@ -71,6 +71,6 @@ def test_errors_name_the_bad_shape():
     with pytest.raises(ValueError, match=r"\(2, 40, 55\)"):
         crf_refine(image, probs[..., :55])
     with pytest.raises(ValueError, match=r"item 1: .*\(2, 40, 55\)"):
-        crf_label_maps([image, image], [probs, probs[..., :55]])
+        start_crf_label_maps([image, image], [probs, probs[..., :55]])()
     with pytest.raises(ValueError, match="NaN"):
         crf_refine(image, np.full_like(probs, np.nan))

@@ -383,12 +383,13 @@ def test_pipeline_self_training_saliency_labels_with_the_first_round_segmenter(t
             assert mask.shape == (48, 48) and set(np.unique(mask)) <= {0, 255}
     # the maps are the first-round segmenter's foreground through the two-label CRF (crf=true)
     from wsss.models.checkpoint import load_segmenter
-    from wsss.predict import Predictor, foreground_masks
+    from wsss.predict import Predictor, start_foreground_masks
 
     segmenter, _, _ = load_segmenter(first / "segmenter" / "segmenter.pt")
     predictor = Predictor(segmenter, [1.0, 1.5], flip=True)
     images = [val.load(image_id).image for image_id in val.ids]
-    expected = foreground_masks(images, predictor(images), 0.5, config.refine.crf.model_copy(update={"workers": 1}))
+    crf = config.refine.crf.model_copy(update={"workers": 1})
+    expected = start_foreground_masks(images, predictor(images), 0.5, crf)()
     for image_id, mask in zip(val.ids, expected):
         assert np.array_equal(np.asarray(Image.open(first / "saliency" / f"{image_id}.png")) == 255, mask)
     # the kept labels were made from round 1's saved maps with these saliency maps: re-make one

@@ -262,10 +262,10 @@ def test_random_small_sam_through_the_chain(synth_val, multimask):
     for i, sample in enumerate(batch):  # only tagged classes (or background / ignore) appear
         allowed = {0, 255} | {int(c) + 1 for c in np.flatnonzero(sample.tags)}
         assert set(torch.unique(result.sam[i]).tolist()) <= allowed
-    from wsss.refine.crf import crf_pseudo_labels
+    from wsss.refine.crf import start_crf_pseudo_labels
 
-    crf_of_sam = crf_pseudo_labels([s.image for s in batch], list(result.sam.numpy().astype(np.uint8)),
-                                   CrfConfig(iterations=2))
+    crf_of_sam = start_crf_pseudo_labels([s.image for s in batch], list(result.sam.numpy().astype(np.uint8)),
+                                         CrfConfig(iterations=2))()
     assert np.array_equal(np.stack(crf_of_sam), result.labels.numpy())  # the CRF ran on SAM's labels
     assert predictor.prompts, "no prompt reached SAM"
     for points, labels, box in predictor.prompts:

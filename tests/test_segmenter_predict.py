@@ -197,14 +197,14 @@ def test_predictions_and_foreground_maps_of_an_image_over_max_side_come_back_at_
 
 
 def test_foreground_masks_with_the_crf_snap_a_coarse_foreground_to_the_object_edges():
-    """foreground_masks with a CRF: a blurred, shifted foreground probability around a square of
+    """start_foreground_masks with a CRF: a blurred, shifted foreground probability around a square of
     its own colour comes back closer to the square than the thresholded probability; the
     threshold moves the CRF's decision point (a higher one keeps less foreground); without the
     CRF it is the plain threshold."""
     import cv2
 
     from wsss.config import CrfConfig
-    from wsss.predict import foreground_masks
+    from wsss.predict import start_foreground_masks
 
     rng = np.random.default_rng(0)
     image = np.clip(rng.normal(90, 12, (64, 64, 3)), 0, 255).astype(np.uint8)
@@ -219,11 +219,11 @@ def test_foreground_masks_with_the_crf_snap_a_coarse_foreground_to_the_object_ed
     def iou(mask):
         return (mask & truth).sum() / (mask | truth).sum()
 
-    plain, = foreground_masks([image], probs, threshold=0.5)
+    plain, = start_foreground_masks([image], probs, threshold=0.5)()
     assert np.array_equal(plain, foreground > 0.5)
-    snapped, = foreground_masks([image], probs, threshold=0.5, crf=CrfConfig(workers=1))
+    snapped, = start_foreground_masks([image], probs, threshold=0.5, crf=CrfConfig(workers=1))()
     assert iou(snapped) > iou(plain) + 0.1, (iou(snapped), iou(plain))
-    strict, = foreground_masks([image], probs, threshold=0.95, crf=CrfConfig(workers=1))
+    strict, = start_foreground_masks([image], probs, threshold=0.95, crf=CrfConfig(workers=1))()
     assert strict.sum() < snapped.sum()
 
 

@@ -33,7 +33,7 @@ from wsss.models.vit_geometry import model_input_size
 from wsss.models.segmentation_model import Segmenter
 from wsss.refine.crf import crf_executor, crf_overlaps, start_crf_label_maps
 
-__all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "foreground_masks", "start_foreground_masks"]
+__all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "start_foreground_masks"]
 
 
 class Predictor:
@@ -90,23 +90,19 @@ def start_probs_to_labels(images: Sequence[np.ndarray], probs: Tensor, crf: CrfC
     return lambda: [label.astype(np.uint8) for label in pending()]
 
 
-def foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
-                     crf: CrfConfig | None = None, executor: Executor | None = None) -> list[np.ndarray]:
-    """B×(C+1)×H×W segmenter probabilities → B masks H×W bool: where the foreground probability
-    f = 1 − P(background) exceeds ``threshold``.
+def start_foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
+                           crf: CrfConfig | None = None,
+                           executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
+    """B×(C+1)×H×W segmenter probabilities → a function giving B masks H×W bool: where the
+    foreground probability f = 1 − P(background) exceeds ``threshold``.
 
     With ``crf`` (a ``refine.crf`` section), the two-label dense CRF on the RGB images decides
     instead, its unary from the odds shifted so that ``threshold`` is the prior decision point:
     P(fg) ∝ f·(1 − threshold), P(bg) ∝ (1 − f)·threshold (at 0.5: [1 − f, f] itself). The
     CRF snaps the segmenter's coarse foreground (its stride is 8 to 16 pixels) to image edges.
+    In two steps, as :func:`start_probs_to_labels`: with an ``executor`` the CRF's jobs are
+    submitted and the returned function waits for them.
     """
-    return start_foreground_masks(images, probs, threshold, crf, executor)()
-
-
-def start_foreground_masks(images: Sequence[np.ndarray], probs: Tensor, threshold: float = 0.5,
-                           crf: CrfConfig | None = None,
-                           executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
-    """:func:`foreground_masks` in two steps, as :func:`start_probs_to_labels`."""
     foreground = (1.0 - probs[:, 0]).clamp(0.0, 1.0)
     if crf is None:
         masks = list((foreground > threshold).numpy())

@@ -1,6 +1,6 @@
 """Refinement of class maps into pseudo-labels: PAMR, the label rule, dense CRF.
 
-    from wsss.refine import pamr, pseudo_labels, crf_label_maps, crf_pseudo_labels
+    from wsss.refine import pamr, pseudo_labels, start_crf_label_maps, start_crf_pseudo_labels
 
 ``pamr`` is imported eagerly: the package attribute must be the function, and a lazy export
 would be shadowed by the submodule of the same name once it is imported. The CRF functions
@@ -15,8 +15,8 @@ from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 
 _LAZY = {
-    "crf_label_maps": "wsss.refine.crf",
-    "crf_pseudo_labels": "wsss.refine.crf",
+    "start_crf_label_maps": "wsss.refine.crf",
+    "start_crf_pseudo_labels": "wsss.refine.crf",
 }
 
 __all__ = ["pamr", "pseudo_labels", *_LAZY]

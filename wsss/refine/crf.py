@@ -33,7 +33,7 @@ from wsss.lifetime import exit_with
 if TYPE_CHECKING:
     from wsss.config import CrfConfig
 
-__all__ = ["crf_label_maps", "crf_pseudo_labels", "start_crf_label_maps", "start_crf_pseudo_labels", "label_probs",
+__all__ = ["start_crf_label_maps", "start_crf_pseudo_labels", "label_probs",
            "crf_pool", "crf_executor", "crf_overlaps"]
 
 
@@ -120,11 +120,16 @@ def crf_overlaps(config: CrfConfig, device) -> bool:
     return str(device).split(":")[0] == "cuda"
 
 
-def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
-                   min_prob: float = 1e-5, executor: Executor | None = None) -> list[np.ndarray]:
+def start_crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
+                         min_prob: float = 1e-5,
+                         executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
     """Refine images' label probabilities with a dense CRF, in ``config.workers`` processes;
     order preserved. Each image's result is the index into its K labels of the CRF's most
-    probable label.
+    probable label. In two steps: with an ``executor``, the jobs are submitted and this returns
+    at once; the returned function waits for them and gives the N maps (a worker's error is
+    raised there). Without one, the CRF runs before this returns.
+
+        maps = start_crf_label_maps(images, probs, config)()
 
     Args:
         images: N arrays ``H_n×W_n×3`` uint8 RGB (sizes may differ).
@@ -135,17 +140,9 @@ def crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], co
         executor: an existing executor to use instead of a new pool (kept open).
 
     Returns:
-        N arrays ``H_n×W_n`` int64. All inputs are checked before any work starts.
+        A function giving N arrays ``H_n×W_n`` int64. All inputs are checked here, before any
+        work starts.
     """
-    return start_crf_label_maps(images, probs, config, min_prob, executor)()
-
-
-def start_crf_label_maps(images: Sequence[np.ndarray], probs: Sequence[np.ndarray], config: CrfConfig | None = None,
-                         min_prob: float = 1e-5,
-                         executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
-    """:func:`crf_label_maps` in two steps: with an ``executor``, submit the jobs and return at
-    once; the returned function waits for them and gives the N maps (a worker's error is
-    raised there). Without one, the CRF runs before this returns. Inputs are checked here."""
     images, probs = [np.asarray(x) for x in images], [np.asarray(p) for p in probs]
     if len(images) != len(probs):
         raise ValueError(f"got {len(images)} images but {len(probs)} probability maps")
@@ -204,8 +201,9 @@ def label_probs(label: np.ndarray, confidence: float = 0.7) -> tuple[np.ndarray,
     return values, probs
 
 
-def crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray], config: CrfConfig | None = None,
-                      confidence: float = 0.7, executor: Executor | None = None) -> list[np.ndarray]:
+def start_crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                            config: CrfConfig | None = None, confidence: float = 0.7,
+                            executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
     """The pseudo-label CRF step: align the label rule's output with colour edges.
 
     It consumes the pseudo-labels themselves (not the class maps): each pixel's unary puts
@@ -214,25 +212,20 @@ def crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]
     keeps 255 wherever the rule said ignore. So every decision of the rule (saliency,
     completion, conflict, opening) is the prior and the CRF only moves class/background
     boundaries. (Unaries from [bg, maps] with the rule's α = 32 would give weakly activated
-    background pixels mostly to the classes and undo the saliency decision.)
+    background pixels mostly to the classes and undo the saliency decision.) In two steps, as
+    :func:`start_crf_label_maps`: with an ``executor`` the jobs are submitted and the returned
+    function waits for them.
 
     Args:
         images: N arrays ``H×W×3`` uint8 RGB.
         labels: N arrays ``H×W`` int label maps (0, 1..C, 255), e.g. from :func:`pseudo_labels`.
-        config, executor: as :func:`crf_label_maps`.
+        config, executor: as :func:`start_crf_label_maps`.
         confidence: probability of a pixel's own label in the unary.
 
     Returns:
-        N arrays ``H×W`` uint8 with values 0, 1..C, 255. A label with no class is returned as is.
+        A function giving N arrays ``H×W`` uint8 with values 0, 1..C, 255. A label with no class
+        is returned as is.
     """
-    return start_crf_pseudo_labels(images, labels, config, confidence, executor)()
-
-
-def start_crf_pseudo_labels(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
-                            config: CrfConfig | None = None, confidence: float = 0.7,
-                            executor: Executor | None = None) -> Callable[[], list[np.ndarray]]:
-    """:func:`crf_pseudo_labels` in two steps, as :func:`start_crf_label_maps`: with an
-    ``executor`` the jobs are submitted and the returned function waits for them."""
     labels = [np.asarray(label) for label in labels]
     if len(images) != len(labels):
         raise ValueError(f"got {len(images)} images but {len(labels)} label maps")

@@ -65,7 +65,7 @@ def write_foreground_maps(
     progress: bool = True,
     crf: CrfConfig | None = None,
 ) -> dict:
-    """Write OUT/<id>.png, 255 where the segmenter's foreground is (``foreground_masks``: its
+    """Write OUT/<id>.png, 255 where the segmenter's foreground is (``start_foreground_masks``: its
     probability 1 − P(background) above ``threshold``, or the two-label CRF's decision when
     ``crf`` is given) and 0 elsewhere (H×W uint8 at the image's size): the saliency maps of
     self-training (``refine.saliency.source: segmenter``), read back as a saliency folder.
