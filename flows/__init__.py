@@ -11,9 +11,13 @@
 The flow modules do not use ``from __future__ import annotations``: a deployed flow's
 parameters are validated from its annotations, which must be the classes themselves.
 
-Run one from the shell with ``wsss flow run NAME`` (``python -m flows`` is the same command
-line), serve the inbox with ``wsss flow serve``, or call it from Python
-(``from flows.pipeline import pipeline; pipeline(load_config(...))``).
+Each flow's tasks call the step entries of ``wsss.steps``; the modules beside the flows hold
+what is Prefect's: ``task_runners`` (threads, processes, Dask), ``progress_artifacts`` (progress
+where Prefect users look), ``prefect_server`` (a local ``prefect server start``). The flows
+never import the command line.
+
+Run one from the shell with ``wsss flow run NAME``, serve the inbox with ``wsss flow serve``,
+or call it from Python (``from flows.pipeline import pipeline; pipeline(load_config(...))``).
 """
 
 import ast

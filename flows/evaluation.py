@@ -6,11 +6,14 @@ from prefect import flow
 from prefect.artifacts import create_table_artifact
 
 from wsss.config import Config
-from wsss.data import open_dataset
-from wsss.eval.evaluate import evaluate_label_dir
-from wsss.files import write_json
 from wsss.report.artifact_content import evaluation_rows
-from wsss.steps.label_plan import has_masks
+from wsss.steps.evaluate_step import evaluate_folder
+
+
+def evaluation_artifact(scores: dict, key: str, description: str) -> None:
+    """A table artifact of ``scores`` (``evaluate_folder``'s): IoU, precision, recall per class."""
+    create_table_artifact(table=evaluation_rows(scores), key=key,
+                          description=f"{description}: mIoU {100 * scores['mIoU']:.1f} %")
 
 
 @flow(name="evaluate", log_prints=True)
@@ -21,16 +24,7 @@ def evaluate(predictions: Path, config: Config = Config(), split: str | None = N
     scores (``Evaluation.to_dict``) plus the number of images."""
     split = split or config.data.val_split
     predictions = Path(predictions)
-    dataset = open_dataset(config.data, split)
-    if not has_masks(dataset):
-        raise ValueError(f"{config.data.root} (split {split}): no masks to evaluate against")
-    result = evaluate_label_dir(predictions, dataset, progress=False)
-    print(result.summary(dataset.classes))
-    scores = {**result.to_dict(dataset.classes), "images": len(dataset)}
-    write_json(predictions / "evaluation.json", scores)
-    create_table_artifact(
-        table=evaluation_rows(scores), key=artifact_key,
-        description=f"{predictions} against the masks of {config.data.root} ({split}): "
-                    f"mIoU {100 * scores['mIoU']:.1f} % over {len(dataset) - scores['not_scored']} images",
-    )
+    scores = evaluate_folder(config, predictions, split, json_path=predictions / "evaluation.json", progress=False)
+    evaluation_artifact(scores, artifact_key, f"{predictions} against the masks of {config.data.root} ({split}), "
+                                              f"{scores['images'] - scores['not_scored']} images")
     return scores

@@ -17,16 +17,16 @@ time; or through ``prefect.yaml`` and a work pool (README).
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows.progress_artifacts import ArtifactProgress
 from flows.pseudo_labels import pseudo_labels
 from wsss.config import Config
-from wsss.data.folder import FolderDataset
+from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.steps.inbox_scan import (
     InboxPaths, ensure_classes, inbox_data, remember_failures, scan_inbox, unchanged_failures,
 )
-from flows.progress_artifacts import ArtifactProgress
-from wsss.steps.segmenter_step import predict_ids
 from wsss.steps.label_plan import image_fingerprint
+from wsss.steps.predict_step import predict_images
 
 
 @task(name="predict-new", cache_policy=NO_CACHE)
@@ -34,9 +34,8 @@ def predict_new(config: Config, paths: InboxPaths, ids: list[str]) -> dict:
     """Segmenter predictions for ``ids`` of the inbox into OUT/predictions; returns the counts
     (a progress artifact and a log line per ``flow.shard_size`` images)."""
     progress = ArtifactProgress("inbox-predictions-progress", f"segmenter predictions in {paths.predictions}")
-    return predict_ids(paths.segmenter, FolderDataset(paths.folder), ids, paths.predictions, config.predict,
-                       config.refine.crf, config.train.device, on_progress=progress,
-                       chunk_size=config.flow.shard_size)
+    return predict_images(config, paths.segmenter, open_dataset(config.data, None), paths.predictions, ids=ids,
+                          strict_source=False, on_progress=progress)
 
 
 @flow(name="label-inbox", log_prints=True)

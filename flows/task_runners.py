@@ -16,7 +16,7 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from wsss.config import FlowConfig
-from wsss.steps.label_plan import unlabelled
+from wsss.steps.label_plan import unlabelled_ids
 
 RUNNERS = ("threads", "processes", "dask")
 
@@ -46,14 +46,15 @@ def retry_on_io_error(task, task_run, state) -> bool:
 
 @dataclass
 class WhenShardLabelled(CachePolicy):
-    """Cache policy of a shard task (inputs ``shard`` and ``out_dir``): the key of ``policy``
-    (inputs, which hold the checkpoint digest and the images' fingerprints, + the task's
-    source) once every image of the shard has its label on disk; no key while one is missing,
-    so a cached result never stands in for labels that are not there (deleted, or failed)."""
+    """Cache policy of a shard task (inputs ``job``, a ``LabelJob``, and ``shard``, [id,
+    fingerprint] pairs): the key of ``policy`` (inputs, which hold the checkpoint digest and the
+    images' fingerprints, + the task's source) once every image of the shard has its label on
+    disk; no key while one is missing, so a cached result never stands in for labels that are
+    not there (deleted, or failed)."""
 
     policy: CachePolicy = field(default_factory=lambda: INPUTS + TASK_SOURCE)
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
-        if unlabelled(inputs["shard"], Path(inputs["out_dir"])):
+        if unlabelled_ids([image_id for image_id, _ in inputs["shard"]], Path(inputs["job"].out)):
             return None
         return self.policy.compute_key(task_ctx, inputs, flow_parameters, **kwargs)

@@ -1,17 +1,31 @@
-"""Data sets behind one interface (``Dataset`` → ``Sample``): VOC layout, plain folder, COCO JSON, demo set."""
+"""Data sets behind one interface (``Dataset`` → ``Sample``): VOC layout, plain folder, COCO JSON, demo set.
+
+One way to open a data set, for every command and flow:
+
+    data = dataset_section(config.data, path, fmt, annotations)   # the command line's --dataset, --format,
+                                                                  # --annotations over the data section
+    dataset = open_dataset(data, split)
+
+so ``wsss pseudo-label --dataset D`` and the pipeline flow with ``data.root: D`` see the same ids,
+tags and masks (``data.voc_masks``, ``data.voc_tags``, ``data.coco_*``, the size limit and the
+saliency folder apply to both).
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from wsss.config import DataConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.coco import CocoDataset
 from wsss.data.folder import FolderDataset
 from wsss.data.voc import VocDataset
 
 __all__ = ["Dataset", "DatasetError", "Sample", "CocoDataset", "FolderDataset", "VocDataset", "detect_format",
-           "open_dataset"]
+           "dataset_section", "open_dataset"]
+
+FORMATS = ("auto", "voc", "folder", "coco")  # what --format takes
 
 
 def detect_format(root: str | os.PathLike) -> str:
@@ -31,7 +45,32 @@ def detect_format(root: str | os.PathLike) -> str:
     )
 
 
-def open_dataset(data, split: str | None) -> Dataset:
+def dataset_section(data: DataConfig, path: str | os.PathLike | None, fmt: str = "auto",
+                    annotations: str | os.PathLike | None = None) -> DataConfig:
+    """The ``data`` section with a data set given on the command line: ``path`` (None: the section
+    as it is), its format (auto: coco when ``annotations`` is given, else the folder's layout, see
+    :func:`detect_format`) and, for COCO, the instances JSON of the images in ``path`` (one split,
+    named after the JSON's stem). Every other setting of the section (VOC masks and tags, size
+    limit, saliency folder, COCO options) is kept. ValueError for a format that contradicts
+    ``annotations``."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format {fmt}: expected one of {', '.join(FORMATS)}")
+    if path is None:
+        if annotations is not None or fmt != "auto":
+            raise ValueError("--format and --annotations describe --dataset: give --dataset too")
+        return data
+    if annotations is not None and fmt not in ("auto", "coco"):
+        raise ValueError(f"--annotations {annotations} is for --format coco, not --format {fmt}")
+    if fmt == "coco" and annotations is None:
+        raise ValueError(f"--format coco needs --annotations FILE: the instances JSON of the images in {path}")
+    if annotations is not None:
+        return data.model_copy(update={"format": "coco", "root": Path(path), "coco_annotations": Path(annotations),
+                                       "coco_val_annotations": None, "coco_val_root": None,
+                                       "train_split": None, "val_split": None})
+    return data.model_copy(update={"format": detect_format(path) if fmt == "auto" else fmt, "root": Path(path)})
+
+
+def open_dataset(data: DataConfig, split: str | None) -> Dataset:
     """Open the data set described by a ``DataConfig`` for one split, with its size limit
     (``data.max_side``, ``data.oversize``: ``wsss.data.size_limit``).
 
@@ -44,14 +83,11 @@ def open_dataset(data, split: str | None) -> Dataset:
     return _open(data, split).limit_size(data.max_side, data.oversize)
 
 
-def _open(data, split: str | None) -> Dataset:
+def _open(data: DataConfig, split: str | None) -> Dataset:
     if data.format == "synth":  # returns at once when data.root holds this very set
         from wsss.data.synth import generate_synth_dataset
 
-        s = data.synth
-        generate_synth_dataset(data.root, num_images=s.num_images, image_size=s.image_size,
-                               val_fraction=s.val_fraction, seed=s.seed, colour_cue=s.colour_cue,
-                               object_size=s.object_size, distractors=s.distractors)
+        generate_synth_dataset(data.root, data.synth)
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)
     if data.format == "folder":
         return FolderDataset(data.root, split=split, saliency_dir=data.saliency_dir)
@@ -62,15 +98,16 @@ def _open(data, split: str | None) -> Dataset:
     raise ValueError(f"data.format={data.format!r}: expected one of synth, folder, voc, coco")
 
 
-def _open_coco(data, split: str | None) -> Dataset:
+def _open_coco(data: DataConfig, split: str | None) -> Dataset:
     if data.coco_annotations is None:
         raise DatasetError("data.format is coco but data.coco_annotations is not set")
     annotations, root = data.coco_annotations, data.root
     if split is not None and split == data.val_split and data.coco_val_annotations is not None:
         annotations, root = data.coco_val_annotations, data.coco_val_root or data.root
-    elif split is not None and split not in (data.train_split, data.val_split):
-        raise DatasetError(f"split {split!r}: a COCO set has the splits data.train_split ({data.train_split!r}: "
-                           f"{data.coco_annotations}) and data.val_split ({data.val_split!r}: "
-                           f"{data.coco_val_annotations or data.coco_annotations})")
+    elif split is not None and split not in (data.train_split, data.val_split, Path(annotations).stem):
+        raise DatasetError(f"split {split!r}: a COCO set is one split per annotations file; here "
+                           f"data.train_split ({data.train_split!r}: {data.coco_annotations}), data.val_split "
+                           f"({data.val_split!r}: {data.coco_val_annotations or data.coco_annotations}), or the "
+                           f"JSON's own stem ({Path(annotations).stem!r}); for another split give its annotations")
     return CocoDataset(root, annotations, min_area=data.coco_min_area, saliency_dir=data.saliency_dir,
                        unannotated=data.coco_unannotated)

@@ -8,8 +8,6 @@ One pass per method; saliency is computed once per image and shared by all metho
 
 from __future__ import annotations
 
-from concurrent.futures import Executor
-from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -165,7 +163,6 @@ def run_stages(
     dataset: Dataset,
     methods: list[str],
     stage_images: int | None = None,
-    executor: Executor | None = None,
     examples: int = 6,
     progress: bool = True,
 ) -> StageResults:
@@ -181,9 +178,7 @@ def run_stages(
     num = dataset.num_classes + 1
     results = StageResults(classes=list(dataset.classes), trivial=ConfusionMatrix(num), saliency=shared.name)
     ids = evenly_spaced(dataset.ids, stage_images)
-    with ExitStack() as stack:
-        if executor is None:
-            executor = stack.enter_context(crf_executor(refine.crf))  # one pool for every batch
+    with crf_executor(refine.crf) as executor:  # one pool for every batch
         for name in methods:
             labeler = offline_labeler(model, cam.model_copy(update={"method": name}), refine, dataset, crf=True,
                                       executor=executor, saliency=shared)

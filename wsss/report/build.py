@@ -2,8 +2,8 @@
 
 Both the ``pipeline`` flow and ``wsss report`` hand their results here:
 
-    content, page = build_report(title, notes, stages=stage_results, segmenter=segmenter_result,
-                                 pseudo=pseudo_summary, timings=timings, config=config.model_dump(mode="json"))
+    content, page = build_report(title, notes, stages=stage_results, config=config.model_dump(mode="json"),
+                                 results=RunResults(segmenter_result, pseudo_summary, timings))
     write_report(RUN/report.json, RUN/report.html, content, page)
 
 report.json:
@@ -34,7 +34,7 @@ report.json:
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +51,7 @@ from wsss.files import write_json
 from wsss.report.html import Example, Report, write_html
 from wsss.viz import heatmap_overlay, label_overlay
 
-__all__ = ["ReviewPage", "SegmenterResult", "build_report", "build_review_page", "write_report", "checks", "TRIVIAL"]
+__all__ = ["ReviewPage", "RunResults", "SegmenterResult", "build_report", "build_review_page", "write_report", "checks", "TRIVIAL"]
 
 TRIVIAL = "trivial baseline"
 
@@ -227,15 +227,27 @@ def _classifier_page(page: Report, quality: ClassifierQuality) -> None:
     page.notes.append(quality.summary())
 
 
-def build_report(title: str, notes: list[str], stages: StageResults | None = None,
-                 segmenter: SegmenterResult | None = None, pseudo: dict | None = None,
-                 timings: dict[str, float] | None = None, config: dict | None = None,
-                 classifier: ClassifierQuality | None = None, review: ReviewQueue | None = None,
-                 review_html: str | None = None, segmenter_predictions: Path | None = None) -> tuple[dict, Report]:
+@dataclass
+class RunResults:
+    """What a pipeline run adds to its report beside the stage table (``wsss report`` has none of
+    it): the segmenter's scores, the pseudo-label run's summary (counts, mIoU as a fraction,
+    images/s, label shares), seconds per step, the quality gate's reading of the classifier, and
+    the folder of the segmenter's validation predictions (<id>.png, a column of the examples)."""
+
+    segmenter: SegmenterResult | None = None
+    pseudo: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    classifier: ClassifierQuality | None = None
+    segmenter_predictions: Path | None = None
+
+
+def build_report(title: str, notes: list[str], stages: StageResults | None = None, results: RunResults = RunResults(),
+                 config: dict | None = None, review: ReviewQueue | None = None,
+                 review_html: str | None = None) -> tuple[dict, Report]:
     """report.json's content and the HTML page of the results handed in (any may be None).
-    review: the review queue (its page at ``review_html``, relative to the report);
-    segmenter_predictions: the segmenter's <id>.png of the validation split (a column of the
-    examples)."""
+    review: the review queue (its page at ``review_html``, relative to the report)."""
+    segmenter, pseudo, timings, classifier = results.segmenter, results.pseudo, results.timings, results.classifier
+    segmenter_predictions = results.segmenter_predictions
     page = Report(title=title, notes=list(notes))
     if review is not None:
         page.notes.append(review.summary() + (f"; the review page: {review_html}" if review_html else ""))

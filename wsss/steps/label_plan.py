@@ -19,9 +19,30 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from wsss.config import Config
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.dataset_walk import MANIFEST, Manifest
 from wsss.files import is_finished
+
+@dataclass(frozen=True)
+class LabelJob:
+    """One label folder's run, all that a worker needs (small: a flow sends it to every shard
+    task, and Prefect hashes it into the shard's cache key).
+
+    config: the settings (``data``, ``cam``, ``refine``, ``train.device``; ``flow`` for the
+    flows); checkpoint: the classifier.pt and its SHA-256 ``digest``; split: the data set's split
+    (None: every image); out: the label folder; save_maps: also write OUT/maps/<id>.npz;
+    maps_dir: label from the refined maps saved there (the rule and CRF only) instead of
+    computing them."""
+
+    config: Config
+    checkpoint: Path
+    digest: str
+    split: str | None
+    out: Path
+    save_maps: bool = False
+    maps_dir: Path | None = None
+
 
 def has_masks(dataset: Dataset) -> bool:
     """True when the data set's first image has a mask file (masks come for all or none)."""
@@ -73,10 +94,10 @@ def plan_shards(dataset: Dataset, ids: list[str], out_dir: str | os.PathLike, sh
                 shards=[items[i:i + shard_size] for i in range(0, len(items), shard_size)])
 
 
-def unlabelled(shard: list[list], out_dir: str | os.PathLike) -> list[str]:
-    """The ids of ``shard`` whose label is not on disk (or is an empty file)."""
+def unlabelled_ids(ids: list[str], out_dir: str | os.PathLike) -> list[str]:
+    """The ``ids`` whose label is not on disk (or is an empty file)."""
     out = Path(out_dir)
-    return [image_id for image_id, _ in shard if not is_finished(out / f"{image_id}.png")]
+    return [image_id for image_id in ids if not is_finished(out / f"{image_id}.png")]
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, dict]:

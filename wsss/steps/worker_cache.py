@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from wsss.config import CamConfig, DataConfig, RefineConfig
 from wsss.data.base import Dataset
+
+from wsss.steps.label_plan import LabelJob
 
 if TYPE_CHECKING:
     from wsss.refine.chain import PseudoLabeler, SavedMapsLabeler
@@ -53,16 +54,17 @@ class WorkerLabeler:
     loaded: bool  # True when this call loaded the model (False: it came from the cache)
 
 
-def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: RefineConfig, device: str,
-                   checkpoint: str | os.PathLike, digest: str, torch_threads: int | None = None,
-                   maps_dir: str | os.PathLike | None = None) -> WorkerLabeler:
-    """The offline chain of the ``cam`` and ``refine`` sections with the classifier at
-    ``checkpoint`` (whose SHA-256 is ``digest``) on ``device``, and the data set ``data`` /
-    ``split``, cached in this thread. maps_dir: label from the refined maps saved there
-    (``SavedMapsLabeler``; the classifier is not loaded) instead of computing them.
+def worker_labeler(job: LabelJob, torch_threads: int | None = None) -> WorkerLabeler:
+    """The offline chain of ``job`` (its config's ``cam`` and ``refine`` sections, the classifier
+    at ``job.checkpoint`` on ``train.device``, the data set of ``data`` / ``job.split``), cached in
+    this thread. With ``job.maps_dir`` it labels from the refined maps saved there
+    (``SavedMapsLabeler``; the classifier is not loaded) instead of computing them. The chain
+    runs its CRF in this thread (no pool: the task runner's workers are the parallelism;
+    ``labels_step.label_ids`` lends it one when a single process labels).
 
     A call with another checkpoint, digest, split or other settings replaces the cached one.
-    Raises ValueError when the checkpoint's classes differ from the data set's.
+    Raises ValueError when the checkpoint changed since the job was made or its classes differ
+    from the data set's.
     """
     import torch
 
@@ -70,26 +72,26 @@ def worker_labeler(data: DataConfig, split: str | None, cam: CamConfig, refine: 
     from wsss.models.checkpoint import load_classifier, read_classes, resolve_device
     from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
-    key = (str(checkpoint), digest, split, device, data.model_dump_json(), cam.model_dump_json(),
-           refine.model_dump_json(), str(maps_dir))
+    config, checkpoint = job.config, job.checkpoint
+    data, cam, refine, device = config.data, config.cam, config.refine, config.train.device
+    key = (str(checkpoint), job.digest, job.split, device, data.model_dump_json(), cam.model_dump_json(),
+           refine.model_dump_json(), str(job.maps_dir))
     cached = getattr(_local, "entry", None)
     if cached is not None and cached[0] == key:
         return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)
     if torch_threads:
         torch.set_num_threads(torch_threads)
-    if checkpoint_digest(checkpoint) != digest:
-        raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {digest[:12]} expected)")
-    dataset = open_dataset(data, split)
-    if maps_dir is not None:
+    if checkpoint_digest(checkpoint) != job.digest:
+        raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {job.digest[:12]} expected)")
+    dataset = open_dataset(data, job.split)
+    if job.maps_dir is not None:
         model, classes = None, read_classes(checkpoint)
     else:
         model, classes, _ = load_classifier(checkpoint, resolve_device(device))
     if classes != dataset.classes:
         raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes} ({data.root})")
-    # The task runner's workers are the parallelism: each runs its CRF in its own process
-    # (a CRF pool per batch would cost more to start than the CRF itself).
     single = refine.model_copy(update={"crf": refine.crf.model_copy(update={"workers": 1})})
-    labeler = (saved_maps_labeler(maps_dir, single, dataset) if maps_dir is not None
+    labeler = (saved_maps_labeler(job.maps_dir, single, dataset) if job.maps_dir is not None
                else offline_labeler(model, cam, single, dataset))
     entry = WorkerLabeler(labeler, dataset, loaded=model is not None)
     _local.entry = (key, entry)

@@ -29,7 +29,8 @@ from wsss.layout import ClassifierFiles
 from wsss.models.checkpoint import classifier_checkpoint, load_checkpoint, resolve_device, save_checkpoint
 from wsss.models.classifier import create_classifier
 from wsss.precision import describe_precision, mixed_precision
-from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
+from wsss.progress import RateMeter, format_rate, progress_line
+from wsss.train.run_control import RunControl
 from wsss.train.augment import augment
 
 
@@ -93,17 +94,20 @@ def evaluate_classifier(model: nn.Module, loader: DataLoader, device: torch.devi
 
 
 def train_classifier(data: DataConfig, model_config: ModelConfig, settings: ClassifierTrainConfig, device: str,
-                     files: ClassifierFiles, restart: bool = False, progress: bool = True,
-                     on_progress: ProgressCallback | None = None) -> Path:
+                     files: ClassifierFiles, control: RunControl = RunControl()) -> Path:
     """Train (or resume) the classifier of the ``model`` section on ``data``'s splits with the
     ``train.classifier`` settings on ``device`` (``train.device``); writes ``files``
     (``RunLayout.classifier``) and returns classifier.pt.
 
-    on_progress(done, total, stats): called after each epoch (done and total in epochs; stats:
-    ``line``, the epoch's loss, val_mAP, mean_F1, images_per_s, and seconds_left, elapsed_s) and
-    once at the start of a resumed run; None: the line is printed. progress: tqdm's bar per epoch.
+    control: restart (ignore last.pt), progress (tqdm's bar per epoch), on_progress(done, total,
+    stats): called after each epoch (done and total in epochs; stats: ``line``, the epoch's loss,
+    val_mAP, mean_F1, images_per_s, and seconds_left, elapsed_s) and once at the start of a
+    resumed run (None: the line is printed). The classifier cannot stop early (stop_after).
     """
-    report = on_progress or (lambda done, total, stats: print(stats["line"]))
+    if control.stop_after is not None:
+        raise ValueError("stop_after: the classifier trains whole epochs to the end; it has no early stop")
+    report = control.on_progress or (lambda done, total, stats: print(stats["line"]))
+    restart, progress = control.restart, control.progress
     if settings.threads:
         torch.set_num_threads(settings.threads)
     device = resolve_device(device)

@@ -50,6 +50,7 @@ from __future__ import annotations
 import random
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -68,13 +69,14 @@ from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.segmentation_model import Segmenter, SegmenterOutput, create_segmenter
 from wsss.precision import mixed_precision
-from wsss.progress import ProgressCallback, RateMeter, format_rate, progress_line
+from wsss.progress import RateMeter, format_rate, progress_line
 from wsss.refine.inloop import InLoopLabeler
 from wsss.train.distributed import Distributed, setup_distributed
+from wsss.train.run_control import RunControl
 from wsss.train.mask_classification import mask_classification_loss
 from wsss.train.segmenter_data import SegmenterCrops, StepBatches
 
-__all__ = ["train_segmenter", "step_loss", "head_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
+__all__ = ["SegmenterRecipe", "train_segmenter", "step_loss", "head_loss", "segmentation_loss", "saliency_loss", "saliency_masks",
            "build_optimizer", "poly_schedule"]
 
 _NO_DECAY_NAMES = ("cls_token", "dist_token", "reg_token", "pos_embed")
@@ -276,54 +278,72 @@ def step_loss(model: nn.Module, batch: dict, labeler: InLoopLabeler | None, phas
 
 
 # --- the run ---------------------------------------------------------------------------------
-def train_segmenter(data: DataConfig, model_config: ModelConfig, settings: SegmenterTrainConfig, cam: CamConfig,
-                    refine: RefineConfig, device: str, files: SegmenterFiles, init: Path | None = None,
-                    labels_dir: Path | None = None, restart: bool = False, progress: bool = True,
-                    stop_after: int | None = None, on_progress: ProgressCallback | None = None) -> Path:
-    """Train (or resume) the segmenter of the ``model`` section and ``settings``
-    (``train.segmenter``) on ``data``'s training split, on ``device`` (``train.device``).
+@dataclass(frozen=True)
+class SegmenterRecipe:
+    """What a segmenter run trains: the ``data`` and ``model`` sections, ``settings``
+    (``train.segmenter``), the single-stage loop's GETAM start block (``cam``) and labelling chain
+    (``refine``: PAMR, label rule, saliency), and ``device`` (``train.device``)."""
 
-    cam, refine: the single-stage loop's GETAM start block and labelling chain (PAMR, label
-    rule, saliency). files: the run's segmenter folder (``RunLayout.segmenter(mode)``).
-    init: a classifier.pt whose weights start the backbone (None: ``model.pretrained`` or
-    random). labels_dir: two stage: the folder of <id>.png pseudo-labels (required).
-    restart: ignore last.pt. stop_after: stop once this many steps are done (a checkpoint is
-    written; a later call resumes), e.g. to split a run into jobs that fit a time limit.
-    Returns segmenter.pt, or last.pt when stopped early. Under torchrun every process calls
-    this; only rank 0 writes files and prints. on_progress(done, total, stats): rank 0 calls it
-    every ``settings.log_every`` steps, at the last step and once at the start of a resumed run
-    (done and total in steps; stats: ``line``, phase, loss, steps_per_s, images_per_s,
-    seconds_left, elapsed_s); None: the line is printed (above tqdm's bar when ``progress``).
+    data: DataConfig
+    model: ModelConfig
+    settings: SegmenterTrainConfig
+    cam: CamConfig
+    refine: RefineConfig
+    device: str
+
+
+def train_segmenter(recipe: SegmenterRecipe, files: SegmenterFiles, init: Path | None = None,
+                    labels_dir: Path | None = None, control: RunControl = RunControl()) -> Path:
+    """Train (or resume) the segmenter of ``recipe`` on its data's training split.
+
+    files: the run's segmenter folder (``RunLayout.segmenter(mode)``). init: a classifier.pt
+    whose weights start the backbone (None: ``model.pretrained`` or random). labels_dir: two
+    stage: the folder of <id>.png pseudo-labels (required). control: restart (ignore last.pt),
+    stop_after (stop once this many steps are done, with a checkpoint a later call resumes, e.g.
+    to split a run into jobs that fit a time limit), progress (tqdm's bar), on_progress(done,
+    total, stats): rank 0 calls it every ``settings.log_every`` steps, at the last step and once
+    at the start of a resumed run (done and total in steps; stats: ``line``, phase, loss,
+    steps_per_s, images_per_s, seconds_left, elapsed_s; None: the line is printed, above tqdm's
+    bar when ``progress``). Returns segmenter.pt, or last.pt when stopped early. Under torchrun
+    every process calls this; only rank 0 writes files and prints.
     """
-    if stop_after is not None and stop_after < 1:
-        raise ValueError(f"stop_after={stop_after}: expected a positive number of steps")
+    settings = recipe.settings
     single = settings.mode == "single_stage"
     if not single and labels_dir is None:
         raise ValueError("train.segmenter.mode=two_stage needs the folder of pseudo-labels (labels_dir)")
     if settings.threads:
         torch.set_num_threads(settings.threads)
-    dist = setup_distributed(device)
+    dist = setup_distributed(recipe.device)
     try:
-        device, run = dist.device, files
-        train_set = _training_set(data, None if single else Path(labels_dir), run, dist)
+        labels = None if single else Path(labels_dir)
+        train_set = _training_set(recipe.data, labels, files, dist)
         classes = train_set.classes
         torch.manual_seed(settings.seed)
-        segmenter = create_segmenter(model_config, settings.head, settings.head_config, len(classes))
+        segmenter = create_segmenter(recipe.model, settings.head, settings.head_config, len(classes))
         if init is not None:
             _load_init(segmenter, Path(init), classes)
-        segmenter.to(device)
-        labeler = InLoopLabeler(segmenter.backbone, cam.start_block, refine) if single else None
-        return _train(segmenter, train_set, None if single else Path(labels_dir), labeler, model_config, settings,
-                      refine.saliency.threshold, run, dist, restart, progress and dist.main, stop_after, on_progress)
+        segmenter.to(dist.device)
+        labeler = InLoopLabeler(segmenter.backbone, recipe.cam.start_block, recipe.refine) if single else None
+        control = replace(control, progress=control.progress and dist.main)
+        return _train(segmenter, train_set, labels, labeler, recipe, files, dist, control)
     finally:
         dist.close()
 
 
+@dataclass
+class _Optimisation:
+    """The objects a step updates and a checkpoint saves beside the weights."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+
+
 def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, labeler: InLoopLabeler | None,
-           model_config: ModelConfig, settings: SegmenterTrainConfig, saliency_threshold: float, run: SegmenterFiles,
-           dist: Distributed, restart: bool, progress: bool, stop_after: int | None,
-           on_progress: ProgressCallback | None = None) -> Path:
-    device, classes, single = dist.device, train_set.classes, labeler is not None
+           recipe: SegmenterRecipe, run: SegmenterFiles, dist: Distributed, control: RunControl) -> Path:
+    device, classes, settings, model_config = dist.device, train_set.classes, recipe.settings, recipe.model
+    saliency_threshold = recipe.refine.saliency.threshold
+    restart, progress, stop_after, on_progress = control.restart, control.progress, control.stop_after, control.on_progress
 
     def report(done: int, total: int, stats: dict) -> None:
         if not dist.main:
@@ -417,7 +437,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
             history.append(_summary(interval, done, phase, optimizer,
                                     (time.perf_counter() - started) * settings.grad_accum / len(interval)))
             interval, started = [], time.perf_counter()
-            _save_last(run, dist, identity, segmenter, optimizer, scheduler, scaler, done, history)
+            _save_last(run, dist, identity, segmenter, _Optimisation(optimizer, scheduler, scaler), done, history)
     bar.close()
     if stop < settings.steps:
         if dist.main:
@@ -437,13 +457,14 @@ def _summary(interval: list[dict], step: int, phase: int, optimizer, seconds_per
             "s_per_step": seconds_per_step}
 
 
-def _save_last(run, dist, identity, segmenter, optimizer, scheduler, scaler, step, history) -> None:
+def _save_last(run: SegmenterFiles, dist: Distributed, identity: dict, segmenter: Segmenter, opt: _Optimisation,
+               step: int, history: list[dict]) -> None:
     rng = dist.gather(_rng_state())  # every process's stream, so each resumes its own
     if not dist.main:
         return
     save_checkpoint(run.last, {
-        "identity": identity, "model": segmenter.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "step": step, "rng": rng,
+        "identity": identity, "model": segmenter.state_dict(), "optimizer": opt.optimizer.state_dict(),
+        "scheduler": opt.scheduler.state_dict(), "scaler": opt.scaler.state_dict(), "step": step, "rng": rng,
         "history": history,
     })
     write_json(run.history, history)

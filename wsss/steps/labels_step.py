@@ -1,0 +1,121 @@
+"""The pseudo-label step: the offline chain over a data set, into a label folder.
+
+    OUT/<id>.png          pseudo-labels (VOC palette: 0 background, 1..C, 255 ignore)
+    OUT/maps/<id>.npz     with save_maps: the refined maps (``wsss.data.npz_maps``)
+    OUT/manifest.jsonl    every image's outcome: ok (with its confidence), or failed with its reason
+    OUT/source.json       checkpoint digest and settings that made the labels (``provenance``)
+    OUT/evaluation.json   scores against the masks, when the data set has them
+
+One implementation, in three parts, for the command line (one process) and the flows (shards
+on a task runner):
+
+    job, note = open_labels(config, checkpoint, split, out)    # claim the folder, clear half-written files
+    counts = label_ids(job, ids)                               # the chain over the ids without a PNG
+    summary = finish_labels(job, ids, counts)                  # shares of the labels, scores, failures
+
+``pseudo_label(config, checkpoint, split, out)`` is the three in one process (``wsss
+pseudo-label``); the ``pseudo-labels`` flow maps ``label_ids`` over shards of ids. What is
+finished is read from disk: an image is done when its PNG exists (PNGs are written atomically).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+from wsss.config import Config
+from wsss.data import open_dataset
+from wsss.data.dataset_walk import MANIFEST
+from wsss.eval.evaluate import label_shares
+from wsss.lifetime import hold_folder
+from wsss.refine.crf import crf_executor
+from wsss.steps.evaluate_step import evaluate_folder
+from wsss.steps.label_plan import (
+    LabelJob, failure_reasons, has_masks, remove_stale_temporaries, unlabelled_ids,
+)
+from wsss.steps.provenance import claim_output_dir, label_source
+from wsss.steps.self_training_saliency import saliency_config
+from wsss.steps.worker_cache import checkpoint_digest, worker_labeler
+from wsss.writers.label_pngs import write_pseudo_labels
+
+__all__ = ["pseudo_label", "open_labels", "label_ids", "finish_labels", "LabelJob"]
+
+
+def open_labels(config: Config, checkpoint: str | os.PathLike, split: str | None, out: str | os.PathLike,
+                save_maps: bool = False, maps_dir: str | os.PathLike | None = None,
+                strict_source: bool = True) -> tuple[LabelJob, str | None]:
+    """Make ``out`` the label folder of ``config`` (with ``refine.saliency.source: segmenter``:
+    self-training's maps as a saliency folder) and the classifier at ``checkpoint``: its
+    source.json is written, or checked (another checkpoint or settings: ValueError when
+    ``strict_source``, else a note saying what changed, returned); half-written files of a
+    killed run are removed. Returns the job and the note (None when nothing changed)."""
+    config = saliency_config(config, require=True)
+    digest = checkpoint_digest(checkpoint)
+    job = LabelJob(config, Path(checkpoint), digest, split, Path(out), save_maps,
+                   None if maps_dir is None else Path(maps_dir))
+    note = claim_output_dir(job.out, label_source(config.cam, config.refine, config.data, digest), strict=strict_source)
+    removed = remove_stale_temporaries(job.out)
+    if removed:
+        print(f"removed {removed} half-written label file(s) of an interrupted run")
+    return job, note
+
+
+def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: bool = False) -> dict:
+    """Label the ``ids`` of ``job`` that have no PNG in its folder yet; returns the counts {ok,
+    skipped, failed}, ``loads`` (1 when this call loaded the classifier: it is cached per worker
+    thread, ``worker_cache``) and, when it labelled, ``saliency`` (the saliency source's name). crf_pool: run the CRF in a pool of ``refine.crf.workers``
+    processes (a single process labelling); otherwise in this thread (the flows' task runner
+    workers are the parallelism)."""
+    todo = unlabelled_ids(ids, job.out)
+    if not todo:
+        return {"ok": 0, "skipped": len(ids), "failed": 0, "loads": 0}
+    worker = worker_labeler(job, job.config.flow.torch_threads)
+    crf = job.config.refine.crf
+    with crf_executor(crf if crf_pool and crf.enabled else None) as executor:
+        chain = worker.labeler.chain
+        chain.executor = executor  # lent for this call: the cached labeler is this thread's alone
+        try:  # every id: the walk skips the finished ones and records any its manifest lacks
+            counts = write_pseudo_labels(worker.labeler, worker.dataset, job.out, batch_size=job.config.cam.batch_size,
+                                         ids=ids, save_maps=job.save_maps, progress=progress)
+        finally:
+            chain.executor = None
+    return {**counts, "loads": int(worker.loaded), "saliency": worker.labeler.saliency.name}
+
+
+def finish_labels(job: LabelJob, ids: list[str], counts: dict) -> dict:
+    """After the labelling of ``ids``: the summary of the folder (``counts`` plus the labels'
+    foreground / background / ignore shares, and the mIoU when the data set has masks and ``ids``
+    are all of it: written to OUT/evaluation.json) and the failures' reasons, printed."""
+    dataset = open_dataset(job.config.data, job.split)
+    summary = {"out_dir": str(job.out), "total": len(ids), **{k: counts[k] for k in ("ok", "skipped", "failed")}}
+    if counts["failed"]:
+        reasons = failure_reasons(job.out, ids)
+        print(f"{counts['failed']} image(s) failed (see {job.out / MANIFEST}), e.g. " + "; ".join(reasons[:3]))
+    shares = label_shares(job.out, ids)
+    summary["label_shares"] = {k: v if k == "images" else round(float(v), 4) for k, v in shares.items()}
+    print(f"labels cover: {100 * shares['foreground']:.1f} % classes, {100 * shares['background']:.1f} % background, "
+          f"{100 * shares['ignore']:.1f} % ignore ({shares['images']} images)")
+    if not has_masks(dataset):
+        print("no masks in the data set: the quality of these pseudo-labels is unmeasured")
+    elif ids == list(dataset.ids):
+        summary["scores"] = evaluate_folder(job.config, job.out, job.split, json_path=job.out / "evaluation.json",
+                                            progress=False)
+        summary["mIoU"] = summary["scores"]["mIoU"]
+    return summary
+
+
+def pseudo_label(config: Config, checkpoint: str | os.PathLike, split: str | None, out: str | os.PathLike,
+                 save_maps: bool = False, progress: bool = True) -> dict:
+    """The whole step in this process (``wsss pseudo-label``): labels for every image of
+    ``config.data`` / ``split`` (None: every image) into ``out``, the CRF in a pool; a second run
+    on the same folder is refused while this one holds it. Returns the summary
+    (``finish_labels``) with the seconds taken."""
+    with hold_folder(out):
+        job, _ = open_labels(config, checkpoint, split, out, save_maps=save_maps)
+        ids = list(open_dataset(job.config.data, split).ids)
+        started = time.perf_counter()
+        counts = label_ids(job, ids, crf_pool=True, progress=progress)
+        summary = finish_labels(job, ids, counts)
+    seconds = round(time.perf_counter() - started, 2)
+    return {**summary, "seconds": seconds, **({"saliency": counts["saliency"]} if "saliency" in counts else {})}
