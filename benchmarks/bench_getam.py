@@ -10,7 +10,7 @@ the same process and interleaved over the repeats (minimum per-image time is rep
             attention kept: ``ClsRowCapture``), then per tag slot one plain ``autograd.grad``
             over the whole batch w.r.t. those tensors (the least backward work of this path);
 - batched:  ``wsss.getam`` (one forward + one vmapped backward over the K tag slots + maps);
-- loop:     ``wsss.attention.reference.getam_reference`` (per image, per class
+- loop:     ``tests.reference.getam.getam_reference`` (per image, per class
             ``backward(retain_graph=True)``); at large batches only ``--loop-images`` images are
             looped and the per-image time extrapolated (said so in the table).
 
@@ -45,21 +45,26 @@ import multiprocessing
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
+from pathlib import Path
 
 import timm
 import torch
 
-from wsss.attention.batched_grad import slot_selector
-from wsss.attention.slots import tag_slots
-from wsss.attention.base import eval_mode
-from wsss.attention.getam import GETAM, getam
-from wsss.attention.reference import getam_reference
-from wsss.models.checkpoint import resolve_device
-from wsss.precision import bfloat16_autocast_dtype
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the reference implementation is in the tests: tests/reference
+
+from wsss.attention.batched_grad import slot_selector  # noqa: E402
+from wsss.attention.slots import tag_slots  # noqa: E402
+from wsss.attention.base import eval_mode  # noqa: E402
+from wsss.attention.getam import GETAM, getam  # noqa: E402
+from wsss.models.checkpoint import resolve_device  # noqa: E402
+from wsss.precision import bfloat16_autocast_dtype  # noqa: E402
+from tests.reference.getam import getam_reference  # noqa: E402
 
 
 # --- device and precision --------------------------------------------------------------------

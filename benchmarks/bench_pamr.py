@@ -6,7 +6,7 @@ One image (batch 1), 10 iterations, dilations 1, 2, 4, 8, 12, 24. The class maps
 ``--channels`` channels (20 VOC classes) of which ``--present`` are non-zero, as in the
 paper's code, which refines all channels:
 
-- reference: ``wsss.refine.pamr_reference.pamr_reference`` on all channels (the paper's
+- reference: ``tests.reference.pamr.pamr_reference`` on all channels (the paper's
   procedure: neighbours re-gathered by dilated convolutions at every iteration);
 - fast:      ``wsss.refine.pamr`` on the present channels only (affinities once, then
   weighted sums of 48 shifted views).
@@ -20,12 +20,17 @@ from __future__ import annotations
 import argparse
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from wsss.refine.pamr import pamr, pamr_affinity
-from wsss.refine.pamr_reference import pamr_reference
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the reference implementation is in the tests: tests/reference
+
+from wsss.refine.pamr import pamr, pamr_affinity  # noqa: E402
+from tests.reference.pamr import pamr_reference  # noqa: E402
 
 
 def _time(fn) -> tuple[float, object]:

@@ -17,8 +17,8 @@ colour field with a few filled shapes, 1 to 3 tags. Measured in one process, one
          the CRF pool's start-up (its workers are started by a first CRF job) and one warm-up
          chain call on one image.
 - paper: per image, one at a time (decode, forward, per tagged class one
-         ``backward(retain_graph=True)``: ``wsss.attention.reference.getam_reference``), PAMR over
-         all 20 class channels (``wsss.refine.pamr_reference``), the same label rule, and the
+         ``backward(retain_graph=True)``: ``tests.reference.getam.getam_reference``), PAMR over
+         all 20 class channels (``tests.reference.pamr``), the same label rule, and the
          same CRF in this process (the paper's code runs it inline), then the PNG write. On
          ``--paper-images`` evenly spaced images only (it is ~15-20× slower), per image.
 - floor: the chain's parts, each alone, on the batches ours forms: the batched GETAM call
@@ -65,7 +65,6 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from batch_fill import voc_like_sizes  # noqa: E402
 from bench_getam import MEMORY_SOURCE, USE_HWM, peak_rise_mb  # noqa: E402
 
-from wsss.attention.reference import getam_reference  # noqa: E402
 from wsss.attention.slots import gather_slots, scatter_slots, tag_slots  # noqa: E402
 from wsss.attention.views import normalise_maps  # noqa: E402
 from wsss.config import Config, load_config  # noqa: E402
@@ -79,7 +78,8 @@ from wsss.models.vit_geometry import model_input_size, model_stride  # noqa: E40
 from wsss.refine.crf import crf_executor, start_crf_pseudo_labels  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
 from wsss.refine.pamr import pamr  # noqa: E402
-from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
+from tests.reference.getam import getam_reference  # noqa: E402
+from tests.reference.pamr import pamr_reference  # noqa: E402
 
 # timm, and the modules that import it, are imported inside the functions: the CRF pool's
 # workers import this script again as their main module, and should stay as light as they are

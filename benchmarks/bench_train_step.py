@@ -56,7 +56,8 @@ import timm
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]  # the repository (tests/reference) and bench_getam
 from bench_getam import memory_source, peak_device_mb, peak_rise_mb, precision_line, synchronize  # noqa: E402
 
 from wsss.attention.views import normalise_maps  # noqa: E402
@@ -68,9 +69,9 @@ from wsss.models.checkpoint import resolve_device  # noqa: E402
 from wsss.models.segmentation_model import create_segmenter  # noqa: E402
 from wsss.precision import autocast_dtype, mixed_precision  # noqa: E402
 from wsss.refine.label_rule import pseudo_labels  # noqa: E402
-from wsss.refine.pamr_reference import pamr_reference  # noqa: E402
 from wsss.refine.inloop import InLoopLabeler  # noqa: E402
 from wsss.train.segmenter_training import build_optimizer, segmentation_loss, step_loss  # noqa: E402
+from tests.reference.pamr import pamr_reference  # noqa: E402
 
 NUM_CLASSES = 20
 

@@ -6,9 +6,9 @@ import torch
 
 from wsss import getam
 from wsss.attention.getam import GETAM
-from wsss.attention.reference import getam_reference
 from wsss.models.attention_capture import AttentionCapture
 from wsss.models.vit_geometry import token_layout
+from tests.reference.getam import getam_reference
 
 torch.set_num_threads(2)
 

@@ -8,7 +8,7 @@ import torch
 from wsss import pamr as top_level_pamr
 from wsss.refine import pamr
 from wsss.refine.pamr import neighbour_offsets, pamr_affinity
-from wsss.refine.pamr_reference import pamr_reference
+from tests.reference.pamr import pamr_reference
 
 
 @pytest.fixture(autouse=True, scope="module")

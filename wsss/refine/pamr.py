@@ -10,7 +10,7 @@ dilations 1, 2, 4, 8, 12, 24; replicate padding at the borders):
 
 The affinities depend on the image only, so they are computed once; every iteration is then a
 weighted sum of 48 shifted views of one padded copy of the maps. Channels are independent:
-pass only the present classes' maps. :mod:`wsss.refine.pamr_reference` is the slow reference.
+pass only the present classes' maps. The slow reference is in the tests (tests/reference/pamr.py).
 """
 
 from __future__ import annotations
