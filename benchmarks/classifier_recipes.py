@@ -26,7 +26,8 @@ sys.path.insert(0, str(ROOT))
 
 from wsss.config import load_config  # noqa: E402
 from wsss.layout import RunLayout  # noqa: E402
-from wsss.train.classifier_training import train_classifier  # noqa: E402
+from wsss.steps.classifier_step import train_classifier  # noqa: E402
+from wsss.train.run_control import RunControl  # noqa: E402
 
 DATA = {"demo": "data.synth.colour_cue=true", "colour-free": "data.synth.colour_cue=false"}
 
@@ -50,8 +51,7 @@ def main() -> None:
             config = load_config(args.config, sets)
             started = time.perf_counter()
             files = RunLayout(config.run_dir).classifier
-            train_classifier(config.data, config.model, config.train.classifier, config.train.device, files,
-                             restart=True, progress=False)
+            train_classifier(config, RunControl(restart=True, progress=False))
             seconds = time.perf_counter() - started
             history = json.loads(files.history.read_text())
             best = max(history, key=lambda e: e["val_mAP"])

@@ -42,8 +42,8 @@ def child(args) -> None:
     from wsss.config import load_config
     from wsss.layout import RunLayout
     from wsss.models.checkpoint import load_segmenter
-    from wsss.steps.segmenter_step import score_segmenter
-    from wsss.train.segmenter_training import train_segmenter
+    from wsss.steps.segmenter_step import score_segmenter, train_segmenter
+    from wsss.train.run_control import RunControl
 
     run, out = args.run.resolve(), args.out.resolve() / args.child
     overrides = [f"run_dir={out}", f"data.root={run / 'data'}", "train.segmenter.mode=two_stage",
@@ -55,14 +55,11 @@ def child(args) -> None:
     if args.threads:
         overrides.append(f"train.segmenter.threads={args.threads}")
     config = load_config(run / "config.yaml", overrides)
-    settings = config.train.segmenter
     files = RunLayout(out).segmenter("two_stage")
     started = time.perf_counter()
-    checkpoint = train_segmenter(config.data, config.model, settings, config.cam, config.refine, config.train.device,
-                                 files, init=settings.init, labels_dir=settings.labels_dir, restart=True, progress=False)
+    checkpoint = train_segmenter(config, RunControl(restart=True, progress=False))
     train_seconds = time.perf_counter() - started
-    result = score_segmenter(checkpoint, config.data, config.predict, config.cam, config.refine, "two_stage",
-                             config.train.device, files, progress=False)
+    result = score_segmenter(config, checkpoint, progress=False)
     segmenter, _, _ = load_segmenter(checkpoint)
     history = torch.load(checkpoint, weights_only=True)["history"]  # one entry per interval, "step" cumulative
     lengths = [h["step"] - (history[i - 1]["step"] if i else 0) for i, h in enumerate(history)]

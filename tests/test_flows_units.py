@@ -16,10 +16,10 @@ from wsss.data.label_png import write_label_png
 from wsss.steps.inbox_scan import scan_inbox
 from wsss.report.build import checks
 from flows.task_runners import WhenShardLabelled
-from wsss.config import SamConfig
+from wsss.config import Config, SamConfig
 from wsss.steps.provenance import claim_output_dir, source_differences
 from wsss.steps.label_plan import (
-    image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled,
+    LabelJob, image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled_ids,
 )
 
 
@@ -37,15 +37,17 @@ def test_plan_cuts_all_ids_and_notes_finished_ones(folder_dataset, tmp_path):
 def test_shard_cache_key_only_when_labelled_and_follows_the_images(folder_dataset, tmp_path):
     dataset = FolderDataset(folder_dataset)
     shard = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]
-    inputs = {"shard": shard, "out_dir": tmp_path, "digest": "abc"}
+    job = LabelJob(Config(), tmp_path / "classifier.pt", "abc", "train", tmp_path)
+    inputs = {"job": job, "shard": shard}
     policy = WhenShardLabelled()
     assert policy.compute_key(None, inputs, {}) is None  # nothing labelled: no key, the task runs
     write_label_png(tmp_path / "img0.png", np.zeros((4, 4), np.uint8))
-    assert unlabelled(shard, tmp_path) == ["img1"] and policy.compute_key(None, inputs, {}) is None
+    assert unlabelled_ids(["img0", "img1"], tmp_path) == ["img1"] and policy.compute_key(None, inputs, {}) is None
     write_label_png(tmp_path / "img1.png", np.zeros((4, 4), np.uint8))
     key = policy.compute_key(None, inputs, {})
     assert key is not None and key == policy.compute_key(None, dict(inputs), {})
-    assert policy.compute_key(None, {**inputs, "digest": "other"}, {}) != key  # another checkpoint
+    other = LabelJob(Config(), tmp_path / "classifier.pt", "other", "train", tmp_path)
+    assert policy.compute_key(None, {**inputs, "job": other}, {}) != key  # another checkpoint
     image = folder_dataset / "images" / "img0.png"
     os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # the image was replaced
     touched = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]

@@ -45,10 +45,20 @@ def train_segmenter(config: Config, control: RunControl = RunControl(), init: Pa
     or last.pt when ``control.stop_after`` stopped it early."""
     settings, run = config.train.segmenter, RunLayout(config.run_dir)
     record_settings(config)
-    config = saliency_config(config, require=settings.mode == "single_stage")  # the in-loop labels use the saliency
+    config = _with_saliency(config)
     return segmenter_training.train_segmenter(segmenter_recipe(config), run.segmenter(settings.mode),
                                               init=init or backbone_init(settings.init, run),
                                               labels_dir=labels_dir(settings, run), control=control)
+
+
+def _with_saliency(config: Config) -> Config:
+    """With ``refine.saliency.source: segmenter``, self-training's maps as the saliency folder:
+    single stage labels with them in the loop (they must exist); two stage reads them for the
+    saliency loss when they exist."""
+    single = config.train.segmenter.mode == "single_stage"
+    if single or RunLayout(config.run_dir).self_training.saliency.is_dir():
+        return saliency_config(config, require=single)
+    return config
 
 
 def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: bool = True) -> SegmenterResult | None:
@@ -58,7 +68,7 @@ def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: boo
     (``cam.start_block``, ``refine``). Writes metrics.json and prints the scores. Returns None
     (and says why) when the split is missing or has no masks."""
     mode = config.train.segmenter.mode
-    config = saliency_config(config, require=mode == "single_stage")  # the in-loop labels' saliency
+    config = _with_saliency(config)
     data, predict, refine = config.data, config.predict, config.refine
     files = RunLayout(config.run_dir).segmenter(mode)
     if data.val_split is None:
