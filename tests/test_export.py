@@ -9,14 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from pycocotools.coco import COCO
 
 from wsss.cli import main
 from wsss.data.coco_export import coco_summary, labels_to_coco, write_coco
 from wsss.data.folder import FolderDataset, write_folder_dataset_index
 from wsss.data.label_png import write_label_png
-
-pytest.importorskip("pycocotools")
-from pycocotools.coco import COCO
 
 CLASSES = ["disk", "square", "bar"]
 
