@@ -86,10 +86,10 @@ import timm
 import torch
 
 from wsss import getam
-from wsss.attention.reference import getam_reference
+from tests.reference.getam import getam_reference
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
-from wsss.refine.pamr_reference import pamr_reference
+from tests.reference.pamr import pamr_reference
 
 device = torch.device(sys.argv[1])
 torch.manual_seed(0)
