@@ -64,6 +64,14 @@ def _normalise_indices(indices: Iterable[int] | None, depth: int, what: str) -> 
     return sorted(set(out))
 
 
+def _recorded(records: dict[int, Tensor], blocks: list[int], what: str) -> list[Tensor]:
+    """``records`` of ``blocks`` in order; RuntimeError naming the blocks with no ``what`` recorded."""
+    missing = [b for b in blocks if b not in records]
+    if missing:
+        raise RuntimeError(f"no {what} recorded for blocks {missing}: run a forward inside the context first")
+    return [records[b] for b in blocks]
+
+
 class HookedCapture:
     """The life cycle shared by the capture context managers: ``_attach`` registers the hooks
     on enter (and timm's gradient checkpointing is switched off, since blocks re-run in the
@@ -154,20 +162,12 @@ class AttentionCapture(HookedCapture):
     @property
     def attentions(self) -> list[Tensor]:
         """``B×heads×N×N`` per captured block (order of ``self.blocks``) from the last forward."""
-        missing = [b for b in self.blocks if b not in self._attn]
-        if missing:
-            raise RuntimeError(f"no attention recorded for blocks {missing}: run a forward "
-                               "inside the context first")
-        return [self._attn[b] for b in self.blocks]
+        return _recorded(self._attn, self.blocks, "attention")
 
     @property
     def outputs(self) -> list[Tensor]:
         """``B×N×D`` output tokens per block of ``self.output_blocks`` from the last forward."""
-        missing = [b for b in self.output_blocks if b not in self._out]
-        if missing:
-            raise RuntimeError(f"no output recorded for blocks {missing}: run a forward "
-                               "inside the context first")
-        return [self._out[b] for b in self.output_blocks]
+        return _recorded(self._out, self.output_blocks, "output")
 
     @property
     def grad_targets(self) -> list[Tensor]:

@@ -164,7 +164,25 @@ class LabelChain:
         return out
 
 
-class PseudoLabeler:
+class _SameSizeLabeler:
+    """What the labelers of batches of samples share: ``labeler(samples)`` is
+    ``labeler.start(samples)()``; ``start`` takes ``Sample`` objects of one image size (else
+    ValueError) and hands them with that size (H, W) to the subclass's ``_start``."""
+
+    def __call__(self, samples: list[Sample]) -> ChainResult:
+        return self.start(samples)()
+
+    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
+        sizes = {s.image.shape[:2] for s in samples}
+        if len(sizes) != 1:
+            raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
+        return self._start(samples, sizes.pop())
+
+    def _start(self, samples: list[Sample], size: tuple[int, int]) -> Callable[[], ChainResult]:
+        raise NotImplementedError
+
+
+class PseudoLabeler(_SameSizeLabeler):
     """The offline chain: a map method and a saliency source on batches of images.
 
     model: the timm ViT classifier; method: a map method (over its views); saliency: a source;
@@ -179,14 +197,8 @@ class PseudoLabeler:
         self.stride = model_stride(model)
         self.device = next(model.parameters()).device
 
-    def __call__(self, samples: list[Sample]) -> ChainResult:
-        return self.start(samples)()
-
-    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
-        sizes = {s.image.shape[:2] for s in samples}
-        if len(sizes) != 1:
-            raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
-        (H, W), = sizes
+    def _start(self, samples: list[Sample], size: tuple[int, int]) -> Callable[[], ChainResult]:
+        H, W = size
         inputs = model_inputs(samples, self.stride).to(self.device)
         tags = torch.from_numpy(np.stack([s.tags for s in samples])).to(self.device)
         maps, probs = self.method.maps_and_probs(self.model, inputs, tags)
@@ -197,7 +209,7 @@ class PseudoLabeler:
         return lambda: replace(pending(), probs=probs)
 
 
-class SavedMapsLabeler:
+class SavedMapsLabeler(_SameSizeLabeler):
     """Pseudo-labels from the refined maps of an earlier pass (``OUT/maps/<id>.npz``, as
     ``write_pseudo_labels(save_maps=True)`` writes them): the label rule with ``saliency`` (+
     the CRF of ``chain``) without computing the maps or PAMR again. Self-training's second round
@@ -212,14 +224,8 @@ class SavedMapsLabeler:
         self.chain = LabelChain(chain.pamr.model_copy(update={"enabled": False}), chain.rule, chain.crf, chain.executor,
                                 chain.sam)
 
-    def __call__(self, samples: list[Sample]) -> ChainResult:
-        return self.start(samples)()
-
-    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
-        sizes = {s.image.shape[:2] for s in samples}
-        if len(sizes) != 1:
-            raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
-        (H, W), = sizes
+    def _start(self, samples: list[Sample], size: tuple[int, int]) -> Callable[[], ChainResult]:
+        H, W = size
         tags = torch.from_numpy(np.stack([s.tags for s in samples]))
         maps = torch.zeros(len(samples), tags.shape[1], H, W)
         probs = torch.zeros(len(samples), tags.shape[1])
