@@ -15,9 +15,9 @@ from wsss.data import DatasetError, FolderDataset
 from wsss.data.base import Sample
 from wsss.data.images import ImageReadError
 from wsss.models.vit_geometry import model_inputs
-from wsss.refine.saliency import (FolderSaliency, NoSaliency, TokenCutSaliency, saliency_backbone, saliency_source,
-                                  write_saliency_maps)
+from wsss.refine.saliency import FolderSaliency, NoSaliency, TokenCutSaliency, saliency_backbone, saliency_source
 from wsss.refine.tokencut import KeyCapture, grid_to_image, last_block_keys, normalized_cut
+from wsss.writers.saliency_pngs import write_saliency_maps
 from tests.runs import classifier_of
 from tests.test_classifier import tiny_config
 
