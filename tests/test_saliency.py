@@ -284,9 +284,10 @@ def test_cli_writes_pngs_skips_and_reports_failures(tmp_path, capsys):
 
 
 def test_failing_batch_is_retried_image_by_image(tmp_path, vit, monkeypatch):
+    from wsss.config import SynthConfig
     from wsss.data.synth import generate_synth_dataset
 
-    data = generate_synth_dataset(tmp_path / "data", num_images=12, image_size=64, progress=False)
+    data = generate_synth_dataset(tmp_path / "data", SynthConfig(num_images=12, image_size=64), progress=False)
     dataset = FolderDataset(data, split="val")
     source = TokenCutSaliency(vit)
     bad = dataset.ids[1]

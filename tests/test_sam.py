@@ -166,10 +166,11 @@ def degraded_maps(mask: np.ndarray, num_classes: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def synth_val(tmp_path_factory):
     from wsss.data.folder import FolderDataset
+    from wsss.config import SynthConfig
     from wsss.data.synth import generate_synth_dataset
 
-    root = generate_synth_dataset(tmp_path_factory.mktemp("sam") / "data", num_images=24, image_size=96,
-                                  val_fraction=0.5, seed=0, progress=False)
+    root = generate_synth_dataset(tmp_path_factory.mktemp("sam") / "data",
+                                  SynthConfig(num_images=24, image_size=96, val_fraction=0.5, seed=0), progress=False)
     dataset = FolderDataset(root, split="val")
     return dataset, [dataset[i] for i in range(len(dataset))]
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
+from wsss.config import SynthConfig
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import read_label_png
 from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset, render_synth_image
@@ -22,7 +23,8 @@ NUM_IMAGES = 150
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory):
-    return generate_synth_dataset(tmp_path_factory.mktemp("synth") / "set", num_images=NUM_IMAGES, progress=False)
+    return generate_synth_dataset(tmp_path_factory.mktemp("synth") / "set", SynthConfig(num_images=NUM_IMAGES),
+                                  progress=False)
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +37,9 @@ def _files(root):
 
 
 def test_same_seed_gives_byte_identical_files_and_other_seeds_differ(tmp_path):
-    first = _files(generate_synth_dataset(tmp_path / "a", num_images=12, seed=3, progress=False))
-    second = _files(generate_synth_dataset(tmp_path / "b", num_images=12, seed=3, progress=False))
-    other = _files(generate_synth_dataset(tmp_path / "c", num_images=12, seed=4, progress=False))
+    first = _files(generate_synth_dataset(tmp_path / "a", SynthConfig(num_images=12, seed=3), progress=False))
+    second = _files(generate_synth_dataset(tmp_path / "b", SynthConfig(num_images=12, seed=3), progress=False))
+    other = _files(generate_synth_dataset(tmp_path / "c", SynthConfig(num_images=12, seed=4), progress=False))
     assert first == second
     assert len(first) == 12 * 2 + 5  # images, masks, classes.txt, tags.csv, 2 splits, synth.json
     images = [name for name in first if name.startswith("images/")]
@@ -45,14 +47,15 @@ def test_same_seed_gives_byte_identical_files_and_other_seeds_differ(tmp_path):
 
 
 def test_existing_set_is_reused_and_a_foreign_folder_refused(tmp_path):
-    root = generate_synth_dataset(tmp_path / "set", num_images=4, progress=False)
+    small, other = SynthConfig(num_images=10, image_size=48), SynthConfig(num_images=11, image_size=48)
+    root = generate_synth_dataset(tmp_path / "set", small, progress=False)
     stamp = (root / "tags.csv").stat().st_mtime_ns
-    assert generate_synth_dataset(root, num_images=4, progress=False) == root
+    assert generate_synth_dataset(root, small, progress=False) == root
     assert (root / "tags.csv").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="choose another data.root or delete the folder"):
-        generate_synth_dataset(root, num_images=5, progress=False)
-    generate_synth_dataset(root, num_images=5, progress=False, overwrite=True)
-    assert len(FolderDataset(root)) == 5
+        generate_synth_dataset(root, other, progress=False)
+    generate_synth_dataset(root, other, progress=False, overwrite=True)
+    assert len(FolderDataset(root)) == 11
 
 
 def test_folder_dataset_reads_it_back_with_splits(synth_root, dataset):
@@ -182,14 +185,15 @@ def test_colour_alone_solves_the_demo_but_not_the_colour_free_variant(colour_cue
 def test_colour_free_variant_is_its_own_data_set(tmp_path):
     """data.synth.colour_cue=false writes another data set (same classes and layout), and a
     folder holding one variant is not taken for the other."""
-    plain = generate_synth_dataset(tmp_path / "a", num_images=4, image_size=48, progress=False)
-    free = generate_synth_dataset(tmp_path / "b", num_images=4, image_size=48, progress=False, colour_cue=False)
+    colour_free = SynthConfig(num_images=10, image_size=48, colour_cue=False)
+    plain = generate_synth_dataset(tmp_path / "a", SynthConfig(num_images=10, image_size=48), progress=False)
+    free = generate_synth_dataset(tmp_path / "b", colour_free, progress=False)
     assert FolderDataset(free).classes == FolderDataset(plain).classes == SYNTH_CLASSES
     assert (plain / "images" / "synth_00000.jpg").read_bytes() != (free / "images" / "synth_00000.jpg").read_bytes()
     assert json.loads((free / "synth.json").read_text())["colour_cue"] is False
     assert "colour_cue" not in json.loads((plain / "synth.json").read_text())  # older demo folders still match
     with pytest.raises(ValueError, match="choose another data.root or delete the folder"):
-        generate_synth_dataset(tmp_path / "a", num_images=4, image_size=48, progress=False, colour_cue=False)
+        generate_synth_dataset(tmp_path / "a", colour_free, progress=False)
 
 
 def test_object_size_and_clutter_knobs():

@@ -26,7 +26,7 @@ the drawn object pixels exactly; the image is then mildly blurred, noised and sa
 quality-95 JPEG.
 
 Every image draws from its own numpy Generator seeded by (seed, image index): the same
-arguments give byte-identical files (with the same Pillow/libjpeg build).
+settings give byte-identical files (with the same Pillow/libjpeg build).
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from wsss.config import SynthConfig
 from wsss.data.folder import write_folder_dataset_index
 from wsss.data.label_png import write_label_png
 
@@ -272,29 +273,22 @@ def render_synth_image(rng: np.random.Generator, image_size: int = 128, colour_c
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
 
 
-def generate_synth_dataset(
-    out_dir: str | os.PathLike,
-    num_images: int = 600,
-    image_size: int = 128,
-    val_fraction: float = 0.2,
-    seed: int = 0,
-    progress: bool = True,
-    overwrite: bool = False,
-    colour_cue: bool = True,
-    object_size: tuple[float, float] = SIZE_RANGE,
-    distractors: tuple[int, int] = DISTRACTORS,
-) -> Path:
-    """Write a synthetic data set in the plain folder format (wsss.data.folder) → its root.
+def generate_synth_dataset(out_dir: str | os.PathLike, synth: SynthConfig, progress: bool = True,
+                           overwrite: bool = False) -> Path:
+    """Write the synthetic data set of ``synth`` (the ``data.synth`` section) in the plain folder
+    format (wsss.data.folder) → its root.
 
     Files: classes.txt (SYNTH_CLASSES), tags.csv (tags = the classes visible in each mask),
     images/synth_NNNNN.jpg (JPEG quality 95, no chroma subsampling), masks/synth_NNNNN.png,
     splits/train.txt and splits/val.txt (val: round(val_fraction × num_images) ids drawn
-    with ``seed``), synth.json (the arguments). Image i depends only on (seed, i) and
+    with ``seed``), synth.json (the settings). Image i depends only on (seed, i) and
     ``colour_cue``, ``object_size`` and ``distractors`` (see :func:`render_synth_image`).
-    A folder already holding a complete set made with the same arguments (and SYNTH_VERSION)
+    A folder already holding a complete set made with the same settings (and SYNTH_VERSION)
     is returned as is; any other non-empty folder raises ValueError unless ``overwrite`` (then
     synth.json, classes.txt, tags.csv, images/, masks/ and splits/ are replaced).
     """
+    num_images, image_size, val_fraction, seed = synth.num_images, synth.image_size, synth.val_fraction, synth.seed
+    colour_cue, object_size, distractors = synth.colour_cue, tuple(synth.object_size), tuple(synth.distractors)
     if num_images < 1 or image_size < 32 or not 0.0 <= val_fraction < 1.0 or seed < 0:
         raise ValueError(
             f"need num_images >= 1, image_size >= 32, 0 <= val_fraction < 1, seed >= 0; "
@@ -306,9 +300,9 @@ def generate_synth_dataset(
     # settings at their defaults are left out: folders made before they existed still match
     if not colour_cue:
         params["colour_cue"] = False
-    if tuple(object_size) != SIZE_RANGE:
+    if object_size != SIZE_RANGE:
         params["object_size"] = [float(v) for v in object_size]
-    if tuple(distractors) != DISTRACTORS:
+    if distractors != DISTRACTORS:
         params["distractors"] = [int(v) for v in distractors]
     params_file = root / PARAMS_FILE
     ids = [f"synth_{index:05d}" for index in range(num_images)]
@@ -328,7 +322,7 @@ def generate_synth_dataset(
     tags: dict[str, list[str]] = {}
     for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
         image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size, colour_cue,
-                                         tuple(object_size), tuple(distractors))
+                                         object_size, distractors)
         Image.fromarray(image).save(root / "images" / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0)
         write_label_png(root / "masks" / f"{image_id}.png", mask)
         tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]
