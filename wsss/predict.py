@@ -12,10 +12,8 @@ stride, and the softmax is resized back to the image (bilinear) before averaging
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,14 +22,10 @@ from torch import Tensor
 
 from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig
-from wsss.data.base import Dataset, Sample
-from wsss.data.label_png import write_label_png, write_mask_png
-from wsss.data.dataset_walk import Deferred, run_dataset
-from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.vit_geometry import model_input_size
 from wsss.models.segmentation_model import Segmenter
-from wsss.refine.crf import crf_executor, crf_overlaps, start_crf_label_maps
+from wsss.refine.crf import start_crf_label_maps
 
 __all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "start_foreground_masks"]
 

@@ -17,13 +17,10 @@ use, and restored on exit. Blocks not in use keep their fused kernel.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from functools import partial
 
 import torch
 from torch import Tensor, nn
-
-from wsss.models.vit_geometry import TokenLayout, token_layout
 
 __all__ = ["AttentionCapture", "HookedCapture", "vit_blocks"]
 

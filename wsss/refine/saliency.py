@@ -37,7 +37,6 @@ raises ImageReadError naming it. Note: training crops/flips must be applied to
 from __future__ import annotations
 
 import abc
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -49,9 +48,6 @@ from torch import Tensor, nn
 from wsss.config import ModelConfig, SaliencyConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import read_gray01
-from wsss.data.label_png import write_mask_png
-from wsss.data.dataset_walk import SampleFailed, run_dataset
-from wsss.data.size_limit import at_source_size
 from wsss.data.tensors import resize_image
 from wsss.models.vit_geometry import TokenLayout, model_inputs, model_stride
 from wsss.models.classifier import create_classifier
