@@ -193,7 +193,7 @@ def test_an_image_over_max_side_is_labelled_small_and_written_at_its_size(with_b
 def test_an_output_whose_manifest_line_was_lost_is_recorded_on_the_next_run(tmp_path):
     """A SIGKILL between an output's atomic write and its manifest line: the next run skips
     the image (it is finished) and records it, so the manifest lists every finished image."""
-    from wsss.data.dataset_walk import run_dataset
+    from wsss.data.dataset_walk import Walk, WalkFiles, run_dataset
 
     root = tmp_path / "data"
     (root / "images").mkdir(parents=True)
@@ -205,11 +205,10 @@ def test_an_output_whose_manifest_line_was_lost_is_recorded_on_the_next_run(tmp_
     (out / "im0.png").write_bytes(b"done")  # written, then the process was killed before its manifest line
     counts = run_dataset(dataset, lambda batch: [None] * len(batch),
                          lambda sample, _: (out / f"{sample.id}.png").write_bytes(b"done") and None,
-                         out_dir=out, finished=lambda i: out / f"{i}.png")
+                         Walk(), WalkFiles(out))
     assert (counts["ok"], counts["skipped"]) == (2, 1)
     entries = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     assert sorted(e["id"] for e in entries if e["status"] == "ok") == ["im0", "im1", "im2"]
     assert "manifest line was lost" in next(e for e in entries if e["id"] == "im0")["note"]
-    run_dataset(dataset, lambda batch: [None] * len(batch), lambda sample, _: None, out_dir=out,
-                finished=lambda i: out / f"{i}.png")
+    run_dataset(dataset, lambda batch: [None] * len(batch), lambda sample, _: None, Walk(), WalkFiles(out))
     assert len((out / "manifest.jsonl").read_text().splitlines()) == 3  # nothing recorded twice

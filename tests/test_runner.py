@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from wsss.data.label_png import read_label_png
-from wsss.data.dataset_walk import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, Walk, WalkFiles, run_dataset
 from tests.test_batching import mixed_sizes
 
 
@@ -37,7 +37,7 @@ def test_the_next_batch_is_computed_before_the_last_one_is_waited_for(tmp_path):
         assert result == f"result of {sample.id}"
         written.append(sample.id)
 
-    counts = run_dataset(dataset, compute, write, out_dir=tmp_path / "out", batch_size=3, progress=False)
+    counts = run_dataset(dataset, compute, write, Walk(batch_size=3, progress=False), WalkFiles(tmp_path / "out"))
     assert counts == {"ok": 10, "skipped": 0, "failed": 2}  # broken.png, and im04 alone
     computed = [ids for kind, ids in events if kind == "compute"]
     failing = next(ids for ids in computed if "im04" in ids)  # the batch that holds im04

@@ -4,8 +4,13 @@ predictions, scoring):
     ids → skip what is finished → batches (``same_size_batches``: grouped by size, full on a
         mix of sizes, never padded) → compute → write → manifest → progress
 
-    counts = run_dataset(dataset, compute, write, out_dir=OUT, finished=lambda i: OUT / f"{i}.png",
-                         batch_size=8, desc="pseudo-labels")
+    counts = run_dataset(dataset, compute, write, Walk(batch_size=8, desc="pseudo-labels"),
+                         WalkFiles(OUT))              # OUT/<id>.png done: skipped; OUT/manifest.jsonl
+
+What travels together is grouped: :class:`Walk` says which images, how (``batch_size``, the
+progress bar's ``desc``, ``progress``, ``on_failure``) and what to read of each (``needs_tags``,
+``needs_masks``); :class:`WalkFiles` where the walk keeps its record (``out_dir``) and which
+file of an image means it is finished (``name``, e.g. ``"{}.png"`` or ``"maps/{}.npz"``).
 
 ``compute(batch)`` returns one result per sample of the batch, or a :class:`Deferred` whose
 ``finish()`` returns them: the walk then computes the next batch before it waits for this one
@@ -18,9 +23,9 @@ ValueError/RuntimeError (the batch is retried one image at a time to find it) fa
 it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
 the walk goes on. An image over the data set's ``max_side`` is computed at a reduced size
 (``wsss.data.size_limit``; writers bring outputs back with ``at_source_size``): a line on the
-terminal and a "note" in its manifest entry say so. Images whose ``finished(id)`` file exists are skipped, so a re-run finishes
-an interrupted one. With ``out_dir=None`` nothing is recorded or skipped (scoring walks);
-failures still reach ``on_failure``.
+terminal and a "note" in its manifest entry say so. Images whose finished file exists are
+skipped, so a re-run finishes an interrupted one. Without ``WalkFiles`` nothing is recorded or
+skipped (scoring walks); failures still reach ``Walk.on_failure``.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +43,7 @@ from wsss.data.base import Dataset, Sample
 from wsss.data.batching import same_size_batches
 from wsss.files import is_finished
 
-__all__ = ["Deferred", "Manifest", "SampleFailed", "run_dataset", "MANIFEST"]
+__all__ = ["Deferred", "Manifest", "SampleFailed", "Walk", "WalkFiles", "run_dataset", "MANIFEST"]
 
 MANIFEST = "manifest.jsonl"
 
@@ -126,32 +132,53 @@ class _Tally:
         self.bar.update(1)
 
 
+@dataclass(frozen=True)
+class Walk:
+    """Which images a walk visits, how, and what it reads of each.
+
+    ids: the images (default: every image of the data set); batch_size: images per batch;
+    desc: the progress bar's label; progress: show the bar; on_failure: called with (id,
+    reason) for every image that fails; needs_tags: an image without tags fails (maps,
+    pseudo-labels); needs_masks: read the masks (scoring walks; other walks never open them).
+    """
+
+    ids: Iterable[str] | None = None
+    batch_size: int = 8
+    desc: str = ""
+    progress: bool = True
+    on_failure: Callable[[str, str], None] | None = None
+    needs_tags: bool = True
+    needs_masks: bool = False
+
+
+@dataclass(frozen=True)
+class WalkFiles:
+    """Where a walk that writes keeps its record: ``out_dir/manifest.jsonl`` (appended), and
+    ``out_dir/name.format(id)``, the file whose existence means an image is finished (an empty
+    file does not count): it is skipped."""
+
+    out_dir: str | os.PathLike
+    name: str = "{}.png"
+
+    def finished(self, image_id: str) -> Path:
+        return Path(self.out_dir) / self.name.format(image_id)
+
+
 def run_dataset(
     dataset: Dataset,
     compute: Callable[[list[Sample]], Sequence[Any]],
     write: Callable[[Sample, Any], dict | None],
-    *,
-    out_dir: str | os.PathLike | None = None,
-    finished: Callable[[str], Path] | None = None,
-    ids: Iterable[str] | None = None,
-    batch_size: int = 8,
-    needs_tags: bool = True,
-    needs_masks: bool = False,
-    desc: str = "",
-    progress: bool = True,
-    on_failure: Callable[[str, str], None] | None = None,
+    walk: Walk = Walk(),
+    files: WalkFiles | None = None,
 ) -> dict:
-    """Walk ``ids`` (default: every image of ``dataset``); returns counts {ok, skipped, failed}.
-
-    out_dir: where ``manifest.jsonl`` is appended (None: no manifest); finished: the file whose
-    existence means an image is done (an empty file does not count; None: nothing is skipped);
-    needs_masks: read the masks (scoring walks); other walks never open them.
-    """
-    ids = list(dataset.ids if ids is None else ids)
-    manifest = Manifest(Path(out_dir) / MANIFEST) if out_dir is not None else None
-    todo = [i for i in ids if finished is None or not is_finished(finished(i))]
-    bar = tqdm(total=len(todo), desc=desc, unit="img", disable=not progress)
-    tally = _Tally(manifest, bar, on_failure)
+    """Walk ``walk.ids`` of ``dataset`` (default: every image); returns counts {ok, skipped,
+    failed}. With ``files``, finished images are skipped and every outcome is recorded in its
+    manifest; without, nothing is skipped or recorded."""
+    ids = list(dataset.ids if walk.ids is None else walk.ids)
+    manifest = Manifest(Path(files.out_dir) / MANIFEST) if files is not None else None
+    todo = [i for i in ids if files is None or not is_finished(files.finished(i))]
+    bar = tqdm(total=len(todo), desc=walk.desc, unit="img", disable=not walk.progress)
+    tally = _Tally(manifest, bar, walk.on_failure)
     tally.counts["skipped"] = len(ids) - len(todo)
     if manifest is not None and len(todo) < len(ids):  # an output written just before a hard stop: recorded now
         recorded, pending = manifest.recorded_ids(), set(todo)
@@ -194,8 +221,8 @@ def run_dataset(
 
     pending: tuple[list[Sample], Deferred] | None = None  # the batch computed last, not yet written
     try:
-        for batch in same_size_batches(dataset, todo, batch_size, tally.failed, needs_tags=needs_tags,
-                                       masks=needs_masks, on_note=tally.note):
+        for batch in same_size_batches(dataset, todo, walk.batch_size, tally.failed, needs_tags=walk.needs_tags,
+                                       masks=walk.needs_masks, on_note=tally.note):
             try:
                 results = compute(batch)
             except (ValueError, RuntimeError) as error:

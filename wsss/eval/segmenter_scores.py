@@ -24,7 +24,7 @@ from wsss.attention.base import eval_mode
 from wsss.config import CrfConfig, RefineConfig
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.label_png import write_label_png
-from wsss.data.dataset_walk import run_dataset
+from wsss.data.dataset_walk import Walk, run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import Evaluation
 from wsss.models.vit_geometry import model_inputs
@@ -106,9 +106,9 @@ def evaluate_segmenter(
             if out is not None:
                 write_label_png(out / f"{sample.id}.png", final)
 
-        run_dataset(dataset, compute, write, batch_size=batch_size, needs_tags=False, needs_masks=True,
-                    desc="evaluating segmenter",
-                    progress=progress, on_failure=scores.missing.__setitem__)
+        run_dataset(dataset, compute, write, Walk(batch_size=batch_size, desc="evaluating segmenter", progress=progress,
+                                                  on_failure=scores.missing.__setitem__, needs_tags=False,
+                                                  needs_masks=True))
     return scores
 
 
@@ -144,6 +144,7 @@ def evaluate_inloop_labels(segmenter: nn.Module, start_block: int | None, refine
         result.confusion.update(label, _ground_truth(sample))
 
     with eval_mode(segmenter), torch.enable_grad():
-        run_dataset(dataset, compute, write, batch_size=batch_size, needs_masks=True, desc="evaluating in-loop labels",
-                    progress=progress, on_failure=result.missing.__setitem__)
+        run_dataset(dataset, compute, write, Walk(batch_size=batch_size, desc="evaluating in-loop labels",
+                                                  progress=progress, on_failure=result.missing.__setitem__,
+                                                  needs_masks=True))
     return result

@@ -32,8 +32,8 @@ from wsss.models.classifier import create_classifier
 from wsss.models.segmentation_model import Segmenter, create_segmenter
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
-           "segmenter_checkpoint", "check_format", "load_classifier", "load_segmenter", "read_classes", "resolve_device",
-           "known_settings"]
+           "segmenter_checkpoint", "check_format", "load_classifier", "load_segmenter", "read_classes",
+           "resolve_device", "known_settings"]
 
 FORMAT_VERSION = 3
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from wsss.attention.base import AttentionMapMethod
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.data.base import Dataset, Sample
-from wsss.data.dataset_walk import run_dataset
+from wsss.data.dataset_walk import Walk, WalkFiles, run_dataset
 from wsss.data.npz_maps import write_npz
 from wsss.models.vit_geometry import model_inputs, model_stride
 from wsss.viz import heatmap_overlay, save_png
@@ -68,5 +68,5 @@ def write_dataset_maps(
                 save_png(out / "overlays" / f"{sample.id}_{name}.png", heatmap_overlay(sample.image, heat))
 
     (out / "maps").mkdir(parents=True, exist_ok=True)
-    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / "maps" / f"{i}.npz",
-                       batch_size=batch_size, desc=f"{method.name} maps", progress=progress)
+    walk = Walk(batch_size=batch_size, desc=f"{method.name} maps", progress=progress)
+    return run_dataset(dataset, compute, write, walk, WalkFiles(out, "maps/{}.npz"))

@@ -23,7 +23,7 @@ import numpy as np
 from wsss.data.npz_maps import write_npz
 from wsss.data.base import Dataset, Sample
 from wsss.data.label_png import write_label_png
-from wsss.data.dataset_walk import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, Walk, WalkFiles, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler, SavedMapsLabeler
 from wsss.refine.confidence import label_confidence
@@ -66,5 +66,5 @@ def write_pseudo_labels(
         return {"confidence": label_confidence(sample.tags, probs, result.refined[i], before_crf, result.labels[i])}
 
     out.mkdir(parents=True, exist_ok=True)
-    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
-                       batch_size=batch_size, desc="pseudo-labels", progress=progress)
+    walk = Walk(ids=ids, batch_size=batch_size, desc="pseudo-labels", progress=progress)
+    return run_dataset(dataset, compute, write, walk, WalkFiles(out))

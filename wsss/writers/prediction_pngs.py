@@ -17,7 +17,7 @@ import torch
 
 from wsss.config import CrfConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.dataset_walk import Deferred, run_dataset
+from wsss.data.dataset_walk import Deferred, Walk, WalkFiles, run_dataset
 from wsss.data.label_png import write_label_png, write_mask_png
 from wsss.data.size_limit import at_source_size
 from wsss.predict import Predictor, start_foreground_masks, start_probs_to_labels
@@ -52,8 +52,8 @@ def predict_dataset(
         def write(sample: Sample, label: np.ndarray) -> None:
             write_label_png(out / f"{sample.id}.png", at_source_size(label, sample))
 
-        return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png", ids=ids,
-                           batch_size=batch_size, needs_tags=False, desc="predicting", progress=progress)
+        walk = Walk(ids=ids, batch_size=batch_size, desc="predicting", progress=progress, needs_tags=False)
+        return run_dataset(dataset, compute, write, walk, WalkFiles(out))
 
 
 def write_foreground_maps(
@@ -84,8 +84,8 @@ def write_foreground_maps(
         def write(sample: Sample, mask: np.ndarray) -> None:
             write_mask_png(out / f"{sample.id}.png", at_source_size(mask, sample))
 
-        return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
-                           batch_size=batch_size, needs_tags=False, desc="foreground maps", progress=progress)
+        walk = Walk(batch_size=batch_size, desc="foreground maps", progress=progress, needs_tags=False)
+        return run_dataset(dataset, compute, write, walk, WalkFiles(out))
 
 
 def _deferred_if_overlapping(pending: Callable[[], list[np.ndarray]], crf: CrfConfig | None,

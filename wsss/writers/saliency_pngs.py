@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from wsss.data.base import Dataset, Sample
-from wsss.data.dataset_walk import SampleFailed, run_dataset
+from wsss.data.dataset_walk import SampleFailed, Walk, WalkFiles, run_dataset
 from wsss.data.label_png import write_mask_png
 from wsss.data.size_limit import at_source_size
 from wsss.models.vit_geometry import model_inputs
@@ -48,5 +48,5 @@ def write_saliency_maps(
             raise SampleFailed("no saliency for this image")
         write_mask_png(out / f"{sample.id}.png", at_source_size(mask.cpu().numpy(), sample))
 
-    return run_dataset(dataset, compute, write, out_dir=out, finished=lambda i: out / f"{i}.png",
-                       batch_size=batch_size, needs_tags=False, desc=f"{source.name} saliency", progress=progress)
+    walk = Walk(batch_size=batch_size, desc=f"{source.name} saliency", progress=progress, needs_tags=False)
+    return run_dataset(dataset, compute, write, walk, WalkFiles(out))
