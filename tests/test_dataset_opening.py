@@ -59,7 +59,7 @@ def test_voc_masks_and_tags_settings_reach_the_command_line(voc_dataset, tmp_pat
     aug.mkdir()
     for path in sorted((voc_dataset / "SegmentationClass").glob("*.png")):
         write_label_png(aug / path.name, np.where(read_label_png(path) == 255, 255, 1).astype(np.uint8))
-    for masks, tags in (("SegmentationClass", "mask"), ("auto", "auto"), ("SegmentationClassAug", "xml")):
+    for masks, tags in (("SegmentationClass", "mask"), ("auto", "auto"), ("SegmentationClassAug", "mask")):
         data = {"format": "voc", "root": str(voc_dataset), "voc_masks": masks, "voc_tags": tags}
         for command in _commands(voc_dataset, tmp_path, ["--format", "voc"]):
             cli, flow = _seen(tmp_path, data, command, "val", "val")

@@ -173,7 +173,7 @@ def test_killed_run_resumes_without_redoing_or_corrupting(trained, tmp_path, pre
     config_file.write_text(config_to_yaml(slow))
     env = {**os.environ, "PREFECT_API_URL": prefect_api, "PREFECT_HOME": str(tmp_path / "home")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "flows", "run", "pseudo-labels", "--config", str(config_file),
+        [sys.executable, "-m", "wsss", "flow", "run", "pseudo-labels", "--config", str(config_file),
          "--param", f"out_dir={out}", "--param", f"checkpoint={checkpoint}"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 180

@@ -1,4 +1,4 @@
-"""Schedules for real: a `prefect server start` on a free loopback port, `python -m flows serve`
+"""Schedules for real: a `prefect server start` on a free loopback port, `python -m wsss flow serve`
 serving label-inbox every few seconds, images dropped into the inbox and labelled by scheduled
 runs; everything started here is stopped at the end."""
 
@@ -68,7 +68,7 @@ def test_served_inbox_labels_new_images_on_schedule(tmp_path):
         env = {**os.environ, "PREFECT_API_URL": server.api_url, "PREFECT_HOME": str(home),
                "PREFECT_RUNNER_POLL_FREQUENCY": "1"}
         with (tmp_path / "serve.log").open("wb") as log:
-            serving = subprocess.Popen([sys.executable, "-m", "flows", "serve", "--config", str(config_file)],
+            serving = subprocess.Popen([sys.executable, "-m", "wsss", "flow", "serve", "--config", str(config_file)],
                                        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             add_to_inbox(inbox, tmp_path / "data", ids[:2])

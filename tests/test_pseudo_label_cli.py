@@ -139,7 +139,7 @@ def test_a_runs_stored_settings_find_its_folders_from_anywhere(tmp_path):
     """RUN/config.yaml holds paths relative to the folder the run started in (run_dir
     runs/demo, data.root runs/demo/data); used through --checkpoint from elsewhere they point
     into that folder, except those given with --set."""
-    from wsss.cli import _relocated
+    from wsss.cli.arguments import _relocated
     from wsss.config import load_config
 
     run = tmp_path / "project" / "runs" / "demo"

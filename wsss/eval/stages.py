@@ -15,7 +15,7 @@ import torch
 
 from wsss.config import CamConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.data.dataset_walk import run_dataset
+from wsss.data.dataset_walk import Walk, run_dataset
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.evaluate import DEFAULT_THRESHOLDS
 from wsss.eval.trivial_baseline import trivial_baseline_label
@@ -206,8 +206,9 @@ def run_stages(
                 if len(kept) < examples:
                     kept.append((sample, result, i))
 
-            run_dataset(dataset, compute, write, ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}", needs_masks=True,
-                        progress=progress, on_failure=results.failed.setdefault)
+            walk = Walk(ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}", progress=progress,
+                        on_failure=results.failed.setdefault, needs_masks=True)
+            run_dataset(dataset, compute, write, walk)
             results.methods[name] = stages
             results.examples[name] = kept
     return results

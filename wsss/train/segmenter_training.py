@@ -66,7 +66,7 @@ from wsss.data.label_png import IGNORE_INDEX
 from wsss.data.dataset_walk import Manifest
 from wsss.files import write_json
 from wsss.layout import SegmenterFiles
-from wsss.models.checkpoint import load_checkpoint, save_checkpoint, segmenter_checkpoint
+from wsss.models.checkpoint import check_format, load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.segmentation_model import Segmenter, SegmenterOutput, create_segmenter
 from wsss.precision import mixed_precision
 from wsss.progress import RateMeter, format_rate, progress_line
@@ -160,6 +160,7 @@ def _load_init(segmenter: Segmenter, path: Path, classes: list[str]) -> None:
         raise ValueError(f"train.segmenter.init: no classifier at {path}; train one first (wsss train classifier) "
                          "or set train.segmenter.init=pretrained")
     state = load_checkpoint(path)
+    check_format(state, path, "classifier")
     if not {"model", "classes"} <= set(state):
         raise ValueError(f"train.segmenter.init={path}: not a wsss classifier checkpoint (keys model, classes)")
     if list(state["classes"]) != list(classes):
@@ -342,6 +343,7 @@ class _Optimisation:
 def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, labeler: InLoopLabeler | None,
            recipe: SegmenterRecipe, run: SegmenterFiles, dist: Distributed, control: RunControl) -> Path:
     device, classes, settings, model_config = dist.device, train_set.classes, recipe.settings, recipe.model
+    single = labeler is not None
     saliency_threshold = recipe.refine.saliency.threshold
     restart, progress, stop_after, on_progress = control.restart, control.progress, control.stop_after, control.on_progress
 
