@@ -41,12 +41,17 @@ def add_dataset_args(parser: argparse.ArgumentParser, dataset_help: str = DATASE
     parser.add_argument("--split", default=None, help="only this split (default: every image)")
 
 
-def add_classifier_run_args(parser: argparse.ArgumentParser, out_help: str, dataset_help: str = DATASET_HELP) -> None:
-    """--checkpoint, the data set and --out: the arguments of every command that runs a trained
-    classifier over a data set."""
+def classifier_command(commands, name: str, help: str, out_help: str, func,
+                       dataset_help: str = DATASET_HELP) -> argparse.ArgumentParser:
+    """A command that runs a trained classifier over a data set: --checkpoint, the data set,
+    --out and the settings; the caller adds its own options to the parser returned."""
+    parser = commands.add_parser(name, help=help)
     parser.add_argument("--checkpoint", type=Path, required=True, help="classifier.pt from wsss train classifier")
     add_dataset_args(parser, dataset_help)
     parser.add_argument("--out", type=Path, required=True, help=out_help)
+    add_config_args(parser)
+    parser.set_defaults(func=func)
+    return parser
 
 
 def command_config(args: argparse.Namespace) -> Config:

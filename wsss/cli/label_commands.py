@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import get_args
 
-from wsss.cli.arguments import add_classifier_run_args, add_config_args, command_config, report_counts, scales_arg
+from wsss.cli.arguments import add_config_args, classifier_command, command_config, report_counts, scales_arg
 from wsss.config import CamConfig
 
 MAP_METHOD_NAMES = get_args(CamConfig.model_fields["method"].annotation)  # getam and the baselines
@@ -69,24 +69,18 @@ def add_commands(commands) -> None:
     add_config_args(predict)
     predict.set_defaults(func=cmd_predict)
 
-    cam = commands.add_parser("cam", help="attention maps (GETAM or a baseline) for every image of a data set")
-    add_classifier_run_args(cam, "output folder (maps/, overlays/, manifest.jsonl)")
+    cam = classifier_command(commands, "cam", "attention maps (GETAM or a baseline) for every image of a data set",
+                             "output folder (maps/, overlays/, manifest.jsonl)", cmd_cam)
     cam.add_argument("--method", choices=MAP_METHOD_NAMES, default=None,
                      help="map method (default: cam.method of the config)")
     cam.add_argument("--no-overlays", action="store_true", help="write the .npz maps only")
-    add_config_args(cam)
-    cam.set_defaults(func=cmd_cam)
 
-    saliency = commands.add_parser("saliency", help="built-in TokenCut saliency maps (0/255 PNGs) for a data set")
-    add_classifier_run_args(saliency, "output folder (<id>.png, manifest.jsonl)")
+    saliency = classifier_command(commands, "saliency", "built-in TokenCut saliency maps (0/255 PNGs) for a data set",
+                                  "output folder (<id>.png, manifest.jsonl)", cmd_saliency)
     saliency.add_argument("--objects", type=int, default=None,
                           help="objects per image, MaskCut-style (default: refine.saliency.tokencut_objects)")
-    add_config_args(saliency)
-    saliency.set_defaults(func=cmd_saliency)
 
-    pseudo = commands.add_parser("pseudo-label", help="maps → PAMR → saliency/label rule → CRF → label PNGs")
-    add_classifier_run_args(pseudo, "output folder (<id>.png, manifest.jsonl)")
+    pseudo = classifier_command(commands, "pseudo-label", "maps → PAMR → saliency/label rule → CRF → label PNGs",
+                                "output folder (<id>.png, manifest.jsonl)", cmd_pseudo_label)
     pseudo.add_argument("--method", choices=MAP_METHOD_NAMES, default=None)
     pseudo.add_argument("--save-maps", action="store_true", help="also write the refined maps as maps/<id>.npz")
-    add_config_args(pseudo)
-    pseudo.set_defaults(func=cmd_pseudo_label)

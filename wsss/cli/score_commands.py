@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from wsss.cli.arguments import DATASET_HELP, add_classifier_run_args, add_config_args, add_dataset_args, command_config
+from wsss.cli.arguments import DATASET_HELP, add_config_args, add_dataset_args, classifier_command, command_config
 
 ALL_METHODS = "getam,attention,rollout,relevance,gradcam"
 
@@ -54,13 +54,11 @@ def add_commands(commands) -> None:
     add_config_args(export)
     export.set_defaults(func=cmd_export)
 
-    report = commands.add_parser("report", help="stage table of GETAM and the baselines, and the HTML report")
-    add_classifier_run_args(report, "output folder (report.html, report.json)",
-                            dataset_help="a data set with masks; " + DATASET_HELP)
+    report = classifier_command(commands, "report", "stage table of GETAM and the baselines, and the HTML report",
+                                "output folder (report.html, report.json)", cmd_report,
+                                dataset_help="a data set with masks; " + DATASET_HELP)
     report.add_argument("--methods", default=ALL_METHODS,
                         help="comma-separated map methods (default: GETAM and all baselines)")
     report.add_argument("--labels", type=Path, default=None,
                         help="a wsss pseudo-label folder of this data set: also OUT/review.html, its least confident "
                              "labels first (report.review_images)")
-    add_config_args(report)
-    report.set_defaults(func=cmd_report)
