@@ -1,7 +1,8 @@
 """Progress where Prefect users look: a progress artifact kept current and a log line per report.
 
     progress = ArtifactProgress("classifier-training-progress", "the classifier of RUN")
-    train_classifier(..., on_progress=progress)      # each report: artifact → done/total %, line → run log
+    train_classifier(config, RunControl(on_progress=progress))   # each report: artifact → done/total %,
+                                                                 # line → run log
 
 ``ArtifactProgress`` is the ``on_progress(done, total, stats)`` callback of the training code
 (``wsss.progress``): it creates the artifact at 0 % when made (in a flow or task run), then

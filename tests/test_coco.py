@@ -239,7 +239,7 @@ def test_config_and_split_rule(tmp_path):
     train, val = open_dataset(data, "train"), open_dataset(data, "val")
     assert train.root == images and val.root == val_images and "c" not in train.ids and "e0" in val.ids
     assert train.tag_names("b") == ["dog"]  # data.coco_min_area
-    with pytest.raises(DatasetError, match="splits"):
+    with pytest.raises(DatasetError, match="one split per annotations file"):
         open_dataset(data, "test")
 
 

@@ -1,7 +1,7 @@
 """Models loaded once per worker, never passed as task arguments.
 
-A task receives the checkpoint's path and digest (a few bytes to hash and to send to a Dask
-worker); ``worker_labeler`` loads the classifier on the first call in a worker and keeps it
+A task receives a ``LabelJob`` holding the checkpoint's path and digest (a few bytes to hash
+and to send to a Dask worker); ``worker_labeler`` loads the classifier on the first call in a worker and keeps it
 for every later shard of the same checkpoint and settings. The cache is per thread: a
 classifier captures attention through hooks on its own modules, so two threads must not share
 one instance (a process-pool or Dask worker runs one task at a time and loads it once).
