@@ -48,21 +48,21 @@ def test_a_held_folder_refuses_a_second_process_and_a_stale_lock_is_taken_over(t
         holder.wait()
 
 
-def test_a_command_on_a_folder_another_run_holds_is_an_error_line(tmp_path, capsys):
+def test_a_command_on_a_folder_another_run_holds_is_an_error_line(tmp_path, folder_dataset, capsys):
     out = tmp_path / "labels"
     out.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / LOCK_FILE).write_text(str(sleeper.pid))
-        code = main(["pseudo-label", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", str(tmp_path),
-                     "--out", str(out)])
+        code = main(["pseudo-label", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", str(folder_dataset),
+                     "--out", str(out)])  # the step holds the folder before it reads the checkpoint
         assert code == 2
         assert f"being written by process {sleeper.pid}" in capsys.readouterr().err
     finally:
         sleeper.kill()
         sleeper.wait()
     (out / LOCK_FILE).write_text(str(_dead_pid()))  # stale: the command goes on (and fails on its own input)
-    assert main(["pseudo-label", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", str(tmp_path),
+    assert main(["pseudo-label", "--checkpoint", str(tmp_path / "missing.pt"), "--dataset", str(folder_dataset),
                  "--out", str(out)]) == 2
     assert "being written" not in capsys.readouterr().err and not (out / LOCK_FILE).exists()
 
@@ -183,11 +183,11 @@ def test_ctrl_c_ends_a_command_whose_main_thread_stays_busy(tmp_path):
 
 
 def test_ctrl_c_in_a_command_is_an_interrupted_line_and_status_130(tmp_path, monkeypatch, capsys):
-    import wsss.cli
+    import wsss.cli.data_commands
 
     def interrupted(args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(wsss.cli, "cmd_config_show", interrupted)
+    monkeypatch.setattr(wsss.cli.data_commands, "cmd_config_show", interrupted)
     assert main(["config", "show"]) == 130
     assert "interrupted: finished outputs are kept" in capsys.readouterr().err

@@ -255,7 +255,7 @@ def test_torchrun_two_cpu_processes(tmp_path):
                  "train.segmenter.threads=1", "refine.label.opening=3", "predict.flip=false"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "-m", "wsss.cli", "train", "segmenter", *[a for o in overrides for a in ("--set", o)]]
+               "-m", "wsss", "train", "segmenter", *[a for o in overrides for a in ("--set", o)]]
     # own session: on a timeout the launcher and both workers are killed together
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                                start_new_session=True)

@@ -1,6 +1,6 @@
 """Multi-process training with torchrun: process group set-up and a few collectives.
 
-Launched as ``torchrun --nproc_per_node N -m wsss.cli train segmenter ...`` (or
+Launched as ``torchrun --nproc_per_node N -m wsss train segmenter ...`` (or
 ``python -m torch.distributed.run ...``), every process reads ``RANK``, ``WORLD_SIZE`` and
 ``LOCAL_RANK`` from the environment torchrun sets; the process group uses NCCL on CUDA (one GPU
 per process: ``cuda:LOCAL_RANK``) and gloo on CPU. Without those variables training runs in one
