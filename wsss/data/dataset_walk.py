@@ -67,13 +67,18 @@ class Manifest:
     """An append-only JSON-lines record of every image's outcome: {"id", "status", "reason"}.
 
     status is "ok" or "failed"; each line is flushed at once, so an interruption loses nothing
-    that was recorded.
+    that was recorded. A last line cut off by a hard stop mid-write (no final newline) is ended
+    when the file is opened, so the next record starts a line of its own instead of merging
+    into it (the cut line stays, unreadable, and readers skip it).
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = self.path.open("a", encoding="utf-8")
+        if self._handle.tell() and not _ends_with_newline(self.path):
+            self._handle.write("\n")
+            self._handle.flush()
 
     def recorded_ids(self) -> set[str]:
         """The ids the file records so far (a line cut by a hard stop is skipped)."""
@@ -97,6 +102,12 @@ class Manifest:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _ends_with_newline(path: Path) -> bool:
+    with path.open("rb") as handle:
+        handle.seek(-1, os.SEEK_END)
+        return handle.read(1) == b"\n"
 
 
 class _Tally:

@@ -1,0 +1,103 @@
+"""Inputs of issue 29 that used to end a run, hang it, or pass without a word: a manifest cut
+mid-line, a 251-character file stem, a FIFO listed as an image, a training split smaller than the
+batch, NaN in a JSON file, more classes than a label PNG holds, an id listed twice in a split or
+in both the training and the validation split."""
+
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from wsss.cli import main
+from wsss.data import FolderDataset, VocDataset
+from wsss.data.dataset_walk import MANIFEST, Manifest, Walk, WalkFiles, run_dataset
+from wsss.data.folder import write_folder_dataset_index
+from wsss.data.images import ImageReadError, read_rgb, stored_image_size
+from wsss.data.label_png import read_label_png, write_label_png
+from wsss.data.synth import SYNTH_CLASSES as CLASSES
+from wsss.files import atomic_path, write_json
+from tests.conftest import draw_sample
+from tests.runs import classifier_of
+from tests.test_classifier import tiny_config
+
+LONG_STEM = "l" * 251  # + ".png": a 255-byte name, the most ext4 allows
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity, as strict parsers (JavaScript's, Go's) do."""
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def manifest_entries(out) -> dict[str, dict]:
+    return {entry["id"]: entry for entry in map(json.loads, (out / MANIFEST).read_text().splitlines())}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny classifier of the demo's classes (one epoch)."""
+    return classifier_of(tiny_config(tmp_path_factory.mktemp("classifier"), "train.classifier.epochs=1"),
+                         progress=False)
+
+
+def odd_folder(root, odd: dict[str, callable]) -> dict[str, list[str]]:
+    """A folder data set of 3 good 40×48 images plus ``odd``: {file name: make(path)}; returns its tags."""
+    rng = np.random.default_rng(5)
+    (root / "images").mkdir(parents=True)
+    tags = {}
+    for i in range(3):
+        image, _ = draw_sample(rng, (40, 48), [1 + i])
+        Image.fromarray(image).save(root / "images" / f"good{i}.png")
+        tags[f"good{i}.png"] = [CLASSES[i]]
+    for name, make in odd.items():
+        make(root / "images" / name)
+        tags[name] = [CLASSES[0]]
+    write_folder_dataset_index(root, CLASSES, tags)
+    return tags
+
+
+def good_image(path):
+    Image.fromarray(draw_sample(np.random.default_rng(9), (40, 48), [1])[0]).save(path)
+
+
+# item 13: a torn last manifest line
+
+def test_a_torn_last_manifest_line_is_ended_before_the_next_record(tmp_path):
+    path = tmp_path / MANIFEST
+    path.write_text('{"id": "a", "status": "ok", "reason": ""}\n{"id": "b", "status": "o')  # a hard stop mid-write
+    with Manifest(path) as manifest:
+        manifest.record("c", "ok")
+        assert manifest.recorded_ids() == {"a", "c"}
+    lines = path.read_text().splitlines()
+    assert lines[1] == '{"id": "b", "status": "o' and json.loads(lines[2])["id"] == "c"
+    with Manifest(path) as manifest:  # a whole last line: nothing added
+        manifest.record("d", "ok")
+    assert len(path.read_text().splitlines()) == 4
+
+
+def test_a_walk_after_a_torn_manifest_records_every_image(tmp_path):
+    root, out = tmp_path / "data", tmp_path / "out"
+    odd_folder(root, {})
+    out.mkdir()
+    (out / MANIFEST).write_text('{"id": "old", "status": "ok", "reason": ""}\n{"id": "go')
+    counts = run_dataset(FolderDataset(root), lambda batch: [None] * len(batch),
+                         lambda sample, _: (out / f"{sample.id}.png").write_bytes(b"done") and None, Walk(), WalkFiles(out))
+    assert counts["ok"] == 3
+    assert {"good0", "good1", "good2"} <= set(manifest_entries_lenient(out))
+
+
+def manifest_entries_lenient(out) -> dict[str, dict]:
+    entries = {}
+    for line in (out / MANIFEST).read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        entries[entry["id"]] = entry
+    return entries
+
+
