@@ -101,3 +101,37 @@ def manifest_entries_lenient(out) -> dict[str, dict]:
     return entries
 
 
+# item 6: a 251-character file stem
+
+def test_the_temporary_name_of_a_long_file_name_stays_within_name_max(tmp_path):
+    for name in (LONG_STEM + ".png", "é" * 125 + ".png"):  # 255 and 254 bytes
+        path = tmp_path / name
+        with atomic_path(path) as tmp:
+            assert tmp.parent == tmp_path and tmp.name.startswith(".") and tmp.suffix == ".png"
+            assert len(os.fsencode(tmp.name)) <= 255
+            tmp.write_bytes(b"x")
+        assert path.read_bytes() == b"x"
+    write_label_png(tmp_path / f"{LONG_STEM}.png", np.ones((4, 5), np.uint8))
+    assert read_label_png(tmp_path / f"{LONG_STEM}.png").shape == (4, 5)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([LONG_STEM + ".png", "é" * 125 + ".png"])
+
+
+def test_pseudo_label_writes_an_image_with_a_251_character_stem(tmp_path, checkpoint):
+    root, out = tmp_path / "data", tmp_path / "labels"
+    odd_folder(root, {f"{LONG_STEM}.png": good_image})
+    args = ["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(root), "--out", str(out),
+            "--set", "refine.saliency.source=none"]
+    assert main(args) == 0
+    assert read_label_png(out / f"{LONG_STEM}.png").shape == (40, 48)
+    assert manifest_entries(out)[LONG_STEM]["status"] == "ok"
+    assert not [p for p in out.iterdir() if p.name.startswith(".") and p.suffix == ".png"]
+    assert main(args) == 0  # a re-run finds it finished
+    # cam's overlays are <id>_<class>.png: too long a name for this id; the image fails alone, the others are written
+    cam = tmp_path / "cam"
+    assert main(["cam", "--checkpoint", str(checkpoint), "--dataset", str(root), "--out", str(cam)]) == 1
+    entries = manifest_entries(cam)
+    assert entries[LONG_STEM]["status"] == "failed" and "file name too long" in entries[LONG_STEM]["reason"]
+    assert all(entries[f"good{i}"]["status"] == "ok" for i in range(3))
+    assert not (cam / "maps" / f"{LONG_STEM}.npz").exists()  # not marked finished: a re-run tries it again
+
+

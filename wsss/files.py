@@ -35,14 +35,38 @@ def _process_umask() -> int:
 _UMASK = _process_umask()
 
 
+_RANDOM_PART = 8  # the characters mkstemp puts between prefix and suffix
+
+
+def _temporary_affixes(path: Path) -> tuple[str, str]:
+    """The prefix and suffix of ``path``'s temporary name: ``.<stem>.`` and ``path``'s suffix,
+    the stem cut so that the whole name (with mkstemp's random part) stays within the folder's
+    NAME_MAX (255 bytes on ext4 and most others): a legal 251-character stem still gets a
+    temporary name the file system accepts."""
+    try:
+        name_max = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    suffix = path.suffix
+    room = name_max - len(os.fsencode(suffix)) - _RANDOM_PART - 2  # the two dots
+    if room < 0:  # a suffix of ~245 bytes: none, rather than a name the file system refuses
+        suffix, room = "", name_max - _RANDOM_PART - 2
+    stem = path.stem
+    while len(os.fsencode(stem)) > room:
+        stem = stem[:-1]
+    return f".{stem}.", suffix
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in ``path``'s folder (created when missing; hidden name
-    ``.<name>.*<suffix>``, the same suffix so format-sniffing writers behave); on success it
-    is renamed onto ``path``, on any error (interrupts included) it is deleted."""
+    ``.<name>.*<suffix>``, the same suffix so format-sniffing writers behave, the name cut to
+    fit the file system's NAME_MAX); on success it is renamed onto ``path``, on any error
+    (interrupts included) it is deleted."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    prefix, suffix = _temporary_affixes(path)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)

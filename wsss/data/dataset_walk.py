@@ -18,8 +18,9 @@ file of an image means it is finished (``name``, e.g. ``"{}.png"`` or ``"maps/{}
 ``write(sample, result)`` stores
 it (atomically: ``wsss.files``) or raises :class:`SampleFailed` with the reason; a dict it
 returns goes into the image's manifest entry (e.g. the pseudo-labels' "confidence"). An image
-that cannot be read, has no tags (when ``needs_tags``), or whose computation raises
-ValueError/RuntimeError (the batch is retried one image at a time to find it) fails alone:
+that cannot be read, has no tags (when ``needs_tags``), whose computation raises
+ValueError/RuntimeError (the batch is retried one image at a time to find it), or whose output
+name is too long for the file system (e.g. ``<id>_<class>.png`` of a long id) fails alone:
 it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
 the walk goes on. An image over the data set's ``max_side`` is computed at a reduced size
 (``wsss.data.size_limit``; writers bring outputs back with ``at_source_size``): a line on the
@@ -30,6 +31,7 @@ skipped (scoring walks); failures still reach ``Walk.on_failure``.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -210,6 +212,12 @@ def run_dataset(
                 extra = write(sample, result)
             except SampleFailed as reason:
                 tally.failed(sample.id, str(reason))
+                continue
+            except OSError as error:  # a name the id makes too long (e.g. cam's <id>_<class>.png): this image only
+                if error.errno != errno.ENAMETOOLONG:
+                    raise
+                tally.failed(sample.id, f"{error.filename}: file name too long for the file system "
+                                        f"({len(os.fsencode(Path(error.filename or '').name))} bytes; most allow 255)")
                 continue
             tally.ok(sample.id, extra)
 

@@ -61,11 +61,11 @@ def write_dataset_maps(
             chosen = F.interpolate(chosen, size=(H, W), mode="bilinear", align_corners=True)
         chosen = normalise_maps(chosen[0]).numpy()
         names = [dataset.classes[c] for c in present]
-        write_npz(out / "maps" / f"{sample.id}.npz", maps=chosen.astype(np.float16), classes=present.astype(np.int16),
-                  class_names=np.array(names))
-        if overlays:
+        if overlays:  # before the maps file, which marks the image finished
             for name, heat in zip(names, chosen):
                 save_png(out / "overlays" / f"{sample.id}_{name}.png", heatmap_overlay(sample.image, heat))
+        write_npz(out / "maps" / f"{sample.id}.npz", maps=chosen.astype(np.float16), classes=present.astype(np.int16),
+                  class_names=np.array(names))
 
     (out / "maps").mkdir(parents=True, exist_ok=True)
     walk = Walk(batch_size=batch_size, desc=f"{method.name} maps", progress=progress)
