@@ -135,3 +135,24 @@ def test_pseudo_label_writes_an_image_with_a_251_character_stem(tmp_path, checkp
     assert not (cam / "maps" / f"{LONG_STEM}.npz").exists()  # not marked finished: a re-run tries it again
 
 
+# item 5: a FIFO listed as an image
+
+@pytest.mark.timeout(120)  # before the fix: blocked for ever in open()
+def test_a_fifo_listed_as_an_image_fails_alone(tmp_path, checkpoint, capsys):
+    root, out = tmp_path / "data", tmp_path / "labels"
+    odd_folder(root, {"pipe.png": os.mkfifo})
+    fifo = root / "images" / "pipe.png"
+    with pytest.raises(ImageReadError, match=re.escape(f"{fifo}: not a regular file (a FIFO")):
+        read_rgb(fifo)
+    assert stored_image_size(fifo) is None
+    code = main(["pseudo-label", "--checkpoint", str(checkpoint), "--dataset", str(root), "--out", str(out),
+                 "--set", "refine.saliency.source=none"])
+    assert code == 1
+    entries = manifest_entries(out)
+    assert entries["pipe"]["status"] == "failed" and "not a regular file" in entries["pipe"]["reason"]
+    assert all(entries[f"good{i}"]["status"] == "ok" and (out / f"good{i}.png").is_file() for i in range(3))
+    capsys.readouterr()
+    assert main(["data", "check", str(root), "--quiet"]) == 1  # listed as an unreadable image
+    assert "pipe.png: not a regular file" in capsys.readouterr().out
+
+

@@ -109,7 +109,7 @@ class Dataset(abc.ABC):
         mask = None
         mask_path = self.mask_path(image_id) if masks else None
         if mask_path is not None:
-            if not Path(mask_path).is_file():
+            if not Path(mask_path).exists():  # anything else there: read_mask says what it is
                 raise DatasetError(f"{mask_path}: mask file missing for image {image_id}")
             mask = self.read_mask(image_id)
             if mask.shape != image.shape[:2]:

@@ -6,11 +6,17 @@ grayscale → RGB, alpha channel dropped (composited on black), 16-bit → 8-bit
 orientation applied (the array is the image as a viewer shows it, which is what masks drawn on
 it follow). Unreadable or truncated files, and images over PIL's decompression-bomb limit
 (``Image.MAX_IMAGE_PIXELS``), raise ``ImageReadError`` naming the file.
+
+Only regular files are opened (:func:`regular_file`, the one rule of every reader here and of
+the walks' size probe): a FIFO named like an image would block ``open`` until something writes
+to it, so it, a device, a socket or a folder raises ``ImageReadError`` ("not a regular file")
+and fails its image alone.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,14 +56,31 @@ def read_rgb(path: str | os.PathLike, notes: ImageNotes | None = None) -> np.nda
         return _to_rgb(image, notes)
 
 
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISDIR, "a folder"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"))
+
+
+def regular_file(path: str | os.PathLike, what: str) -> Path:
+    """``path`` when it names a regular file (symlinks followed), checked without opening it.
+    FileNotFoundError when nothing is there; ImageReadError naming the file for anything else
+    (a FIFO, which ``open`` would wait on for ever, a device, a socket, a folder)."""
+    path = Path(path)
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "not a file")
+        raise ImageReadError(f"{path}: not a regular file ({kind}); the {what} must be one")
+    return path
+
+
 @contextmanager
 def decoded_image(path: str | os.PathLike, what: str) -> Iterator[Image.Image]:
     """The PIL image of ``path``, fully decoded (truncated data raises here). FileNotFoundError
-    passes; a file PIL cannot decode, or one over ``Image.MAX_IMAGE_PIXELS`` (a decompression
-    bomb), raises ImageReadError naming the file and ``what`` it was meant to be."""
+    passes; a file PIL cannot decode, one over ``Image.MAX_IMAGE_PIXELS`` (a decompression
+    bomb), or anything but a regular file (:func:`regular_file`) raises ImageReadError naming
+    the file and ``what`` it was meant to be."""
     path = Path(path)
     try:
-        with Image.open(path) as image:
+        with Image.open(regular_file(path, what)) as image:
             image.load()
             yield image
     except FileNotFoundError:
@@ -94,10 +117,10 @@ def _to_rgb(image: Image.Image, notes: ImageNotes | None) -> np.ndarray:
 
 def stored_image_size(path: str | os.PathLike) -> tuple[int, int] | None:
     """(H, W) of an image file as ``read_rgb`` returns it (EXIF rotations by 90° swap the
-    sides), from its header alone (nothing is decoded); None when the header cannot be read
-    (reading the image will then say why)."""
+    sides), from its header alone (nothing is decoded); None when the header cannot be read or
+    ``path`` is not a regular file (reading the image will then say why)."""
     try:
-        with Image.open(path) as image:
+        with Image.open(regular_file(path, "image")) as image:
             width, height = image.size
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
     except Exception:  # noqa: BLE001 - any failure: unknown, left to read_rgb to report

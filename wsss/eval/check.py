@@ -123,7 +123,7 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     for image_id in tqdm(dataset.ids, desc="checking", unit="img", disable=not progress):
         image = None
         path = dataset.image_path(image_id)
-        if not Path(path).is_file():
+        if not Path(path).exists():
             problem("error", path, "image file missing")
         else:
             notes = ImageNotes()
@@ -131,8 +131,9 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
                 image = read_rgb(path, notes)
                 report.sizes[(image.shape[1], image.shape[0])] += 1
                 report.over_max_side += dataset.max_side is not None and max(image.shape[:2]) > dataset.max_side
-            except ImageReadError as error:
-                problem("error", path, f"unreadable or truncated image ({error.__cause__})")
+            except ImageReadError as error:  # its cause: PIL's error; without one: not a regular file
+                problem("error", path, f"unreadable or truncated image ({error.__cause__})" if error.__cause__
+                        else str(error).removeprefix(f"{path}: "))
             for conversion in notes.conversions:
                 problem("warning", path, conversion)
 
