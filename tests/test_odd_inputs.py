@@ -156,3 +156,23 @@ def test_a_fifo_listed_as_an_image_fails_alone(tmp_path, checkpoint, capsys):
     assert "pipe.png: not a regular file" in capsys.readouterr().out
 
 
+# item 4: a training split smaller than the batch; NaN in JSON
+
+def test_a_training_split_smaller_than_the_batch_is_trained_as_one_batch(tmp_path, capsys):
+    config = tiny_config(tmp_path, "train.classifier.batch_size=64")  # 24 images, some of them for val
+    path = classifier_of(config, progress=False)
+    train = len(FolderDataset(config.data.root, split="train"))
+    assert f"{train} training images, fewer than train.classifier.batch_size=64: each step trains on all {train}" \
+        in capsys.readouterr().out
+    history = strict_json((path.parent / "history.json").read_text())  # strict JSON: no NaN
+    # trained: before, no batch was full, the loss was 0 and nothing was seen
+    assert [entry["epoch"] for entry in history] == [1, 2]
+    assert all(entry["loss"] > 0 and entry["images_per_s"] > 0 for entry in history)
+
+
+def test_json_files_hold_no_nan(tmp_path):
+    path = write_json(tmp_path / "h.json", {"loss": float("nan"), "AP": [0.5, float("inf"), np.float32("nan")],
+                                            "ok": 1.5, "nested": {"x": -float("inf")}})
+    assert strict_json(path.read_text()) == {"loss": None, "AP": [0.5, None, None], "ok": 1.5, "nested": {"x": None}}
+
+

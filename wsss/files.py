@@ -4,17 +4,20 @@
         image.save(tmp, format="PNG")    # write to it however the format needs
     # renamed to ``path`` on success; removed on any error (nothing is left behind)
 
-    write_json(path, {"a": 1})           # the common case
+    write_json(path, {"a": 1})           # the common case (NaN and infinities become null)
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import numpy as np
 
 __all__ = ["atomic_path", "write_json", "write_text", "is_finished"]
 
@@ -85,8 +88,20 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def write_json(path: str | os.PathLike, content) -> Path:
-    """Write JSON (indent 1) atomically; returns the path."""
-    return write_text(path, json.dumps(content, indent=1))
+    """Write JSON (indent 1) atomically; returns the path. A NaN or infinite number (an AP of a
+    class without a positive, an undefined IoU) is written as null: strict JSON has no NaN."""
+    return write_text(path, json.dumps(_finite(content), indent=1, allow_nan=False))
+
+
+def _finite(content):
+    """``content`` with every float (numpy's too) that is NaN or infinite replaced by None."""
+    if isinstance(content, dict):
+        return {key: _finite(value) for key, value in content.items()}
+    if isinstance(content, (list, tuple)):
+        return [_finite(value) for value in content]
+    if isinstance(content, (float, np.floating)):
+        return float(content) if math.isfinite(content) else None
+    return content
 
 
 def is_finished(path: str | os.PathLike) -> bool:

@@ -97,7 +97,10 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
                      files: ClassifierFiles, control: RunControl = RunControl()) -> Path:
     """Train (or resume) the classifier of the ``model`` section on ``data``'s splits with the
     ``train.classifier`` settings on ``device`` (``train.device``); writes ``files``
-    (``RunLayout.classifier``) and returns classifier.pt.
+    (``RunLayout.classifier``) and returns classifier.pt. An epoch trains on full batches
+    (the last, incomplete one is dropped); a training split smaller than
+    ``train.classifier.batch_size`` is trained as one batch of all its images a step (a line
+    says so), never as no batch at all.
 
     control: restart (ignore last.pt), progress (tqdm's bar per epoch), on_progress(done, total,
     stats): called after each epoch (done and total in epochs; stats: ``line``, the epoch's loss,
@@ -113,6 +116,9 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     device = resolve_device(device)
     run = files
     train_set = open_dataset(data, data.train_split)
+    if not len(train_set):
+        raise ValueError(f"{data.root}: no images in the training split {data.train_split!r}: nothing to train on")
+    batch_size = min(settings.batch_size, len(train_set))  # full batches only (drop_last): at least one
     val_set = open_dataset(data, data.val_split)
     classes = train_set.classes
     torch.manual_seed(settings.seed)
@@ -123,7 +129,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         TaggedImages(val_set, model_config.img_size, train=False),
         batch_size=settings.batch_size, num_workers=settings.num_workers,
     )
-    steps_per_epoch = max(1, len(train_data) // settings.batch_size)
+    steps_per_epoch = len(train_data) // batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lr_factor(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch,
@@ -131,6 +137,9 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     )
     autocast, scaler = mixed_precision(device, settings.amp)
     print(f"classifier training: {describe_precision(device, settings.amp)}")
+    if batch_size < settings.batch_size:
+        print(f"classifier training: {len(train_set)} training images, fewer than train.classifier.batch_size="
+              f"{settings.batch_size}: each step trains on all {batch_size} of them")
     identity = {"model": model_config.model_dump(mode="json"), "classes": classes}
     start_epoch, history = 0, []
     if run.last.is_file() and not restart:
@@ -154,7 +163,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     for epoch in range(start_epoch, settings.epochs):
         train_data.epoch = epoch
         loader = DataLoader(
-            train_data, batch_size=settings.batch_size, shuffle=True, drop_last=True,
+            train_data, batch_size=batch_size, shuffle=True, drop_last=True,
             num_workers=settings.num_workers, generator=torch.Generator().manual_seed(settings.seed * 1000 + epoch),
         )
         model.train()
