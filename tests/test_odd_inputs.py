@@ -176,3 +176,19 @@ def test_json_files_hold_no_nan(tmp_path):
     assert strict_json(path.read_text()) == {"loss": None, "AP": [0.5, None, None], "ok": 1.5, "nested": {"x": None}}
 
 
+# item 3: more classes than an 8-bit label PNG holds
+
+def test_more_than_254_classes_are_refused(tmp_path, capsys):
+    root = tmp_path / "many"
+    (root / "images").mkdir(parents=True)
+    good_image(root / "images" / "a.png")
+    classes = [f"c{i}" for i in range(255)]
+    write_folder_dataset_index(root, classes, {"a.png": ["c254"]})
+    with pytest.raises(ValueError, match=re.escape(f"{root / 'classes.txt'}: 255 classes; a label PNG holds at most 254")):
+        FolderDataset(root)
+    assert main(["data", "check", str(root), "--quiet"]) == 2
+    assert "255 classes; a label PNG holds at most 254" in capsys.readouterr().err
+    write_folder_dataset_index(root, classes[:254], {"a.png": ["c253"]})
+    assert len(FolderDataset(root).classes) == 254  # the most there is room for
+
+

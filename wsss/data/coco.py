@@ -36,11 +36,9 @@ import numpy as np
 
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.images import stored_image_size
-from wsss.data.label_png import IGNORE_INDEX
+from wsss.data.label_png import IGNORE_INDEX, MAX_CLASSES
 
 __all__ = ["CocoDataset", "compressed_rle_total"]
-
-_MAX_CLASSES = IGNORE_INDEX - 1  # labels 1..254 (255 is ignore)
 
 
 class CocoDataset(Dataset):
@@ -75,8 +73,9 @@ class CocoDataset(Dataset):
             raise DatasetError(f"{where}: a category named 'background': background is implicit (label 0)")
         if not names:
             raise DatasetError(f"{where}: no categories")
-        if len(names) > _MAX_CLASSES:
-            raise DatasetError(f"{where}: {len(names)} categories; at most {_MAX_CLASSES} fit in a uint8 label map")
+        if len(names) > MAX_CLASSES:
+            raise DatasetError(f"{where}: {len(names)} categories; a label PNG holds at most {MAX_CLASSES} classes "
+                               f"(8-bit: 0 is background, 1..{MAX_CLASSES} the classes, 255 ignore)")
         self.classes = names
         self._label = {c["id"]: i + 1 for i, c in enumerate(categories)}  # category id → label
         self._images: dict[str, dict] = {}  # id → the JSON's image entry

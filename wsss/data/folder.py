@@ -1,7 +1,7 @@
 """The plain folder format.
 
     DATASET/
-      classes.txt      foreground class names, one per line (label i+1 = line i)
+      classes.txt      foreground class names, one per line (label i+1 = line i; at most 254)
       tags.csv         header ``image,tags``; image = file name inside images/;
                        tags = class names separated by ';'
       images/          the images (jpg, png, ...); the id of an image is its file stem
@@ -16,16 +16,16 @@ import csv
 import os
 from pathlib import Path
 
-
-
 from wsss.data.base import Dataset, DatasetError
+from wsss.data.label_png import MAX_CLASSES
 
 CLASSES_FILE = "classes.txt"
 TAGS_FILE = "tags.csv"
 
 
 def read_classes(path: Path) -> list[str]:
-    """classes.txt → list of names; DatasetError for a missing file, blanks or duplicates."""
+    """classes.txt → list of names; DatasetError for a missing file, blanks, duplicates, or more
+    than the 254 classes a label PNG holds."""
     if not path.is_file():
         raise DatasetError(f"{path}: classes file not found (one class name per line expected)")
     names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
@@ -37,6 +37,9 @@ def read_classes(path: Path) -> list[str]:
         raise DatasetError(f"{path}: duplicate class names {duplicates}")
     if "background" in names:
         raise DatasetError(f"{path}: 'background' is implicit (label 0); list foreground classes only")
+    if len(names) > MAX_CLASSES:
+        raise DatasetError(f"{path}: {len(names)} classes; a label PNG holds at most {MAX_CLASSES} (8-bit: 0 is "
+                           f"background, 1..{MAX_CLASSES} the classes, 255 ignore)")
     return names
 
 

@@ -17,6 +17,7 @@ from wsss.data.images import decoded_image
 from wsss.files import atomic_path
 
 IGNORE_INDEX = 255
+MAX_CLASSES = IGNORE_INDEX - 1  # foreground labels 1..254: more classes than this do not fit (data sets refuse them)
 
 
 def voc_palette() -> np.ndarray:
