@@ -192,3 +192,34 @@ def test_more_than_254_classes_are_refused(tmp_path, capsys):
     assert len(FolderDataset(root).classes) == 254  # the most there is room for
 
 
+# item 9: an id twice in a split; an id in both the training and the validation split
+
+def test_an_id_listed_twice_in_a_split_is_kept_once_with_a_warning(folder_dataset, voc_dataset, capsys):
+    split = folder_dataset / "splits" / "train.txt"
+    split.write_text("img0\nimg1\nimg0\nimg2\nimg3\nimg1\n")
+    dataset = FolderDataset(folder_dataset, split="train")
+    assert dataset.ids == ["img0", "img1", "img2", "img3"]
+    err = capsys.readouterr().err
+    assert f"warning: {split}: 2 id(s) listed more than once, each kept once: img0, img1" in err
+    voc_split = voc_dataset / "ImageSets" / "Segmentation" / "val.txt"
+    voc_split.write_text(voc_split.read_text() + "2007_000015\n")
+    assert VocDataset(voc_dataset, split="val").ids.count("2007_000015") == 1
+    assert f"{voc_split}: 1 id(s) listed more than once, each kept once: 2007_000015" in capsys.readouterr().err
+    assert main(["data", "check", str(folder_dataset), "--quiet", "--split", "train"]) == 0
+    assert f"WARNING {split}: 2 id(s) listed more than once, each kept once: img0, img1" in capsys.readouterr().out
+    assert main(["data", "check", str(folder_dataset), "--quiet", "--split", "train", "--strict"]) == 1
+
+
+def test_data_check_warns_of_an_id_in_both_training_and_validation_split(folder_dataset, voc_dataset, capsys):
+    assert main(["data", "check", str(folder_dataset), "--quiet"]) == 0
+    assert "both" not in capsys.readouterr().out
+    (folder_dataset / "splits" / "val.txt").write_text("img4\nimg5\nimg1\n")
+    assert main(["data", "check", str(folder_dataset), "--quiet"]) == 0  # a warning
+    out = capsys.readouterr().out
+    assert re.search(r"WARNING .*val\.txt: 1 id\(s\) in both the training split 'train' and the validation split "
+                     r"'val' \(img1\)", out), out
+    assert main(["data", "check", str(folder_dataset), "--quiet", "--strict"]) == 1
+    val = voc_dataset / "ImageSets" / "Segmentation" / "val.txt"
+    val.write_text(val.read_text() + "2007_000000\n")
+    main(["data", "check", str(voc_dataset), "--quiet"])
+    assert "in both the training split 'train' and the validation split 'val' (2007_000000)" in capsys.readouterr().out

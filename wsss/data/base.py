@@ -5,6 +5,7 @@ optional saliency, id).
 from __future__ import annotations
 
 import abc
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +50,30 @@ class Dataset(abc.ABC):
     ids: list[str]
     max_side: int | None = None  # the walks' size limit (``wsss.data.size_limit``); None: none
     oversize: str = "resize"
+    split_file: Path | None = None  # the file that lists the split's ids, when there is one
+    read_warnings: tuple[tuple[str, str], ...] = ()  # (file, message): what reading the set warned of (``warn``)
+
+    def warn(self, where, message: str) -> None:
+        """Something odd but usable in the data set's files: printed on stderr at once (``warning:
+        FILE: message``) and kept in ``read_warnings``, which ``wsss data check`` lists."""
+        self.read_warnings = (*self.read_warnings, (str(where), message))
+        print(f"warning: {where}: {message}", file=sys.stderr, flush=True)
+
+    def read_split(self, path: Path, first_word: bool = False) -> list[str]:
+        """The ids a split file lists, one a line (blank lines skipped; ``first_word``: the first
+        word of each line, as in VOC's ``<id> 1`` lists), in the order of their first line. An id
+        listed more than once is kept once (it would be labelled, trained on and scored twice),
+        with a warning naming the file and the ids (:meth:`warn`)."""
+        counts: dict[str, int] = {}
+        for line in path.read_text().splitlines():
+            if line.strip():
+                image_id = line.split()[0] if first_word else line.strip()
+                counts[image_id] = counts.get(image_id, 0) + 1
+        repeated = [image_id for image_id, count in counts.items() if count > 1]
+        if repeated:
+            self.warn(path, f"{len(repeated)} id(s) listed more than once, each kept once: "
+                            f"{', '.join(repeated[:10])}{', …' if len(repeated) > 10 else ''}")
+        return list(counts)
 
     def limit_size(self, max_side: int | None, oversize: str = "resize") -> "Dataset":
         """Set the size limit the walks over this data set apply (``data.max_side``,

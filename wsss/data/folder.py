@@ -92,11 +92,11 @@ class FolderDataset(Dataset):
             if not split_file.is_file():
                 available = sorted(p.stem for p in (self.root / "splits").glob("*.txt"))
                 raise DatasetError(f"{split_file}: split {split!r} not found; available: {available}")
-            wanted = [line.strip() for line in split_file.read_text().splitlines() if line.strip()]
+            wanted = self.read_split(split_file)
             unknown = [i for i in wanted if i not in self._entries]
             if unknown:
                 raise DatasetError(f"{split_file}: ids not in {TAGS_FILE}: {unknown[:5]}")
-            ids = wanted
+            ids, self.split_file = wanted, split_file
         self.ids = ids
         self.split = split
         masks = self.root / "masks"

@@ -59,7 +59,7 @@ class VocDataset(Dataset):
             if not split_file.is_file():
                 found = sorted(p.stem for p in split_file.parent.glob("*.txt"))
                 raise DatasetError(f"{split_file}: split {split!r} not found; available: {found}")
-            self.ids = [line.split()[0] for line in split_file.read_text().splitlines() if line.strip()]
+            self.ids, self.split_file = self.read_split(split_file, first_word=True), split_file
         self.split = split
         escaping = [i for i in self.ids if "/" in i or "\\" in i or i in (".", "..")]
         if escaping:
@@ -80,11 +80,9 @@ class VocDataset(Dataset):
         split_files = sorted((self.root / "ImageSets" / "Segmentation").glob("*.txt"))
         if not split_files:
             return sorted(p.stem for p in (self.root / "JPEGImages").glob("*.jpg"))
-        ids: dict[str, None] = {}
+        ids: dict[str, None] = {}  # train.txt and val.txt share ids with trainval.txt: each once
         for split_file in split_files:
-            for line in split_file.read_text().splitlines():
-                if line.strip():
-                    ids[line.split()[0]] = None
+            ids.update(dict.fromkeys(self.read_split(split_file, first_word=True)))
         return list(ids)
 
     def image_path(self, image_id: str) -> Path:

@@ -5,7 +5,8 @@ missing image files, unknown class names, images with no tags, missing or unread
 masks whose size differs from the image, mask values that are not classes, classes that
 never occur. Warnings (reported; an error only with ``strict``): conversions applied on
 reading (grayscale, alpha, 16-bit), tags that disagree with the mask, missing saliency maps,
-files in images/ that tags.csv does not list.
+files in images/ that tags.csv does not list, ids listed twice in a split file (kept once), and
+(``split_overlap``) ids in both the training and the validation split.
 When masks exist, the trivial baseline of ``wsss.data.trivial_baseline`` is scored too.
 """
 
@@ -18,6 +19,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from wsss.config import DataConfig
+from wsss.data import open_dataset
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.folder import FolderDataset
 from wsss.data.images import IMAGE_EXTENSIONS, ImageNotes, ImageReadError, read_gray01, read_rgb
@@ -115,6 +118,8 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     def problem(severity: str, where, message: str) -> None:
         report.problems.append(Problem(severity, str(where), message))
 
+    for where, message in dataset.read_warnings:  # e.g. an id listed twice in the split file
+        problem("warning", where, message)
     left_out = dataset.left_out()
     if left_out:
         examples = ", ".join(list(left_out)[:5])
@@ -195,6 +200,27 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     if report.with_mask:
         report.trivial_baseline = confusion
     return report
+
+
+def split_overlap(data: DataConfig) -> list[Problem]:
+    """A warning when images are in both ``data.train_split`` and ``data.val_split`` (the same
+    image file): scores on the validation split are then not held out. Only for the layouts with
+    split files (folder, VOC, the demo set); nothing when a split is unset or not there."""
+    if data.format not in ("folder", "voc", "synth") or not data.train_split or not data.val_split \
+            or data.train_split == data.val_split:
+        return []
+    try:
+        train, val = open_dataset(data, data.train_split), open_dataset(data, data.val_split)
+    except DatasetError:  # no such split (a folder without splits/): nothing to compare
+        return []
+    trained = {Path(train.image_path(image_id)) for image_id in train.ids}
+    both = [image_id for image_id in val.ids if Path(val.image_path(image_id)) in trained]
+    if not both:
+        return []
+    return [Problem("warning", str(val.split_file or data.root),
+                    f"{len(both)} id(s) in both the training split {data.train_split!r} and the validation split "
+                    f"{data.val_split!r} ({', '.join(both[:10])}{', …' if len(both) > 10 else ''}): scores on "
+                    f"{data.val_split!r} are not held out")]
 
 
 def _check_mask(mask_path, image, num_classes: int, problem, read) -> np.ndarray | None:
