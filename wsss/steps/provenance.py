@@ -18,6 +18,7 @@ from pathlib import Path
 
 from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, SaliencyConfig
 from wsss.files import write_json
+from wsss.lifetime import LOCK_FILE
 
 __all__ = ["SOURCE", "claim_output_dir", "label_source", "maps_source", "prediction_source", "saliency_maps_source",
            "source_differences"]
@@ -120,15 +121,26 @@ def source_differences(previous: dict, source: dict, path: tuple[str, ...] = ())
 def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = True) -> str | None:
     """Make ``out_dir`` a folder of outputs of ``source``.
 
-    A new folder gets ``source.json``. A folder made with another source raises ValueError
-    when ``strict`` (naming what differs); otherwise the marker is updated and a note saying
-    what changed is returned (earlier outputs stay as they are).
+    A new (or empty) folder gets ``source.json``. A folder made with another source, or one that
+    holds files but no ``source.json`` (not written by a wsss run: its files would be taken for
+    finished outputs, e.g. ``--out`` naming the data set's own masks), raises ValueError when
+    ``strict`` (naming what differs or what is there); otherwise the marker is written and a
+    note saying so is returned (earlier outputs stay as they are).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     marker = out / SOURCE
     note = None
-    if marker.is_file():
+    if not marker.is_file():
+        found = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        if found:
+            shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
+            note = (f"{out} holds {len(found)} file(s) or folder(s) ({shown}) but no {SOURCE}: nothing records "
+                    f"that a wsss run of these settings wrote them")
+            if strict:
+                raise ValueError(f"{note}, and they would be taken for finished outputs. Give an output folder that is "
+                                 f"new or empty (or one this command wrote before)")
+    else:
         try:
             previous = json.loads(marker.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
