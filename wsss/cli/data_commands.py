@@ -28,11 +28,11 @@ def cmd_data_synth(args) -> int:
 
 def cmd_data_check(args) -> int:
     from wsss.data import open_dataset
-    from wsss.eval.check import check_dataset, split_overlap
+    from wsss.eval.check import check_dataset, check_splits
 
     config = command_config(args)
     report = check_dataset(open_dataset(config.data, args.split), progress=not args.quiet)
-    report.problems += split_overlap(config.data)
+    report.problems += [problem for problem in check_splits(config.data) if problem not in report.problems]
     for item in report.problems:
         print(item)
     if report.problems:

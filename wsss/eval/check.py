@@ -6,7 +6,7 @@ masks whose size differs from the image, mask values that are not classes, class
 never occur. Warnings (reported; an error only with ``strict``): conversions applied on
 reading (grayscale, alpha, 16-bit), tags that disagree with the mask, missing saliency maps,
 files in images/ that tags.csv does not list, ids listed twice in a split file (kept once), and
-(``split_overlap``) ids in both the training and the validation split.
+(``check_splits``) ids in both the training and the validation split.
 When masks exist, the trivial baseline of ``wsss.data.trivial_baseline`` is scored too.
 """
 
@@ -202,10 +202,11 @@ def check_dataset(dataset: Dataset, progress: bool = True) -> CheckReport:
     return report
 
 
-def split_overlap(data: DataConfig) -> list[Problem]:
-    """A warning when images are in both ``data.train_split`` and ``data.val_split`` (the same
-    image file): scores on the validation split are then not held out. Only for the layouts with
-    split files (folder, VOC, the demo set); nothing when a split is unset or not there."""
+def check_splits(data: DataConfig) -> list[Problem]:
+    """Warnings on ``data.train_split`` and ``data.val_split`` themselves: ids listed twice in
+    either split file (kept once), and images in both (the same image file): scores on the
+    validation split are then not held out. Only for the layouts with split files (folder, VOC,
+    the demo set); nothing when a split is unset or not there."""
     if data.format not in ("folder", "voc", "synth") or not data.train_split or not data.val_split \
             or data.train_split == data.val_split:
         return []
@@ -213,14 +214,16 @@ def split_overlap(data: DataConfig) -> list[Problem]:
         train, val = open_dataset(data, data.train_split), open_dataset(data, data.val_split)
     except DatasetError:  # no such split (a folder without splits/): nothing to compare
         return []
+    problems = [Problem("warning", where, message) for where, message in (*train.read_warnings, *val.read_warnings)]
     trained = {Path(train.image_path(image_id)) for image_id in train.ids}
     both = [image_id for image_id in val.ids if Path(val.image_path(image_id)) in trained]
-    if not both:
-        return []
-    return [Problem("warning", str(val.split_file or data.root),
-                    f"{len(both)} id(s) in both the training split {data.train_split!r} and the validation split "
-                    f"{data.val_split!r} ({', '.join(both[:10])}{', …' if len(both) > 10 else ''}): scores on "
-                    f"{data.val_split!r} are not held out")]
+    if both:
+        problems.append(Problem(
+            "warning", str(val.split_file or data.root),
+            f"{len(both)} id(s) in both the training split {data.train_split!r} and the validation split "
+            f"{data.val_split!r} ({', '.join(both[:10])}{', …' if len(both) > 10 else ''}): scores on "
+            f"{data.val_split!r} are not held out"))
+    return problems
 
 
 def _check_mask(mask_path, image, num_classes: int, problem, read) -> np.ndarray | None:
