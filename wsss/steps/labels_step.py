@@ -29,6 +29,7 @@ from wsss.data import open_dataset
 from wsss.data.dataset_walk import MANIFEST
 from wsss.eval.evaluate import label_shares
 from wsss.lifetime import hold_folder
+from wsss.models.checkpoint import read_classes
 from wsss.refine.crf import crf_executor
 from wsss.steps.evaluate_step import evaluate_folder
 from wsss.steps.label_plan import (
@@ -54,7 +55,8 @@ def open_labels(config: Config, checkpoint: str | os.PathLike, split: str | None
     digest = checkpoint_digest(checkpoint)
     job = LabelJob(config, Path(checkpoint), digest, split, Path(out), save_maps,
                    None if maps_dir is None else Path(maps_dir))
-    note = claim_output_dir(job.out, label_source(config.cam, config.refine, config.data, digest), strict=strict_source)
+    source = {**label_source(config.cam, config.refine, config.data, digest), "classes": read_classes(checkpoint)}
+    note = claim_output_dir(job.out, source, strict=strict_source)
     removed = remove_stale_temporaries(job.out)
     if removed:
         print(f"removed {removed} half-written label file(s) of an interrupted run")

@@ -46,8 +46,8 @@ def predict_images(config: Config, checkpoint: str | os.PathLike, images: str | 
                 raise ValueError(f"{checkpoint}: classes {classes} differ from the data set's {dataset.classes}")
         else:
             dataset = ImageFolder(Path(images), classes).limit_size(data.max_side, data.oversize)
-        claim_output_dir(out, prediction_source(checkpoint_digest(checkpoint), settings.scales, settings.flip, crf, data),
-                         strict=strict_source)
+        source = prediction_source(checkpoint_digest(checkpoint), settings.scales, settings.flip, crf, data)
+        claim_output_dir(out, {**source, "classes": classes}, strict=strict_source)
         predictor = Predictor(segmenter, settings.scales, settings.flip)
         ids = list(dataset.ids if ids is None else ids)
         if on_progress is None:

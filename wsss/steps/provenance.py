@@ -20,8 +20,8 @@ from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, Saliency
 from wsss.files import write_json
 from wsss.lifetime import LOCK_FILE
 
-__all__ = ["SOURCE", "claim_output_dir", "label_source", "maps_source", "prediction_source", "saliency_maps_source",
-           "source_differences"]
+__all__ = ["SOURCE", "claim_output_dir", "recorded_classes", "label_source", "maps_source", "prediction_source",
+           "saliency_maps_source", "source_differences"]
 
 SOURCE = "source.json"
 
@@ -93,6 +93,9 @@ def _default_at(path: list[str]):
 
 _UNKNOWN = object()
 
+# top-level parts of a source that older folders lack: no difference when missing from a record
+ADDED_LATER = {"classes"}
+
 
 def source_differences(previous: dict, source: dict, path: tuple[str, ...] = ()) -> list[str]:
     """What differs between a recorded source and a new one, as "key.path: old → new" lines.
@@ -100,12 +103,15 @@ def source_differences(previous: dict, source: dict, path: tuple[str, ...] = ())
     A setting that the recorded source lacks was added to wsss after the folder was made: it
     is no difference when its new value is its default (a new setting's default keeps the old
     behaviour), and one otherwise (e.g. ``refine.sam.enabled: true`` into an older folder). A
-    whole part missing at the top level (e.g. ``data`` in folders of older versions) is one.
+    whole part missing at the top level (e.g. ``data`` in folders of older versions) is one,
+    except those of ``ADDED_LATER`` (the class names, recorded since December 2026).
     """
     lines = []
     for key in sorted(set(previous) | set(source)):
         where = [*path, key]
         old, new = previous.get(key), source.get(key)
+        if not path and key in ADDED_LATER and key not in previous:
+            continue  # a record made before wsss kept it
         if key not in previous and path:
             if new == _default_at(where):
                 continue
@@ -156,3 +162,16 @@ def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = Tr
             )
     write_json(marker, source)
     return note
+
+
+def recorded_classes(out_dir: str | os.PathLike) -> list[str] | None:
+    """The class names a folder's outputs were made with (its source.json), or None when it
+    records none (no source.json, or made before the class names were recorded)."""
+    marker = Path(out_dir) / SOURCE
+    if not marker.is_file():
+        return None
+    try:
+        classes = json.loads(marker.read_text(encoding="utf-8")).get("classes")
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{marker}: not valid JSON ({error})") from error
+    return None if classes is None else list(classes)
