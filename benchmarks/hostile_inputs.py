@@ -6,11 +6,14 @@ From a finished demo run (its classifier, segmenter and data) this builds a fold
 10 demo images plus the files a hostile but realistic user hands over: an 8×8 and a 4×4 image,
 a 14000×14000 PNG (over PIL's decompression-bomb limit), an image whose mask is RGB, one whose
 mask is not a PNG, a 6000×4000 photo, and a phone photo stored sideways with EXIF orientation 6
-(its mask as a viewer shows it). Then it runs the ``wsss`` commands and the pseudo-labels flow
-on them as a user would (each a process of its own) and prints one line per case: what was
-done, the exit status, the seconds, and whether the outcome is the documented one (a per-image
-failure naming the reason, a clear ``error:`` line, nothing left running). The exit status is
-the number of cases whose outcome was not the expected one.
+(its mask as a viewer shows it); beside it the smaller sets of ``odd_input_cases``: a FIFO
+listed as an image, a 251-character file stem, a manifest line cut by a hard stop, 9 training
+images at batch 16, 255 classes, an id twice in a split and in both splits. Then it runs the
+``wsss`` commands and the pseudo-labels flow on them as a user would (each a process of its
+own) and prints one line per case: what was done, the exit status, the seconds, and whether the
+outcome is the documented one (a per-image failure naming the reason, a clear ``error:`` line,
+nothing left running). The exit status is the number of cases whose outcome was not the
+expected one.
 """
 
 from __future__ import annotations
@@ -94,11 +97,15 @@ def write_tags(path: Path, tags: dict[str, list[str]], extra_lines: list[str] = 
 
 
 def manifest(out: Path) -> dict[str, dict]:
+    """The latest entry of every id (a line cut by a hard stop is skipped)."""
     entries = {}
     path = out / "manifest.jsonl"
     if path.is_file():
         for line in path.read_text().splitlines():
-            entry = json.loads(line)
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:
+                continue
             entries[entry["id"]] = entry
     return entries
 
@@ -160,6 +167,134 @@ def wait_for(predicate, timeout: float) -> bool:
             return True
         time.sleep(0.2)
     return predicate()
+
+
+def run_with_limit(args: list[str], limit: float) -> tuple[subprocess.CompletedProcess | None, float]:
+    """Run a command as its own process group; None when it is still running after ``limit``
+    seconds (a hang: the group is killed)."""
+    start = time.perf_counter()
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                               text=True, start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=limit)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None, time.perf_counter() - start
+    return subprocess.CompletedProcess(args, process.returncode, stdout, stderr), time.perf_counter() - start
+
+
+def small_set(data: Path, root: Path, tags: dict[str, list[str]], names: list[str]) -> dict[str, list[str]]:
+    """A folder data set under ``root`` of the images ``names`` of ``data`` (its classes); returns its tags."""
+    (root / "images").mkdir(parents=True)
+    shutil.copy(data / "classes.txt", root / "classes.txt")
+    for name in names:
+        shutil.copy(data / "images" / name, root / "images" / name)
+    chosen = {name: tags[name] for name in names}
+    write_tags(root / "tags.csv", chosen)
+    return chosen
+
+
+def odd_input_cases(cases: Cases, run: Path, out: Path, data: Path, tags: dict[str, list[str]]) -> None:
+    """The inputs of issue 29 that ended, hung or fooled a run: a FIFO listed as an image, a
+    251-character file stem, a manifest line cut by a hard stop, a training split smaller than
+    the batch, more than 254 classes, an id twice in a split and in both splits."""
+    classifier = run / "classifier" / "classifier.pt"
+    good = [name for name in tags if name.startswith("synth_")]
+    label = ["--checkpoint", str(classifier), "--set", "refine.saliency.source=none"]
+
+    # a FIFO listed as an image, and a 251-character stem (a 255-byte name), beside 4 good images
+    odd = out / "odd"
+    odd_tags = small_set(data, odd, tags, good[:4])
+    long_name = "l" * 251 + ".jpg"
+    shutil.copy(data / "images" / good[0], odd / "images" / long_name)
+    os.mkfifo(odd / "images" / "pipe.png")
+    write_tags(odd / "tags.csv", {**odd_tags, long_name: tags[good[0]], "pipe.png": tags[good[0]]})
+    labels = out / "odd_labels"
+    command = [*WSSS, "pseudo-label", "--dataset", str(odd), "--out", str(labels), *label]
+    done, seconds = run_with_limit(command, 600)
+    entries = manifest(labels)
+    pipe = entries.get("pipe", {})
+    others = [entries.get(Path(name).stem, {}).get("status") for name in odd_tags]
+    cases.record("FIFO listed as an image: fails alone, no hang (exit 1)", done and done.returncode, seconds,
+                 done is not None and done.returncode == 1 and pipe.get("status") == "failed"
+                 and "not a regular file" in pipe.get("reason", "") and others == ["ok"] * 4,
+                 "hung (killed after 600 s)" if done is None else f"pipe: {pipe.get('reason', 'no entry')[:60]}")
+    long_id = long_name[:-4]
+    cases.record("251-character file stem: labelled", None, 0.0,
+                 entries.get(long_id, {}).get("status") == "ok" and (labels / f"{long_id}.png").is_file(),
+                 f"{entries.get(long_id, {}).get('status', 'no entry')}; {error_line(done) if done else ''}")
+
+    # a hard stop mid-write cut the manifest's last line: the next run's record starts a line of its own
+    path = labels / "manifest.jsonl"
+    lines = path.read_text().splitlines(keepends=True) if path.is_file() else [""]
+    torn = lines[-1].split('"id": "', 1)[-1].split('"', 1)[0] if '"id": "' in lines[-1] else ""
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])  # cut after the id
+    done, seconds = run_with_limit(command, 600)
+    unreadable = 0
+    for line in path.read_text().splitlines():
+        try:
+            json.loads(line)
+        except json.JSONDecodeError:
+            unreadable += 1
+    cases.record("manifest cut mid-line: the next record is whole", done and done.returncode, seconds,
+                 done is not None and bool(torn) and torn in manifest(labels) and unreadable == 1,
+                 f"{torn[:20]}: {manifest(labels).get(torn, {}).get('status', 'entry lost')}, {unreadable} cut line(s)")
+
+    # a training split of 9 images at batch 16: one batch of 9 a step, strict JSON history
+    small = out / "small"
+    small_set(data, small, tags, good[:9])
+    small_run = out / "small_run"
+    done, seconds = cases.run([*WSSS, "train", "classifier", "--config", str(run / "config.yaml"),
+                               "--set", f"run_dir={small_run}", "--set", "data.format=folder",
+                               "--set", f"data.root={small}", "--set", "data.train_split=null",
+                               "--set", "data.val_split=null", "--set", "train.classifier.epochs=1",
+                               "--set", "train.classifier.batch_size=16"])
+    try:
+        history = json.loads((small_run / "classifier" / "history.json").read_text(),
+                             parse_constant=lambda constant: 1 / 0)  # NaN, Infinity: not JSON
+        loss = history[-1]["loss"]
+    except (OSError, ValueError, ZeroDivisionError, IndexError, KeyError) as error:
+        history, loss = None, f"history.json: {type(error).__name__}"
+    said = "each step trains on all 9" in done.stdout
+    cases.record("9 training images at batch 16: trained (one batch of 9), strict JSON", done.returncode, seconds,
+                 done.returncode == 0 and said and history is not None and loss > 0,
+                 f"loss {loss}, {'said so' if said else 'no line on the batch'}")
+
+    # 255 classes do not fit an 8-bit label PNG: refused at data check and by every step
+    many = out / "many_classes"
+    small_set(data, many, tags, good[:1])
+    (many / "classes.txt").write_text("".join(f"class{i}\n" for i in range(255)))
+    write_tags(many / "tags.csv", {good[0]: ["class254"]})
+    for what, command in (("data check", [*WSSS, "data", "check", str(many), "--quiet"]),
+                          ("pseudo-label", [*WSSS, "pseudo-label", "--dataset", str(many),
+                                            "--out", str(out / "many_labels"), *label])):
+        done, seconds = cases.run(command)
+        said = error_line(done)
+        cases.record(f"255 classes: {what} refuses (exit 2)", done.returncode, seconds,
+                     done.returncode == 2 and "classes.txt" in said and "at most 254" in said and no_traceback(done),
+                     said)
+
+    # an id twice in splits/train.txt, and one in both train.txt and val.txt
+    split_root = out / "split_set"
+    small_set(data, split_root, tags, good[:6])
+    ids = [Path(name).stem for name in good[:6]]
+    (split_root / "splits").mkdir()
+    (split_root / "splits" / "train.txt").write_text("\n".join([ids[0], ids[1], ids[2], ids[0], ids[3]]) + "\n")
+    (split_root / "splits" / "val.txt").write_text("\n".join([ids[4], ids[5], ids[1]]) + "\n")
+    done, seconds = cases.run([*WSSS, "data", "check", str(split_root), "--quiet"])
+    text = done.stdout
+    twice, both = "listed more than once" in text, "in both the training split 'train'" in text
+    cases.record("data check: an id twice in a split, an id in train and val: warnings", done.returncode, seconds,
+                 done.returncode == 0 and twice and both and no_traceback(done),
+                 f"twice {'listed' if twice else 'NOT listed'}, both {'listed' if both else 'NOT listed'}")
+    split_labels = out / "split_labels"
+    done, seconds = cases.run([*WSSS, "pseudo-label", "--dataset", str(split_root), "--split", "train",
+                               "--out", str(split_labels), *label])
+    lines = (split_labels / "manifest.jsonl").read_text().splitlines() if (split_labels / "manifest.jsonl").is_file() else []
+    cases.record("pseudo-label --split with an id listed twice: labelled once", done.returncode, seconds,
+                 done.returncode == 0 and len(lines) == 4 and "listed more than once" in done.stderr,
+                 f"{len(lines)} manifest lines for 4 ids")
 
 
 def main() -> int:
@@ -364,6 +499,8 @@ def main() -> int:
     labelled = sum(e.get("status") == "ok" for e in manifest(out / "flow_labels").values())
     cases.record("flow run pseudo-labels: only the bomb fails", done.returncode, seconds,
                  done.returncode == 0 and failed == ["bomb"] and labelled == 16, f"failed {failed}, {labelled} labelled")
+
+    odd_input_cases(cases, run, out, data, tags)
 
     bad = [row for row in cases.rows if not row[3]]
     print(f"\n{len(cases.rows) - len(bad)} of {len(cases.rows)} cases as documented")
