@@ -124,16 +124,10 @@ def failure_reasons(out_dir: str | os.PathLike, ids: list[str]) -> list[str]:
 
 
 def reconcile_manifest(out_dir: str | os.PathLike, done: set[str]) -> int:
-    """Before a run appends to the manifest: end a cut-off last line (so the next record starts
-    on a line of its own), and record as ok the finished ids whose latest entry is not "ok" (a
-    run stopped between writing a label and recording it); returns how many were recorded."""
-    out = Path(out_dir)
-    path = out / MANIFEST
-    if path.is_file() and path.stat().st_size:
-        with path.open("rb+") as handle:
-            handle.seek(-1, os.SEEK_END)
-            if handle.read(1) != b"\n":
-                handle.write(b"\n")
+    """Before a run labels: record as ok the finished ids whose latest manifest entry is not "ok"
+    (a run stopped between writing a label and recording it); returns how many were recorded.
+    (A last line cut by a hard stop is ended by ``Manifest`` itself before it appends.)"""
+    path = Path(out_dir) / MANIFEST
     entries = read_manifest(path)
     missing = sorted(i for i in done if entries.get(i, {}).get("status") != "ok")
     if missing:
