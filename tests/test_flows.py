@@ -31,6 +31,7 @@ from flows.training import train_segmenter
 from wsss.config import config_to_yaml, load_config
 from wsss.data.label_png import read_label_png
 from wsss.steps.label_plan import read_manifest
+from wsss.steps.labels_step import open_labels
 from tests.runs import classifier_of
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -215,7 +216,8 @@ def test_corrupt_image_fails_alone_and_only_io_errors_retry(trained, tmp_path):
 
     # an I/O error (a folder where a label should go) is retried, then fails its shard and the flow
     blocked = tmp_path / "blocked"
-    (blocked / f"{train_ids[0]}.png").mkdir(parents=True)
+    open_labels(config, checkpoint, config.data.train_split, blocked)  # the folder is this run's (source.json) ...
+    (blocked / f"{train_ids[0]}.png").mkdir(parents=True)  # ... and a folder stands where a label should go
     state = pseudo_labels(config, checkpoint=checkpoint, out_dir=blocked, return_state=True)
     assert state.is_failed() and "1 of 4 shard(s) failed" in state.message
     assert task_run_counts(state) == [1, 1, 1, 1 + config.flow.retries]
