@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from wsss.steps.label_plan import read_manifest
+
 WSSS = [sys.executable, "-m", "wsss"]
 
 
@@ -98,16 +100,7 @@ def write_tags(path: Path, tags: dict[str, list[str]], extra_lines: list[str] = 
 
 def manifest(out: Path) -> dict[str, dict]:
     """The latest entry of every id (a line cut by a hard stop is skipped)."""
-    entries = {}
-    path = out / "manifest.jsonl"
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            entries[entry["id"]] = entry
-    return entries
+    return read_manifest(out / "manifest.jsonl")
 
 
 class Cases:
