@@ -66,9 +66,9 @@ def open_labels(config: Config, checkpoint: str | os.PathLike, split: str | None
 def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: bool = False) -> dict:
     """Label the ``ids`` of ``job`` that have no PNG in its folder yet; returns the counts {ok,
     skipped, failed}, ``loads`` (1 when this call loaded the classifier: it is cached per worker
-    thread, ``worker_cache``) and, when it labelled, ``saliency`` (the saliency source's name). crf_pool: run the CRF in a pool of ``refine.crf.workers``
-    processes (a single process labelling); otherwise in this thread (the flows' task runner
-    workers are the parallelism)."""
+    thread, ``worker_cache``) and, when it labelled, ``saliency`` (the saliency source's name).
+    crf_pool: run the CRF in a pool of ``refine.crf.workers`` processes (a single process
+    labelling); otherwise in this thread (the flows' task runner workers are the parallelism)."""
     todo = unlabelled_ids(ids, job.out)
     if not todo:
         return {"ok": 0, "skipped": len(ids), "failed": 0, "loads": 0}
