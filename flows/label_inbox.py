@@ -1,9 +1,10 @@
 """The ``label_inbox`` flow: label what is new in a watched folder, on a schedule.
 
 Each run scans ``flow.inbox.folder`` (see ``wsss.steps.inbox_scan``), labels the ready
-images that have no pseudo-label yet (the ``pseudo_labels`` flow, as a subflow), then, when a
-segmenter checkpoint exists, predicts the labelled images that have no prediction yet. Nothing
-is labelled twice and nothing is deleted: every outcome is appended to the manifests. An image
+images that have no pseudo-label yet, or whose file or tags changed since theirs was made (the
+``pseudo_labels`` flow, as a subflow), then, when a segmenter checkpoint exists, predicts the
+labelled images that have no prediction yet or whose file changed. Nothing unchanged is labelled
+twice; every outcome is appended to the manifests. An image
 that failed is tried again only when its file or tags change. Progress: the labelling subflow
 logs a line per shard of ``flow.shard_size`` new images (and keeps ``pseudo-labels-progress``
 current); the predictions log one per ``flow.shard_size`` images and keep
@@ -23,9 +24,9 @@ from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.layout import RunLayout
 from wsss.steps.inbox_scan import (
-    InboxPaths, ensure_classes, inbox_data, remember_failures, scan_inbox, unchanged_failures,
+    InboxPaths, ensure_classes, inbox_data, predictions_to_make, remember_failures, scan_inbox, unchanged_failures,
 )
-from wsss.steps.label_plan import image_fingerprint
+from wsss.steps.label_plan import image_fingerprint, labels_to_make
 from wsss.steps.predict_step import predict_images
 
 
@@ -56,7 +57,7 @@ def label_inbox(config: Config = Config()) -> dict:
         logger.info(f"waiting: {len(scan.arriving)} image(s) still changing, {len(scan.missing)} listed without a "
                     f"file, {len(scan.untagged)} without a row in tags.csv")
     settings = config.model_copy(update={"data": inbox_data(config.flow.inbox)})
-    unlabelled = [i for i in scan.ready if not (paths.labels / f"{i}.png").is_file()]
+    unlabelled = labels_to_make(scan.dataset, scan.ready, paths.labels)  # new, or re-tagged / replaced since
     failed_before = unchanged_failures(scan.dataset, unlabelled, paths.labels)
     new = [i for i in unlabelled if i not in failed_before]
     if failed_before:
@@ -69,8 +70,7 @@ def label_inbox(config: Config = Config()) -> dict:
         remember_failures(fingerprints, paths.labels)
         summary["labelled"], summary["failed"] = result["ok"], result["failed"]
     if paths.segmenter.is_file():
-        todo = [i for i in scan.ready
-                if (paths.labels / f"{i}.png").is_file() and not (paths.predictions / f"{i}.png").is_file()]
+        todo = predictions_to_make(scan.dataset, scan.ready, paths)
         if todo:
             summary["predicted"] = predict_new(settings, paths, todo)["ok"]
     else:

@@ -84,7 +84,7 @@ def _label_shards(job: LabelJob, ids: list[str] | None) -> dict:
           + (f" ({recovered} recorded from disk)" if recovered else ""))
 
     started = time.perf_counter()
-    totals = {"ok": 0, "skipped": len(plan.done), "failed": 0, "loads": 0}
+    totals = {"ok": 0, "skipped": len(plan.done), "failed": 0, "loads": 0, "redone": 0}
     finished = shards_done = labelled = 0  # images of finished shards; shards; their images labelled in this run
     meter = RateMeter(plan.total - len(plan.done))
     progress = ArtifactProgress("pseudo-labels-progress", f"pseudo-labels in {job.out}")
@@ -99,8 +99,8 @@ def _label_shards(job: LabelJob, ids: list[str] | None) -> dict:
             if isinstance(result, BaseException):
                 errors.append(result)
             elif plan.pending(shard):  # a shard finished before this run counts as skipped (cached or not)
-                for key in ("ok", "failed", "loads"):
-                    totals[key] += result[key]
+                for key in ("ok", "failed", "loads", "redone"):
+                    totals[key] += result.get(key, 0)
             finished, shards_done, labelled = finished + len(shard), shards_done + 1, labelled + plan.pending(shard)
             rate, left = meter.read(labelled)
             line = shard_line("pseudo-labels", shards_done, len(plan.shards), finished, plan.total,
@@ -111,7 +111,9 @@ def _label_shards(job: LabelJob, ids: list[str] | None) -> dict:
     if errors:
         message = f"{len(errors)} of {len(plan.shards)} shard(s) failed; first error: {errors[0]!r}"
         raise RuntimeError(message) from errors[0]
-    print(f"pseudo-labels: {totals['ok']} written, {totals['skipped']} already there, {totals['failed']} failed, "
+    print(f"pseudo-labels: {totals['ok']} written"
+          + (f" ({totals['redone']} of them redone: their image, tags or class list changed)" if totals["redone"] else "")
+          + f", {totals['skipped']} already there, {totals['failed']} failed, "
           f"{round(seconds, 2)} s, model loaded {totals['loads']} time(s)")
     summary = finish_labels(job, ids, totals)
     summary.update(model_loads=totals["loads"], seconds=round(seconds, 2),

@@ -16,7 +16,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE, CachePolicy
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from wsss.config import FlowConfig
-from wsss.steps.label_plan import unlabelled_ids
+from wsss.steps.label_plan import labels_to_make
+from wsss.steps.worker_cache import worker_dataset
 
 RUNNERS = ("threads", "processes", "dask")
 
@@ -49,12 +50,14 @@ class WhenShardLabelled(CachePolicy):
     """Cache policy of a shard task (inputs ``job``, a ``LabelJob``, and ``shard``, [id,
     fingerprint] pairs): the key of ``policy`` (inputs, which hold the checkpoint digest and the
     images' fingerprints, + the task's source) once every image of the shard has its label on
-    disk; no key while one is missing, so a cached result never stands in for labels that are
-    not there (deleted, or failed)."""
+    disk, made from the image, tags and class list it has now; no key while one is missing or
+    stale, so a cached result never stands in for labels that are not there (deleted, or
+    failed) or were made from other inputs (tags changed and changed back)."""
 
     policy: CachePolicy = field(default_factory=lambda: INPUTS + TASK_SOURCE)
 
     def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs):
-        if unlabelled_ids([image_id for image_id, _ in inputs["shard"]], Path(inputs["job"].out)):
+        job = inputs["job"]
+        if labels_to_make(worker_dataset(job), [image_id for image_id, _ in inputs["shard"]], job.out):
             return None
         return self.policy.compute_key(task_ctx, inputs, flow_parameters, **kwargs)

@@ -30,7 +30,7 @@ from flows.pseudo_labels import pseudo_labels
 from flows.training import train_segmenter
 from wsss.config import config_to_yaml, load_config
 from wsss.data.label_png import read_label_png
-from wsss.steps.label_plan import read_manifest
+from wsss.data.manifest import read_manifest
 from wsss.steps.labels_step import open_labels
 from tests.runs import classifier_of
 
@@ -272,6 +272,20 @@ def test_label_inbox_labels_only_what_is_new(trained, tmp_path):
     shutil.copy(tmp / "data" / "images" / f"{ids[3]}.jpg", inbox / "images" / "broken.jpg")  # fixed
     third = label_inbox(settings)
     assert (third["labelled"], third["failed"]) == (1, 0)
+
+    # a tag corrected in tags.csv: that image is labelled again; its prediction (tags do not change it) stays
+    lines = (inbox / "tags.csv").read_text().splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith(f"{ids[0]}.jpg,"))
+    old_tags = lines[row].split(",", 1)[1].split(";")
+    new_tags = [name for name in ["disk", "square", "triangle"] if name not in old_tags][:1] + old_tags[1:]
+    lines[row] = f"{ids[0]}.jpg," + ";".join(new_tags)
+    (inbox / "tags.csv").write_text("\n".join(lines) + "\n")
+    prediction = (tmp_path / "out" / "predictions" / f"{ids[0]}.png").stat().st_mtime_ns
+    fourth = label_inbox(settings)
+    assert (fourth["labelled"], fourth["failed"], fourth["predicted"]) == (1, 0, 0)
+    entry = read_manifest(labels / "manifest.jsonl")[ids[0]]
+    assert entry["input"]["tags"] == sorted(new_tags) and entry["redone"].startswith("tags changed")
+    assert (tmp_path / "out" / "predictions" / f"{ids[0]}.png").stat().st_mtime_ns == prediction
 
 
 def test_pipeline_end_to_end(tmp_path, prefect_api):

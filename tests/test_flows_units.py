@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from wsss.data.folder import FolderDataset
+from wsss.data.folder import FolderDataset, write_folder_dataset_index
 from wsss.data.label_png import write_label_png
 from wsss.steps.inbox_scan import scan_inbox
 from wsss.report.build import checks
 from flows.task_runners import WhenShardLabelled
-from wsss.config import Config, SamConfig
+from wsss.config import Config, DataConfig, SamConfig
+from wsss.data.input_records import input_record
 from wsss.steps.provenance import claim_output_dir, source_differences
 from wsss.steps.label_plan import (
-    LabelJob, image_fingerprint, plan_shards, read_manifest, reconcile_manifest, unlabelled_ids,
+    LabelJob, image_fingerprint, plan_shards, reconcile_manifest, unlabelled_ids,
 )
+from wsss.data.manifest import MANIFEST, Manifest, read_manifest
 
 
 def test_plan_cuts_all_ids_and_notes_finished_ones(folder_dataset, tmp_path):
@@ -37,7 +39,8 @@ def test_plan_cuts_all_ids_and_notes_finished_ones(folder_dataset, tmp_path):
 def test_shard_cache_key_only_when_labelled_and_follows_the_images(folder_dataset, tmp_path):
     dataset = FolderDataset(folder_dataset)
     shard = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]
-    job = LabelJob(Config(), tmp_path / "classifier.pt", "abc", "train", tmp_path)
+    config = Config(data=DataConfig(format="folder", root=folder_dataset))
+    job = LabelJob(config, tmp_path / "classifier.pt", "abc", "train", tmp_path)
     inputs = {"job": job, "shard": shard}
     policy = WhenShardLabelled()
     assert policy.compute_key(None, inputs, {}) is None  # nothing labelled: no key, the task runs
@@ -46,12 +49,21 @@ def test_shard_cache_key_only_when_labelled_and_follows_the_images(folder_datase
     write_label_png(tmp_path / "img1.png", np.zeros((4, 4), np.uint8))
     key = policy.compute_key(None, inputs, {})
     assert key is not None and key == policy.compute_key(None, dict(inputs), {})
-    other = LabelJob(Config(), tmp_path / "classifier.pt", "other", "train", tmp_path)
+    other = LabelJob(config, tmp_path / "classifier.pt", "other", "train", tmp_path)
     assert policy.compute_key(None, {**inputs, "job": other}, {}) != key  # another checkpoint
     image = folder_dataset / "images" / "img0.png"
     os.utime(image, ns=(time.time_ns(), time.time_ns() + 10**9))  # the image was replaced
     touched = [[i, image_fingerprint(dataset, i)] for i in ("img0", "img1")]
     assert policy.compute_key(None, {**inputs, "shard": touched}, {}) != key
+    # labels recorded with their inputs; then img0 re-tagged: no key even for the shard as it was
+    # (tags changed and changed back would otherwise find the old key cached with a stale label)
+    with Manifest(tmp_path / MANIFEST) as manifest:
+        for image_id in ("img0", "img1"):
+            manifest.record(image_id, "ok", input=input_record(dataset, image_id))
+    assert policy.compute_key(None, {**inputs, "shard": touched}, {}) is not None
+    tags = {f"img{i}.png": dataset.tag_names(f"img{i}") for i in range(6)}
+    write_folder_dataset_index(folder_dataset, dataset.classes, {**tags, "img0.png": ["bar"]})
+    assert policy.compute_key(None, {**inputs, "shard": touched}, {}) is None
 
 
 def test_label_folder_refuses_another_source(tmp_path):

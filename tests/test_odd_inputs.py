@@ -19,7 +19,7 @@ from wsss.data.images import ImageReadError, read_rgb, stored_image_size
 from wsss.data.label_png import read_label_png, write_label_png
 from wsss.data.synth import SYNTH_CLASSES as CLASSES
 from wsss.files import atomic_path, write_json
-from wsss.steps.label_plan import read_manifest
+from wsss.data.manifest import read_manifest
 from tests.conftest import draw_sample
 from tests.runs import classifier_of
 from tests.test_classifier import tiny_config

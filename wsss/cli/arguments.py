@@ -104,8 +104,9 @@ def _relocated(config: Config, run: Path, overrides: list[str] | None) -> Config
 def report_counts(what: str, out: Path, counts: dict, details: str = "") -> int:
     """Print what a folder-writing command did ("written / already there / failed") and return
     its exit status: 0, or 1 when an image failed."""
-    print(f"{what} in {out}: {counts['ok']} written, {counts['skipped']} already there, {counts['failed']} failed "
-          f"(see {out / MANIFEST}){details}")
+    redone = f" ({counts['redone']} redone: their input changed)" if counts.get("redone") else ""
+    print(f"{what} in {out}: {counts['ok']} written{redone}, {counts['skipped']} already there, {counts['failed']} "
+          f"failed (see {out / MANIFEST}){details}")
     return 0 if counts["failed"] == 0 else 1
 
 

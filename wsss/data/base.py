@@ -19,6 +19,20 @@ class DatasetError(ValueError):
     """A data set entry that is malformed: names the file or value and what was expected."""
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """The text of ``path`` (a class list, tags.csv, a split file) decoded as UTF-8, a byte-order
+    mark at its start dropped (as editors on Windows write one); DatasetError naming the file, the
+    first byte that is not UTF-8 and its offset otherwise."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        utf16 = " (it looks like UTF-16)" if data[:2] in (b"\xff\xfe", b"\xfe\xff") else ""
+        offset = error.start + len(data) - len(error.object)  # after a byte-order mark the codec counts from it
+        raise DatasetError(f"{path}: not UTF-8 text: byte 0x{data[offset]:02x} at offset {offset}{utf16}; "
+                           f"expected the {what} as UTF-8 (save it with that encoding)") from None
+
+
 @dataclass
 class Sample:
     """One image of a data set.
@@ -65,7 +79,7 @@ class Dataset(abc.ABC):
         listed more than once is kept once (it would be labelled, trained on and scored twice),
         with a warning naming the file and the ids (:meth:`warn`)."""
         counts: dict[str, int] = {}
-        for line in path.read_text().splitlines():
+        for line in read_text_file(path, "split file (one id a line)").splitlines():
             if line.strip():
                 image_id = line.split()[0] if first_word else line.strip()
                 counts[image_id] = counts.get(image_id, 0) + 1
@@ -74,6 +88,12 @@ class Dataset(abc.ABC):
             self.warn(path, f"{len(repeated)} id(s) listed more than once, each kept once: "
                             f"{', '.join(repeated[:10])}{', …' if len(repeated) > 10 else ''}")
         return list(counts)
+
+    def index_files(self) -> list[Path]:
+        """The files that define the set's ids, tags and classes, read once when it is opened
+        (a data set kept open across runs is opened again when one of them changed): the split
+        file, when there is one; the folder format adds classes.txt and tags.csv, COCO its JSON."""
+        return [] if self.split_file is None else [Path(self.split_file)]
 
     def limit_size(self, max_side: int | None, oversize: str = "resize") -> "Dataset":
         """Set the size limit the walks over this data set apply (``data.max_side``,

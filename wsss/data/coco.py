@@ -104,6 +104,9 @@ class CocoDataset(Dataset):
             return {}
         return {i: "no annotation in the JSON (data.coco_unannotated=skip)" for i in self.unannotated}
 
+    def index_files(self) -> list[Path]:
+        return [self.annotations, *super().index_files()]
+
     def image_path(self, image_id: str) -> Path:
         return self.root / self._images[image_id]["file_name"]
 
@@ -257,7 +260,7 @@ def _read_coco(path: Path):
     from pycocotools.coco import COCO
 
     try:
-        with path.open(encoding="utf-8") as handle:
+        with path.open(encoding="utf-8-sig") as handle:  # a byte-order mark at the start is dropped
             data = json.load(handle)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise DatasetError(f"{path}: cannot read the COCO annotations JSON ({error})") from error

@@ -21,18 +21,20 @@ returns goes into the image's manifest entry (e.g. the pseudo-labels' "confidenc
 that cannot be read, has no tags (when ``needs_tags``), whose computation raises
 ValueError/RuntimeError (the batch is retried one image at a time to find it), or whose output
 name is too long for the file system (e.g. ``<id>_<class>.png`` of a long id) fails alone:
-it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}) and
-the walk goes on. An image over the data set's ``max_side`` is computed at a reduced size
+it is recorded in ``OUT/manifest.jsonl`` ({"id", "status": "ok"|"failed", "reason"}; an ok
+entry also holds the image's ``input`` record, ``wsss.data.input_records``) and the walk goes
+on. An image over the data set's ``max_side`` is computed at a reduced size
 (``wsss.data.size_limit``; writers bring outputs back with ``at_source_size``): a line on the
 terminal and a "note" in its manifest entry say so. Images whose finished file exists are
-skipped, so a re-run finishes an interrupted one. Without ``WalkFiles`` nothing is recorded or
-skipped (scoring walks); failures still reach ``Walk.on_failure``.
+skipped, so a re-run finishes an interrupted one; a finished output whose image file, tags
+or class list changed since it was written is made again (counts' "redone"; a line says
+why). Without ``WalkFiles`` nothing is recorded or skipped (scoring walks); failures still
+reach ``Walk.on_failure``.
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -43,12 +45,11 @@ from tqdm import tqdm
 
 from wsss.data.base import Dataset, Sample
 from wsss.data.batching import same_size_batches
+from wsss.data.input_records import describe_stale, input_record, stale_outputs
+from wsss.data.manifest import MANIFEST, Manifest
 from wsss.files import is_finished
 
 __all__ = ["Deferred", "Manifest", "SampleFailed", "Walk", "WalkFiles", "run_dataset", "MANIFEST"]
-
-MANIFEST = "manifest.jsonl"
-
 
 class Deferred:
     """A batch's results still being computed elsewhere (e.g. CRF jobs in a process pool).
@@ -63,53 +64,6 @@ class Deferred:
 
 class SampleFailed(Exception):
     """Raised by a runner's ``write`` for an image whose result cannot be used (the reason)."""
-
-
-class Manifest:
-    """An append-only JSON-lines record of every image's outcome: {"id", "status", "reason"}.
-
-    status is "ok" or "failed"; each line is flushed at once, so an interruption loses nothing
-    that was recorded. A last line cut off by a hard stop mid-write (no final newline) is ended
-    when the file is opened, so the next record starts a line of its own instead of merging
-    into it (the cut line stays, unreadable, and readers skip it).
-    """
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._handle = self.path.open("a", encoding="utf-8")
-        if self._handle.tell() and not _ends_with_newline(self.path):
-            self._handle.write("\n")
-            self._handle.flush()
-
-    def recorded_ids(self) -> set[str]:
-        """The ids the file records so far (a line cut by a hard stop is skipped)."""
-        ids = set()
-        for line in self.path.read_text(encoding="utf-8").splitlines():
-            try:
-                ids.add(json.loads(line)["id"])
-            except (json.JSONDecodeError, KeyError, TypeError):
-                continue
-        return ids
-
-    def record(self, image_id: str, status: str, reason: str = "", **extra) -> None:
-        self._handle.write(json.dumps({"id": image_id, "status": status, "reason": reason, **extra}) + "\n")
-        self._handle.flush()
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def __enter__(self) -> "Manifest":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def _ends_with_newline(path: Path) -> bool:
-    with path.open("rb") as handle:
-        handle.seek(-1, os.SEEK_END)
-        return handle.read(1) == b"\n"
 
 
 class _Tally:
@@ -177,6 +131,21 @@ class WalkFiles:
         return Path(self.out_dir) / self.name.format(image_id)
 
 
+def _stale(dataset: Dataset, ids: list[str], todo: list[str], files: WalkFiles | None, tags: bool) -> dict[str, str]:
+    """The finished outputs among ``ids`` made from other inputs than today's (``input_records``),
+    id → why; their files are deleted (a redo that fails leaves no stale output behind) and a
+    line says how many and why."""
+    if files is None or len(todo) == len(ids):
+        return {}
+    pending = set(todo)
+    stale = stale_outputs(dataset, [i for i in ids if i not in pending], files.out_dir, files.name, tags=tags)
+    for image_id in stale:
+        files.finished(image_id).unlink(missing_ok=True)
+    if stale:
+        print(describe_stale(stale), flush=True)
+    return stale
+
+
 def run_dataset(
     dataset: Dataset,
     compute: Callable[[list[Sample]], Sequence[Any]],
@@ -190,9 +159,14 @@ def run_dataset(
     ids = list(dataset.ids if walk.ids is None else walk.ids)
     manifest = Manifest(Path(files.out_dir) / MANIFEST) if files is not None else None
     todo = [i for i in ids if files is None or not is_finished(files.finished(i))]
+    stale = _stale(dataset, ids, todo, files, walk.needs_tags)
+    if stale:
+        todo = [i for i in ids if i in stale or not is_finished(files.finished(i))]
     bar = tqdm(total=len(todo), desc=walk.desc, unit="img", disable=not walk.progress)
     tally = _Tally(manifest, bar, walk.on_failure)
     tally.counts["skipped"] = len(ids) - len(todo)
+    if stale:
+        tally.counts["redone"] = len(stale)
     if manifest is not None and len(todo) < len(ids):  # an output written just before a hard stop: recorded now
         recorded, pending = manifest.recorded_ids(), set(todo)
         for image_id in ids:
@@ -219,6 +193,9 @@ def run_dataset(
                 tally.failed(sample.id, f"{error.filename}: file name too long for the file system "
                                         f"({len(os.fsencode(Path(error.filename or '').name))} bytes; most allow 255)")
                 continue
+            if manifest is not None:  # what the output was made from: a later change of it is redone
+                extra = {**(extra or {}), "input": input_record(dataset, sample.id),
+                         **({"redone": stale[sample.id]} if sample.id in stale else {})}
             tally.ok(sample.id, extra)
 
     def finish(batch: list[Sample], results: Sequence[Any] | Deferred) -> None:

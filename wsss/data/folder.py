@@ -13,10 +13,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from pathlib import Path
 
-from wsss.data.base import Dataset, DatasetError
+from wsss.data.base import Dataset, DatasetError, read_text_file
 from wsss.data.label_png import MAX_CLASSES
 
 CLASSES_FILE = "classes.txt"
@@ -28,7 +29,7 @@ def read_classes(path: Path) -> list[str]:
     than the 254 classes a label PNG holds."""
     if not path.is_file():
         raise DatasetError(f"{path}: classes file not found (one class name per line expected)")
-    names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    names = [line.strip() for line in read_text_file(path, "class list (one name a line)").splitlines()]
     names = [name for name in names if name]
     if not names:
         raise DatasetError(f"{path}: no class names")
@@ -48,7 +49,7 @@ def read_tags_csv(path: Path) -> dict[str, tuple[str, list[str]]]:
     if not path.is_file():
         raise DatasetError(f"{path}: tags file not found (CSV with header 'image,tags' expected)")
     entries: dict[str, tuple[str, list[str]]] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
+    with io.StringIO(read_text_file(path, "tags file (CSV: image,tags)"), newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"image", "tags"} <= set(reader.fieldnames):
             raise DatasetError(f"{path}: header must have columns 'image' and 'tags', got {reader.fieldnames}")
@@ -103,6 +104,9 @@ class FolderDataset(Dataset):
         self._mask_dir = masks if masks.is_dir() else None
         saliency = Path(saliency_dir) if saliency_dir is not None else self.root / "saliency"
         self._saliency_dir = saliency if saliency.is_dir() else None
+
+    def index_files(self) -> list[Path]:
+        return [self.root / CLASSES_FILE, self.root / TAGS_FILE, *super().index_files()]
 
     def image_path(self, image_id: str) -> Path:
         return self.root / "images" / self._entries[image_id][0]

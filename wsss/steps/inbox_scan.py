@@ -8,8 +8,9 @@ The inbox is a data set in the plain folder format that grows:
 
 An image is *ready* once it is listed in tags.csv, its file exists, and the file has not
 changed for ``settle_seconds`` (a file still being copied is left for the next run). Files
-without a row are *untagged*, rows without a file are *missing*; both wait. An image that
-failed (e.g. a corrupt file) is not tried again until its file or its tags change: the
+without a row are *untagged*, rows without a file are *missing*; both wait. An image
+labelled before whose file or tags changed since is labelled again (``wsss.data.input_records``).
+An image that failed (e.g. a corrupt file) is not tried again until its file or its tags change: the
 fingerprints of failures are kept in OUT/labels/failed_fingerprints.json.
 
 Outputs (``flow.inbox.out``, default RUN/inbox):
@@ -28,10 +29,11 @@ from pathlib import Path
 from wsss.config import DataConfig, InboxConfig
 from wsss.data.folder import CLASSES_FILE, TAGS_FILE, FolderDataset, read_classes
 from wsss.data.images import IMAGE_EXTENSIONS
-from wsss.data.dataset_walk import MANIFEST
-from wsss.files import write_json, write_text
+from wsss.data.input_records import stale_outputs
+from wsss.data.manifest import MANIFEST, read_manifest
+from wsss.files import is_finished, write_json, write_text
 from wsss.layout import RunLayout
-from wsss.steps.label_plan import image_fingerprint, read_manifest
+from wsss.steps.label_plan import image_fingerprint
 
 
 @dataclass
@@ -52,6 +54,14 @@ class InboxPaths:
         return cls(folder=Path(inbox.folder), labels=out / "labels", predictions=out / "predictions",
                    classifier=Path(inbox.classifier or run.classifier.final),
                    segmenter=Path(inbox.segmenter or run.segmenter(segmenter_mode).final))
+
+
+def predictions_to_make(dataset: FolderDataset, ids: list[str], paths: InboxPaths) -> list[str]:
+    """Of ``ids``, those labelled that have no prediction yet, or one made from another image
+    file (predictions do not depend on the tags)."""
+    labelled = [i for i in ids if is_finished(paths.labels / f"{i}.png")]
+    stale = stale_outputs(dataset, labelled, paths.predictions, tags=False)
+    return [i for i in labelled if i in stale or not is_finished(paths.predictions / f"{i}.png")]
 
 
 def inbox_data(inbox: InboxConfig) -> DataConfig:

@@ -3,7 +3,8 @@
 A label folder (as ``wsss pseudo-label`` writes it) holds ``<id>.png`` per finished image and
 ``manifest.jsonl`` with every image's outcome. What counts as finished is decided on disk,
 never from Prefect's database: an image is done when its PNG exists (PNGs are written
-atomically, so an existing one is complete).
+atomically, so an existing one is complete) and was made from the image file, tags and class
+list it has now (its manifest entry's input record, ``wsss.data.input_records``).
 
 Shards are cut from the full id list, so a shard's inputs are the same from run to run; each
 image travels with a fingerprint (size and mtime of its file, and its tags), so a shard's
@@ -14,15 +15,16 @@ What made a folder's labels is recorded in ``source.json`` (``wsss.steps.provena
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from wsss.config import Config
 from wsss.data.base import Dataset, DatasetError
-from wsss.data.dataset_walk import MANIFEST, Manifest
+from wsss.data.input_records import stale_outputs
+from wsss.data.manifest import MANIFEST, Manifest, read_manifest
 from wsss.files import is_finished
+
 
 @dataclass(frozen=True)
 class LabelJob:
@@ -85,12 +87,13 @@ class Plan:
 
 def plan_shards(dataset: Dataset, ids: list[str], out_dir: str | os.PathLike, shard_size: int) -> Plan:
     """Cut ``ids`` into shards of at most ``shard_size`` and note which are finished
-    (``out_dir/<id>.png`` exists and is not empty)."""
+    (``out_dir/<id>.png`` exists, is not empty and was made from today's image, tags and class
+    list: ``wsss.data.input_records``)."""
     if shard_size < 1:
         raise ValueError(f"shard_size={shard_size}: expected at least 1")
-    out = Path(out_dir)
     items = [[image_id, image_fingerprint(dataset, image_id)] for image_id in ids]
-    return Plan(total=len(ids), done={i for i in ids if is_finished(out / f"{i}.png")},
+    todo = set(labels_to_make(dataset, ids, out_dir))
+    return Plan(total=len(ids), done={i for i in ids if i not in todo},
                 shards=[items[i:i + shard_size] for i in range(0, len(items), shard_size)])
 
 
@@ -100,21 +103,13 @@ def unlabelled_ids(ids: list[str], out_dir: str | os.PathLike) -> list[str]:
     return [image_id for image_id in ids if not is_finished(out / f"{image_id}.png")]
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, dict]:
-    """The latest entry of every id in a manifest (lines that are not JSON objects are skipped)."""
-    path = Path(path)
-    entries: dict[str, dict] = {}
-    if not path.is_file():
-        return entries
-    with path.open(encoding="utf-8") as handle:
-        for line in handle:
-            try:
-                entry = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(entry, dict) and "id" in entry:
-                entries[entry["id"]] = entry
-    return entries
+def labels_to_make(dataset: Dataset, ids: list[str], out_dir: str | os.PathLike) -> list[str]:
+    """The ``ids`` whose label is not on disk, or was made from another image file, other tags
+    or another class list than ``dataset`` has now (stale: the walk makes it again)."""
+    missing = unlabelled_ids(ids, out_dir)
+    pending = set(missing)
+    stale = stale_outputs(dataset, [i for i in ids if i not in pending], out_dir) if len(missing) < len(ids) else {}
+    return [i for i in ids if i in pending or i in stale]
 
 
 def failure_reasons(out_dir: str | os.PathLike, ids: list[str]) -> list[str]:

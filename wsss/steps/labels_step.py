@@ -33,11 +33,11 @@ from wsss.models.checkpoint import read_classes
 from wsss.refine.crf import crf_executor
 from wsss.steps.evaluate_step import evaluate_folder
 from wsss.steps.label_plan import (
-    LabelJob, failure_reasons, has_masks, remove_stale_temporaries, unlabelled_ids,
+    LabelJob, failure_reasons, has_masks, labels_to_make, remove_stale_temporaries,
 )
 from wsss.steps.provenance import claim_output_dir, label_source
 from wsss.steps.self_training_saliency import saliency_config
-from wsss.steps.worker_cache import checkpoint_digest, worker_labeler
+from wsss.steps.worker_cache import checkpoint_digest, worker_dataset, worker_labeler
 from wsss.writers.label_pngs import write_pseudo_labels
 
 __all__ = ["pseudo_label", "open_labels", "label_ids", "finish_labels", "LabelJob"]
@@ -64,12 +64,13 @@ def open_labels(config: Config, checkpoint: str | os.PathLike, split: str | None
 
 
 def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: bool = False) -> dict:
-    """Label the ``ids`` of ``job`` that have no PNG in its folder yet; returns the counts {ok,
-    skipped, failed}, ``loads`` (1 when this call loaded the classifier: it is cached per worker
-    thread, ``worker_cache``) and, when it labelled, ``saliency`` (the saliency source's name).
+    """Label the ``ids`` of ``job`` that have no PNG in its folder yet, or a stale one (made from
+    another image file, tags or class list: ``label_plan.labels_to_make``); returns the counts
+    {ok, skipped, failed; "redone" when some were stale}, ``loads`` (1 when this call loaded the
+    classifier: it is cached per worker thread, ``worker_cache``) and, when it labelled, ``saliency`` (the saliency source's name).
     crf_pool: run the CRF in a pool of ``refine.crf.workers`` processes (a single process
     labelling); otherwise in this thread (the flows' task runner workers are the parallelism)."""
-    todo = unlabelled_ids(ids, job.out)
+    todo = labels_to_make(worker_dataset(job), ids, job.out)
     if not todo:
         return {"ok": 0, "skipped": len(ids), "failed": 0, "loads": 0}
     worker = worker_labeler(job, job.config.flow.torch_threads)
@@ -91,6 +92,8 @@ def finish_labels(job: LabelJob, ids: list[str], counts: dict) -> dict:
     are all of it: written to OUT/evaluation.json) and the failures' reasons, printed."""
     dataset = open_dataset(job.config.data, job.split)
     summary = {"out_dir": str(job.out), "total": len(ids), **{k: counts[k] for k in ("ok", "skipped", "failed")}}
+    if counts.get("redone"):
+        summary["redone"] = counts["redone"]
     if counts["failed"]:
         reasons = failure_reasons(job.out, ids)
         print(f"{counts['failed']} image(s) failed (see {job.out / MANIFEST}), e.g. " + "; ".join(reasons[:3]))

@@ -52,14 +52,14 @@ def predict_images(config: Config, checkpoint: str | os.PathLike, images: str | 
         ids = list(dataset.ids if ids is None else ids)
         if on_progress is None:
             return predict_dataset(predictor, dataset, out, crf=crf, batch_size=settings.batch_size, ids=ids)
-        counts, meter, chunk = {"ok": 0, "failed": 0, "skipped": 0}, RateMeter(len(ids)), config.flow.shard_size
+        counts, meter, chunk = {"ok": 0, "failed": 0, "skipped": 0, "redone": 0}, RateMeter(len(ids)), config.flow.shard_size
         for start in range(0, len(ids), chunk):
             done = predict_dataset(predictor, dataset, out, crf=crf, batch_size=settings.batch_size,
                                    ids=ids[start:start + chunk], progress=False)
             counts = {k: counts[k] + done.get(k, 0) for k in counts}
             finished = min(start + chunk, len(ids))
             rate, left = meter.read(finished)
-            line = progress_line("predictions:", finished, len(ids), [f"{k} {v}" for k, v in counts.items()],
+            line = progress_line("predictions:", finished, len(ids), [f"{k} {v}" for k, v in counts.items() if v or k != "redone"],
                                  [format_rate(rate, "img")], left, unit="images")
             on_progress(finished, len(ids), {**counts, "line": line, "images_per_s": rate, "seconds_left": left,
                                              "elapsed_s": meter.elapsed()})

@@ -54,6 +54,32 @@ class WorkerLabeler:
     loaded: bool  # True when this call loaded the model (False: it came from the cache)
 
 
+def worker_dataset(job: LabelJob) -> Dataset:
+    """The data set of ``job`` (``data`` / ``job.split``), opened once per thread (a COCO
+    annotations file of a large set takes seconds to read; every shard needs it) and again
+    when one of its index files changed (tags.csv re-written: new images, corrected tags)."""
+    from wsss.data import open_dataset
+
+    key = (job.config.data.model_dump_json(), job.split)
+    cached = getattr(_local, "dataset", None)
+    if cached is None or cached[0] != key or cached[2] != _stamps(cached[1]):
+        dataset = open_dataset(job.config.data, job.split)
+        cached = _local.dataset = (key, dataset, _stamps(dataset))
+    return cached[1]
+
+
+def _stamps(dataset: Dataset) -> list[tuple[int, int] | None]:
+    """(size, mtime) of each of the data set's index files (None: gone)."""
+    stamps = []
+    for path in dataset.index_files():
+        try:
+            stat = path.stat()
+            stamps.append((stat.st_size, stat.st_mtime_ns))
+        except OSError:
+            stamps.append(None)
+    return stamps
+
+
 def worker_labeler(job: LabelJob, torch_threads: int | None = None) -> WorkerLabeler:
     """The offline chain of ``job`` (its config's ``cam`` and ``refine`` sections, the classifier
     at ``job.checkpoint`` on ``train.device``, the data set of ``data`` / ``job.split``), cached in
@@ -68,7 +94,6 @@ def worker_labeler(job: LabelJob, torch_threads: int | None = None) -> WorkerLab
     """
     import torch
 
-    from wsss.data import open_dataset
     from wsss.models.checkpoint import load_classifier, read_classes, resolve_device
     from wsss.refine.chain import offline_labeler, saved_maps_labeler
 
@@ -77,13 +102,13 @@ def worker_labeler(job: LabelJob, torch_threads: int | None = None) -> WorkerLab
     key = (str(checkpoint), job.digest, job.split, device, data.model_dump_json(), cam.model_dump_json(),
            refine.model_dump_json(), str(job.maps_dir))
     cached = getattr(_local, "entry", None)
-    if cached is not None and cached[0] == key:
-        return WorkerLabeler(cached[1].labeler, cached[1].dataset, loaded=False)
+    dataset = worker_dataset(job)
+    if cached is not None and cached[0] == key and cached[1].dataset.classes == dataset.classes:
+        return WorkerLabeler(cached[1].labeler, dataset, loaded=False)
     if torch_threads:
         torch.set_num_threads(torch_threads)
     if checkpoint_digest(checkpoint) != job.digest:
         raise ValueError(f"{checkpoint}: the file changed since the flow started (digest {job.digest[:12]} expected)")
-    dataset = open_dataset(data, job.split)
     if job.maps_dir is not None:
         model, classes = None, read_classes(checkpoint)
     else:
