@@ -19,17 +19,32 @@ class ConfigError(ValueError):
     """A configuration file or override that does not validate."""
 
 
-def _positive_scales(value: list[float]) -> list[float]:
-    if any(not s > 0 for s in value):
-        raise ValueError(f"scales must be positive, got {value}")
+MAX_SCALE = 4.0  # the largest input scale factor: 4× a 1024-pixel image is already 16× its pixels and tokens
+
+
+def check_scales(value: list[float]) -> list[float]:
+    """``value`` when every input scale factor is a number with 0 < s <= MAX_SCALE; ValueError
+    saying the allowed range otherwise (NaN and infinities included)."""
+    if any(not 0 < s <= MAX_SCALE for s in value):  # NaN fails every comparison
+        raise ValueError(f"scales must be positive and at most {MAX_SCALE:g} (0 < scale <= {MAX_SCALE:g}), got {value}")
     return value
 
 
-Scales = Annotated[list[float], AfterValidator(_positive_scales)]  # input scale factors, all > 0
+Scales = Annotated[list[float], AfterValidator(check_scales)]  # input scale factors, each in (0, MAX_SCALE]
+
+
+def start_block_problem(start_block: int | None, depth: int, model: str = "the model") -> str | None:
+    """What is wrong with ``cam.start_block`` for a ViT of ``depth`` blocks (GETAM sums blocks
+    start..depth-1; a negative start counts from the end), or None when it fits."""
+    if start_block is None or -depth <= start_block < depth:
+        return None
+    return (f"cam.start_block={start_block}: {model} has {depth} blocks; expected 0..{depth - 1}, or null for "
+            f"block {depth // 2} (depth // 2)")
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: a float setting must be a finite number (lr=.inf trained an epoch of NaN)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class SynthConfig(_Section):
@@ -510,6 +525,16 @@ class Config(_Section):
     report: ReportConfig = ReportConfig()
     flow: FlowConfig = FlowConfig()
 
+    @model_validator(mode="after")
+    def _start_block_fits_the_model(self) -> "Config":
+        """cam.start_block is checked against model.depth when it is set (a checkpoint's own depth is
+        checked again when it is loaded: ``wsss.attention.check_map_settings``)."""
+        depth = self.model.depth
+        problem = None if depth is None else start_block_problem(self.cam.start_block, depth, "the model (model.depth)")
+        if problem:
+            raise ValueError(problem)
+        return self
+
 
 def _format_error(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
@@ -521,6 +546,10 @@ def _format_error(error: ValidationError, source: str) -> str:
         allowed = item["msg"]
         if item["type"] == "literal_error":
             allowed = "expected one of " + item["ctx"]["expected"]
+        if isinstance(item["input"], dict):  # a check of a whole section: its message names the settings
+            message = allowed.removeprefix("Value error, ")
+            lines.append(f"  {message}" if not item["loc"] else f"  {key}: {message}")
+            continue
         lines.append(f"  {key} = {item['input']!r}: {allowed}")
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -19,7 +20,26 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_path", "write_json", "write_text", "is_finished"]
+__all__ = ["atomic_path", "write_json", "write_text", "is_finished", "make_folder", "NotAFolderError"]
+
+
+class NotAFolderError(ValueError):
+    """An output folder that names an existing file (or a path through one)."""
+
+
+def make_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """``path`` made a folder (with its parents) when missing; NotAFolderError naming it when it,
+    or a folder above it, is an existing file (``--out`` naming a file)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        if part.exists():
+            if not part.is_dir():
+                where = "" if part == path else f" ({part} is a file)"
+                raise NotAFolderError(f"{path}: the {what} names an existing file{where}, not a folder; give a folder "
+                                      "(new, empty, or one this command wrote before)")
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _process_umask() -> int:
@@ -37,6 +57,8 @@ def _process_umask() -> int:
 
 _UMASK = _process_umask()
 
+
+DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)  # no space left on the device, disk quota exceeded
 
 _RANDOM_PART = 8  # the characters mkstemp puts between prefix and suffix
 
@@ -75,6 +97,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield Path(tmp)
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600: give the file the mode open() would
         os.replace(tmp, path)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.errno in DISK_FULL_ERRNOS and not error.filename:  # a write() names no file: this one
+            raise OSError(error.errno, error.strerror or os.strerror(error.errno), str(path)) from error
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

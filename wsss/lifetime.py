@@ -23,9 +23,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["exit_with", "pid_alive", "hold_folder", "FolderBusyError", "LOCK_FILE", "run_watched",
-           "stop_soon_after_interrupt", "INTERRUPTED"]
+           "stop_soon_after_interrupt", "INTERRUPTED", "DISK_FULL"]
 
 INTERRUPTED = 130  # the exit status of a command ended by Ctrl-C (128 + SIGINT)
+DISK_FULL = 3  # the exit status of a command stopped by a full disk (ENOSPC) or an exceeded quota (EDQUOT)
 
 LOCK_FILE = ".wsss-lock"
 
@@ -73,9 +74,11 @@ def hold_folder(folder: str | os.PathLike) -> Iterator[Path]:
     process that is gone (killed) is taken over. Re-entrant within one process. A folder it
     created that is still empty at the end is removed.
     """
+    from wsss.files import make_folder  # here: ``python -m wsss.lifetime`` stays free of numpy
+
     folder = Path(folder)
     created = not folder.exists()
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)  # NotAFolderError (a ValueError) when it names a file
     lock = folder / LOCK_FILE
     mine = str(os.getpid())
     for _ in range(3):

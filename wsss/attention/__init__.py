@@ -10,7 +10,7 @@ from wsss.attention.baselines import (
     make_map_method,
 )
 from wsss.attention.getam import GETAM, getam
-from wsss.attention.views import MultiViewMaps, configured_map_method
+from wsss.attention.views import MultiViewMaps, check_map_settings, configured_map_method
 
 __all__ = [
     "AttentionMapMethod",
@@ -25,4 +25,5 @@ __all__ = [
     "make_map_method",
     "MultiViewMaps",
     "configured_map_method",
+    "check_map_settings",
 ]

@@ -24,11 +24,12 @@ from torch import Tensor, nn
 
 from wsss.attention.base import AttentionMapMethod
 from wsss.attention.baselines import make_map_method
-from wsss.config import CamConfig
+from wsss.config import CamConfig, start_block_problem
+from wsss.models.attention_capture import vit_blocks
 from wsss.models.vit_geometry import model_input_size, model_stride
 from wsss.precision import bfloat16_autocast_dtype
 
-__all__ = ["MultiViewMaps", "configured_map_method", "describe_views", "normalise_maps"]
+__all__ = ["MultiViewMaps", "check_map_settings", "configured_map_method", "describe_views", "normalise_maps"]
 
 
 def normalise_maps(maps: Tensor) -> Tensor:
@@ -110,6 +111,18 @@ def configured_map_method(cam: CamConfig, name: str | None = None) -> AttentionM
     if list(cam.scales) == [1.0] and not cam.flip and not cam.amp:
         return method
     return MultiViewMaps(method, cam.scales, cam.flip, cam.amp)
+
+
+def check_map_settings(cam: CamConfig, model: nn.Module, name: str | None = None, model_name: str = "the model") -> None:
+    """ValueError naming ``cam.start_block`` and the depth of ``model`` (``model_name``: e.g. its
+    checkpoint) when the map method ``name`` (None: ``cam.method``; the in-loop labeler's is
+    getam) could not run on it: checked once the model is loaded, before any image is computed
+    and before an output folder is claimed for these settings."""
+    if (name or cam.method) != "getam":
+        return
+    problem = start_block_problem(cam.start_block, len(vit_blocks(model)), model_name)
+    if problem:
+        raise ValueError(problem)
 
 
 def describe_views(cam: CamConfig) -> str:

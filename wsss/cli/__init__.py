@@ -45,9 +45,20 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:  # ConfigError, DatasetError, PretrainedWeightsError, ...
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except (PermissionError, IsADirectoryError, NotADirectoryError) as error:  # e.g. a read-only output folder
+    except (PermissionError, IsADirectoryError, NotADirectoryError, FileExistsError) as error:  # e.g. a read-only output folder
         print(f"error: cannot write or read {error.filename or ''}: {error.strerror or error}", file=sys.stderr)
         return 2
+    except OSError as error:
+        from wsss.files import DISK_FULL_ERRNOS
+        from wsss.lifetime import DISK_FULL
+
+        if error.errno not in DISK_FULL_ERRNOS:
+            raise
+        where = error.filename or getattr(args, "out", None) or getattr(args, "json", None)
+        print(f"error: the disk is full ({error.strerror or error}{f' writing {where}' if where else ''}): nothing "
+              "finished is lost (every output is written whole or not at all); free some space and run the same "
+              "command again to finish the rest", file=sys.stderr)
+        return DISK_FULL
     except KeyboardInterrupt:
         from wsss.lifetime import INTERRUPTED
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from wsss.config import Config, load_config
+from wsss.config import MAX_SCALE, Config, check_scales, load_config
 from wsss.data import FORMATS, dataset_section
 from wsss.data.dataset_walk import MANIFEST
 from wsss.layout import RunLayout
@@ -111,11 +111,10 @@ def report_counts(what: str, out: Path, counts: dict, details: str = "") -> int:
 
 
 def scales_arg(text: str) -> list[float]:
-    """'0.75,1,1.25' → [0.75, 1.0, 1.25]; argparse error for anything else."""
+    """'0.75,1,1.25' → [0.75, 1.0, 1.25]; argparse error for anything else (and for a scale
+    outside 0 < s <= MAX_SCALE: nan, inf, 1e6, 0, negative)."""
+    expected = f"comma-separated numbers with 0 < scale <= {MAX_SCALE:g}, e.g. 0.75,1,1.25"
     try:
-        scales = [float(part) for part in text.split(",")]
+        return check_scales([float(part) for part in text.split(",")])
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected comma-separated positive numbers, e.g. 0.75,1,1.25")
-    if any(s <= 0 for s in scales):
-        raise argparse.ArgumentTypeError(f"{text!r}: scales must be positive")
-    return scales
+        raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}") from None

@@ -13,7 +13,7 @@ ALL_METHODS = "getam,attention,rollout,relevance,gradcam"
 def cmd_evaluate(args) -> int:
     from wsss.steps.evaluate_step import evaluate_folder
 
-    evaluate_folder(command_config(args), args.pred, args.split, json_path=args.json)
+    evaluate_folder(command_config(args), args.pred, args.split, json_path=args.json, require_predictions=True)
     return 0
 
 

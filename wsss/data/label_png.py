@@ -69,13 +69,34 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
     """Read a label PNG (palette or 8-bit grayscale) → H×W uint8 class indices.
 
     Raises ValueError naming the file when it is not a single-channel 8-bit label map
-    (an RGB-coloured mask, a 16-bit PNG), cannot be decoded, or is over PIL's pixel limit.
+    (an RGB-coloured mask, a 16-bit PNG), not a PNG at all (JPEG bytes named .png: lossy
+    compression changes the class indices along every edge), cannot be decoded, or is over
+    PIL's pixel limit.
     """
     path = Path(path)
     with decoded_image(path, "label map") as image:
+        if image.format != "PNG":
+            raise ValueError(f"{path}: {image.format or 'unknown'} data, not a PNG: a label map must be a lossless "
+                             "PNG of class indices (lossy compression changes the values along every edge)")
         if image.mode not in ("P", "L"):
             raise ValueError(
                 f"{path}: a label map must be a palette (P) or 8-bit grayscale (L) PNG of class "
                 f"indices, got mode {image.mode!r}"
             )
         return np.array(image, dtype=np.uint8)
+
+
+def values_not_classes(label: np.ndarray, num_classes: int) -> list[int]:
+    """The values of an H×W uint8 label map that are neither 0..``num_classes`` (background and
+    the classes) nor 255 (ignore), ascending; empty when every value is one."""
+    counts = np.bincount(np.asarray(label, dtype=np.uint8).ravel(), minlength=256)
+    return [value for value in np.flatnonzero(counts).tolist() if num_classes < value != IGNORE_INDEX]
+
+
+def check_label_values(label: np.ndarray, num_classes: int, path: str | os.PathLike, what: str = "label map") -> None:
+    """ValueError naming ``path`` and its values that are not classes (``values_not_classes``)."""
+    bad = values_not_classes(label, num_classes)
+    if bad:
+        shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"{path}: {what} holds value(s) {shown} that are not classes (expected 0..{num_classes} "
+                         f"for background and the {num_classes} classes, or {IGNORE_INDEX} for ignore)")

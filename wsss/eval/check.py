@@ -24,7 +24,7 @@ from wsss.data import open_dataset
 from wsss.data.base import Dataset, DatasetError
 from wsss.data.folder import FolderDataset
 from wsss.data.images import IMAGE_EXTENSIONS, ImageNotes, ImageReadError, read_gray01, read_rgb
-from wsss.data.label_png import IGNORE_INDEX
+from wsss.data.label_png import IGNORE_INDEX, values_not_classes
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.trivial_baseline import trivial_baseline_label
 
@@ -246,7 +246,7 @@ def _check_mask(mask_path, image, num_classes: int, problem, read) -> np.ndarray
             f"mask is {mask.shape[1]}×{mask.shape[0]} but the image is {image.shape[1]}×{image.shape[0]}",
         )
         return None
-    bad = sorted(int(v) for v in np.unique(mask) if v > num_classes and v != IGNORE_INDEX)
+    bad = values_not_classes(mask, num_classes)
     if bad:
         problem("error", mask_path, f"values {bad[:10]} are not classes (expected 0..{num_classes} or 255)")
         return None

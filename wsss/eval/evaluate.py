@@ -17,11 +17,13 @@ from tqdm import tqdm
 
 from wsss.data.npz_maps import read_npz_maps
 from wsss.data.base import Dataset, DatasetError
-from wsss.data.label_png import read_label_png
+from wsss.data.label_png import check_label_values, read_label_png
 from wsss.data.size_limit import resize_label, working_size
 from wsss.eval.confusion import ConfusionMatrix
 
 DEFAULT_THRESHOLDS = (0.01, 0.02, 0.03, 0.04, *np.round(np.arange(0.05, 0.96, 0.05), 2))
+NO_PREDICTION, NO_MAPS = "no prediction", "no maps"  # the reasons of an image that has no output to score
+SHOWN_FAILURES = 20  # unusable files listed one a line by the summary
 
 
 @dataclass
@@ -36,10 +38,21 @@ class Evaluation:
         lines = [self.confusion.table(class_names)]
         if self.threshold is not None:
             lines.append(f"best background threshold: {self.threshold:.2f}")
-        if self.missing:
-            lines.append(f"not scored: {len(self.missing)} image(s), e.g. " +
-                         "; ".join(f"{k}: {v}" for k, v in list(self.missing.items())[:3]))
+        absent = [k for k, v in self.missing.items() if v in (NO_PREDICTION, NO_MAPS)]
+        if absent:
+            lines.append(f"not scored: {len(absent)} image(s) without a prediction, e.g. {', '.join(absent[:3])}")
+        failed = self.failed
+        if failed:  # a file that is there but bad: each one named, with what is wrong
+            lines.append(f"not scored: {len(failed)} image(s) whose prediction or mask is unusable:")
+            lines += [f"  {k}: {v}" for k, v in list(failed.items())[:SHOWN_FAILURES]]
+            if len(failed) > SHOWN_FAILURES:
+                lines.append(f"  ... and {len(failed) - SHOWN_FAILURES} more")
         return "\n".join(lines)
+
+    @property
+    def failed(self) -> dict[str, str]:
+        """The images not scored because a file is unusable (id → reason): not those without a prediction."""
+        return {k: v for k, v in self.missing.items() if v not in (NO_PREDICTION, NO_MAPS)}
 
     def to_dict(self, class_names: list[str]) -> dict:
         names = ["background", *class_names]
@@ -51,6 +64,7 @@ class Evaluation:
             "recall": dict(zip(names, _nan_to_none(self.confusion.recall))),
             "threshold": self.threshold,
             "not_scored": len(self.missing),
+            "unusable": self.failed,
         }
 
 
@@ -59,28 +73,39 @@ def _nan_to_none(values: np.ndarray) -> list:
 
 
 def _ground_truth(dataset: Dataset, image_id: str) -> np.ndarray:
+    """The mask of ``image_id``; ValueError naming the file when a value is not a class."""
     path = dataset.mask_path(image_id)
     if path is None:
         raise DatasetError(f"{dataset.root if hasattr(dataset, 'root') else 'data set'}: no masks to evaluate against")
-    return dataset.read_mask(image_id)
+    mask = dataset.read_mask(image_id)
+    check_label_values(mask, dataset.num_classes, path, "mask")
+    return mask
+
+
+def _prediction(path: Path, num_classes: int) -> np.ndarray:
+    """The label PNG at ``path``; ValueError naming it when a value is not a class."""
+    label = read_label_png(path)
+    check_label_values(label, num_classes, path, "prediction")
+    return label
 
 
 def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: bool = True,
                        ids: list[str] | None = None) -> Evaluation:
     """Score PRED_DIR/<id>.png against the masks of every image of ``dataset`` (or of ``ids``).
 
-    A missing or unreadable prediction or mask, or a prediction of another size, is recorded in
-    ``missing`` with the reason and not scored; a data set without masks raises DatasetError.
+    A missing or unreadable prediction or mask, one holding a value that is not a class, or a
+    prediction of another size, is recorded in ``missing`` with the reason (naming the file and
+    the value) and not scored: the other images are; a data set without masks raises DatasetError.
     """
     pred_dir = Path(pred_dir)
     result = Evaluation(ConfusionMatrix(dataset.num_classes + 1))
     for image_id in tqdm(dataset.ids if ids is None else ids, desc="evaluating", unit="img", disable=not progress):
         path = pred_dir / f"{image_id}.png"
         if not path.is_file():
-            result.missing[image_id] = "no prediction"
+            result.missing[image_id] = NO_PREDICTION
             continue
         try:
-            gt, pred = _ground_truth(dataset, image_id), read_label_png(path)
+            gt, pred = _ground_truth(dataset, image_id), _prediction(path, dataset.num_classes)
         except FileNotFoundError as error:
             result.missing[image_id] = f"no mask ({error.filename or error})"
             continue
@@ -90,7 +115,7 @@ def evaluate_label_dir(pred_dir: str | os.PathLike, dataset: Dataset, progress: 
             result.missing[image_id] = f"{type(error).__name__}: {error}"
             continue
         if pred.shape != gt.shape:
-            result.missing[image_id] = f"prediction {pred.shape} vs mask {gt.shape}"
+            result.missing[image_id] = f"{path}: prediction {pred.shape} vs mask {gt.shape} (height, width)"
             continue
         result.confusion.update(pred, gt)
     return result
@@ -119,7 +144,7 @@ def sweep_map_thresholds(
     for image_id in tqdm(dataset.ids, desc="threshold sweep", unit="img", disable=not progress):
         path = maps_dir / f"{image_id}.npz"
         if not path.is_file():
-            missing[image_id] = "no maps"
+            missing[image_id] = NO_MAPS
             continue
         try:
             maps, classes = read_npz_maps(path)

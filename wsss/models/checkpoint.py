@@ -29,6 +29,7 @@ from torch import nn
 from wsss.config import HeadConfig, ModelConfig, SegmenterTrainConfig
 from wsss.files import atomic_path
 from wsss.models.classifier import create_classifier
+from wsss.models.errors import why_not_loaded
 from wsss.models.segmentation_model import Segmenter, create_segmenter
 
 __all__ = ["FORMAT_VERSION", "save_checkpoint", "load_checkpoint", "classifier_checkpoint",
@@ -55,8 +56,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling raises many types for a damaged or unsafe file
-        raise ValueError(f"{path}: cannot read as a plain-data checkpoint ({type(error).__name__}: "
-                         f"{str(error).splitlines()[0] if str(error) else ''})") from None
+        raise ValueError(f"{path}: cannot read as a plain-data checkpoint: {why_not_loaded(path, error)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: a checkpoint holds a dict, got {type(state).__name__}")
     return state

@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from wsss.models.errors import PretrainedWeightsError
+from wsss.models.errors import PretrainedWeightsError, why_not_loaded
 
 LAYOUTS = {
     "timm": "timm's keys (cls_token, pos_embed, patch_embed.proj.*, blocks.N.*, norm.*, head.*), flat or under "
@@ -234,7 +234,8 @@ def _load_torch(file: Path) -> object:
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(file, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a file that is not a checkpoint
-        raise PretrainedWeightsError(f"model.pretrained: cannot read {file} as a torch checkpoint ({error})") from error
+        raise PretrainedWeightsError(f"model.pretrained: cannot read {file} as a torch checkpoint: "
+                                     f"{why_not_loaded(file, error)}") from None
 
 
 def _select_state(raw: object, file: Path) -> tuple[dict[str, torch.Tensor], str | None, list[str]]:

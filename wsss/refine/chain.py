@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from wsss.attention import configured_map_method
+from wsss.attention import check_map_settings, configured_map_method
 from wsss.attention.base import AttentionMapMethod
 from wsss.data.npz_maps import read_npz_maps, read_npz_probs
 from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
@@ -260,6 +260,7 @@ def offline_labeler(model: nn.Module, cam: CamConfig, refine: RefineConfig, data
     With ``refine.sam.enabled`` the chain runs the SAM stage, SAM loaded from its checkpoint on
     the model's device (once per file, type and device: labelers made one after another share it).
     """
+    check_map_settings(cam, model)  # a bad cam.start_block fails here, not once per image
     use_crf = refine.crf.enabled if crf is None else crf
     chain = LabelChain(refine.pamr, refine.label, refine.crf if use_crf else None, executor,
                        _sam_stage(refine, next(model.parameters()).device))

@@ -26,8 +26,8 @@ from contextlib import ExitStack, contextmanager
 from torch import Tensor, nn
 
 from wsss.attention.getam import GETAM
-from wsss.config import RefineConfig
-from wsss.models.attention_capture import AttentionCapture
+from wsss.config import RefineConfig, start_block_problem
+from wsss.models.attention_capture import AttentionCapture, vit_blocks
 from wsss.models.vit_geometry import token_layout
 from wsss.refine.chain import LabelChain
 from wsss.refine.saliency import TokenCutSaliency
@@ -47,6 +47,9 @@ class InLoopLabeler:
 
     def __init__(self, backbone: nn.Module, start_block: int | None, refine: RefineConfig) -> None:
         self.backbone = backbone
+        problem = start_block_problem(start_block, len(vit_blocks(backbone)), "the segmenter's backbone")
+        if problem:  # before the first training step, not at its first labelling
+            raise ValueError(problem)
         self.method = GETAM(start_block)
         self.chain = LabelChain(refine.pamr, refine.label)
         self.saliency = refine.saliency

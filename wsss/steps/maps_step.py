@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 
-from wsss.attention import configured_map_method
+from wsss.attention import check_map_settings, configured_map_method
 from wsss.config import Config
 from wsss.data import open_dataset
 from wsss.data.base import Dataset, DatasetError
@@ -44,6 +44,7 @@ def write_maps(config: Config, checkpoint: str | os.PathLike, split: str | None,
     method = method or config.cam.method
     with hold_folder(out):
         model, classes, _ = load_classifier(checkpoint, resolve_device(config.train.device))
+        check_map_settings(config.cam, model, method, f"the classifier {checkpoint}")  # before the folder is claimed
         dataset = classifier_dataset(classes, config, split, checkpoint)
         claim_output_dir(out, maps_source(checkpoint_digest(checkpoint), config.cam, method, config.data))
         return write_dataset_maps(model, configured_map_method(config.cam, method), dataset, out,

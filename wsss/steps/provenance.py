@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, SaliencyConfig
-from wsss.files import write_json
+from wsss.files import make_folder, write_json
 from wsss.lifetime import LOCK_FILE
 
 __all__ = ["SOURCE", "claim_output_dir", "recorded_classes", "label_source", "maps_source", "prediction_source",
@@ -133,8 +133,7 @@ def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = Tr
     ``strict`` (naming what differs or what is there); otherwise the marker is written and a
     note saying so is returned (earlier outputs stay as they are).
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_folder(out_dir)  # NotAFolderError (a ValueError) when it names a file
     marker = out / SOURCE
     note = None
     if not marker.is_file():
