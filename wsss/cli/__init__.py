@@ -22,7 +22,8 @@ Every command that reads settings takes ``--config FILE`` and ``--set key.path=v
 given with ``--dataset`` (``--format``, ``--annotations``) takes the place of the config's
 ``data.root`` and format, and every other ``data`` setting still applies (without ``--dataset``:
 the config's data set). A bad setting, data set, checkpoint or input prints ``error: ...``
-naming it and exits with status 2.
+naming it and exits with status 2; a walk that failed some images exits with 1, a full disk
+with 3 (``wsss.lifetime.DISK_FULL``), Ctrl-C with 130.
 
 Modules: ``arguments`` (what every command shares), ``parser``, and one module per group of
 commands: ``data_commands``, ``train_commands``, ``label_commands``, ``score_commands``,

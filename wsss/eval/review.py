@@ -80,18 +80,19 @@ def read_confidences(label_dir: str | os.PathLike) -> dict[str, dict]:
 
 def per_image_miou(label_dir: str | os.PathLike, dataset: Dataset, ids: list[str]) -> dict[str, float]:
     """{id: mIoU of LABEL_DIR/<id>.png against its mask} over the classes present in either
-    (255 in the mask not scored); images without a readable mask or label are left out."""
+    (255 in the mask not scored); images without a readable mask or label, or with a value that is
+    not a class in either, are left out."""
     scores = {}
     for image_id in ids:
         mask_path = dataset.mask_path(image_id)
         try:
             gt = read_label_png(mask_path)
             pred = read_label_png(Path(label_dir) / f"{image_id}.png")
+            if pred.shape != gt.shape:
+                continue
+            matrix = ConfusionMatrix(dataset.num_classes + 1).update(pred, gt)  # ValueError: a value not a class
         except (OSError, ValueError, TypeError):
             continue
-        if pred.shape != gt.shape:
-            continue
-        matrix = ConfusionMatrix(dataset.num_classes + 1).update(pred, gt)
         value = matrix.miou
         if np.isfinite(value):
             scores[image_id] = float(value)

@@ -38,7 +38,8 @@ def evaluate_folder(config: Config, pred: str | os.PathLike, split: str | None,
     if not has_masks(dataset):
         raise ValueError(f"{config.data.root} (split {split or 'all'}): no masks to evaluate against")
     raw_maps = (pred / "maps").is_dir() and not any(pred.glob("*.png"))
-    found = {p.stem for p in (pred / "maps" if raw_maps else pred).glob("*.npz" if raw_maps else "*.png")}
+    found = {p.stem for p in (pred / "maps" if raw_maps else pred).glob("*.npz" if raw_maps else "*.png")
+             if not p.name.startswith(".")}  # a hidden one is a temporary file of an interrupted write
     extra = sorted(found - set(dataset.ids))
     if require_predictions and found and len(extra) == len(found):
         raise ValueError(f"{pred}: none of its {len(found)} prediction(s) is of an image of {config.data.root} (split "
