@@ -24,7 +24,8 @@ def evaluate(predictions: Path, config: Config = Config(), split: str | None = N
     scores (``Evaluation.to_dict``) plus the number of images."""
     split = split or config.data.val_split
     predictions = Path(predictions)
-    scores = evaluate_folder(config, predictions, split, json_path=predictions / "evaluation.json", progress=False)
+    scores = evaluate_folder(config, predictions, split, json_path=predictions / "evaluation.json", progress=False,
+                             require_predictions=True)  # a folder of none: an error, not a score of NaN
     evaluation_artifact(scores, artifact_key, f"{predictions} against the masks of {config.data.root} ({split}), "
                                               f"{scores['images'] - scores['not_scored']} images")
     return scores

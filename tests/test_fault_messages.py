@@ -214,6 +214,12 @@ def test_a_start_block_beyond_the_model_is_refused_before_the_folder_is_claimed(
     assert not (labels / SOURCE).exists()  # not claimed: the corrected run below is accepted
     assert main([*args, "--set", "cam.start_block=1"]) == 0
     assert (labels / "img0.png").is_file()
+    # pseudo-label with settings of another depth than the classifier's: refused before the claim too
+    other = tmp_path / "other_labels"
+    demo = ["--config", str(ROOT / "configs" / "demo.yaml"), "--set", "cam.start_block=3"]  # demo.yaml: model.depth 4
+    assert main([*args[:-len(NO_SALIENCY) - 2], "--out", str(other), *demo, *NO_SALIENCY]) == 2
+    assert f"cam.start_block=3: the classifier {classifier} has 2 blocks; expected 0..1" in capsys.readouterr().err
+    assert not (other / SOURCE).exists()
     # the classifier's own depth, when the settings given say another
     maps = tmp_path / "maps"
     args = ["cam", "--checkpoint", str(classifier), "--dataset", str(folder_dataset), "--out", str(maps),

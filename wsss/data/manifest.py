@@ -40,8 +40,11 @@ class Manifest:
         return set(read_manifest(self.path))
 
     def record(self, image_id: str, status: str, reason: str = "", **extra) -> None:
-        self._handle.write(json.dumps({"id": image_id, "status": status, "reason": reason, **extra}) + "\n")
-        self._handle.flush()
+        try:
+            self._handle.write(json.dumps({"id": image_id, "status": status, "reason": reason, **extra}) + "\n")
+            self._handle.flush()
+        except OSError as error:  # e.g. a full disk: the error names this file
+            raise OSError(error.errno, error.strerror, str(self.path)) from error
 
     def close(self) -> None:
         self._handle.close()

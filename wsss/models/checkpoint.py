@@ -164,6 +164,14 @@ def read_classes(path: str | os.PathLike) -> list[str]:
     return list(state["classes"])
 
 
+def read_depth(path: str | os.PathLike) -> int:
+    """The number of transformer blocks of a classifier checkpoint's ViT, counted from its
+    weights' names (``blocks.<i>.…``), without building the model."""
+    state = load_checkpoint(path)
+    check_format(state, path, "classifier")
+    return len({key.split(".")[1] for key in state["model"] if key.startswith("blocks.")})
+
+
 def resolve_device(name: str, setting: str = "train.device") -> torch.device:
     """'auto' → cuda when available else cpu; otherwise torch.device(name) with a clear error
     that names ``setting`` (where the value came from, e.g. a command-line flag)."""

@@ -24,12 +24,12 @@ import os
 import time
 from pathlib import Path
 
-from wsss.config import Config
+from wsss.config import Config, start_block_problem
 from wsss.data import open_dataset
 from wsss.data.dataset_walk import MANIFEST
 from wsss.eval.evaluate import label_shares
 from wsss.lifetime import hold_folder
-from wsss.models.checkpoint import read_classes
+from wsss.models.checkpoint import read_classes, read_depth
 from wsss.refine.crf import crf_executor
 from wsss.steps.evaluate_step import evaluate_folder
 from wsss.steps.label_plan import (
@@ -52,6 +52,10 @@ def open_labels(config: Config, checkpoint: str | os.PathLike, split: str | None
     ``strict_source``, else a note saying what changed, returned); half-written files of a
     killed run are removed. Returns the job and the note (None when nothing changed)."""
     config = saliency_config(config, require=True)
+    if maps_dir is None and config.cam.method == "getam":  # the blocks GETAM reads: before the folder is claimed
+        problem = start_block_problem(config.cam.start_block, read_depth(checkpoint), f"the classifier {checkpoint}")
+        if problem:
+            raise ValueError(problem)
     digest = checkpoint_digest(checkpoint)
     job = LabelJob(config, Path(checkpoint), digest, split, Path(out), save_maps,
                    None if maps_dir is None else Path(maps_dir))
