@@ -8,7 +8,8 @@ a 14000×14000 PNG (over PIL's decompression-bomb limit), an image whose mask is
 mask is not a PNG, a 6000×4000 photo, and a phone photo stored sideways with EXIF orientation 6
 (its mask as a viewer shows it); beside it the smaller sets of ``odd_input_cases``: a FIFO
 listed as an image, a 251-character file stem, a manifest line cut by a hard stop, 9 training
-images at batch 16, 255 classes, an id twice in a split and in both splits; and the faults of
+images at batch 16, 255 classes, an id twice in a split and in both splits, an image re-tagged
+and one replaced after labelling; and the faults of
 ``fault_cases``: values that are not classes in a mask and a prediction, a JPEG mask named .png,
 ``--pred`` missing or a file, a prediction of another id, ``--out`` naming a file, a full disk (a
 filled tmpfs in a namespace of its own, where ``unshare`` may make one: else the case is skipped),
@@ -38,7 +39,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from wsss.steps.label_plan import read_manifest
+from wsss.data.manifest import read_manifest
 
 WSSS = [sys.executable, "-m", "wsss"]
 
@@ -197,7 +198,8 @@ def small_set(data: Path, root: Path, tags: dict[str, list[str]], names: list[st
 def odd_input_cases(cases: Cases, run: Path, out: Path, data: Path, tags: dict[str, list[str]]) -> None:
     """The inputs of issue 29 that ended, hung or fooled a run: a FIFO listed as an image, a
     251-character file stem, a manifest line cut by a hard stop, a training split smaller than
-    the batch, more than 254 classes, an id twice in a split and in both splits."""
+    the batch, more than 254 classes, an id twice in a split and in both splits, an image
+    re-tagged and one replaced after labelling."""
     classifier = run / "classifier" / "classifier.pt"
     good = [name for name in tags if name.startswith("synth_")]
     label = ["--checkpoint", str(classifier), "--set", "refine.saliency.source=none"]
@@ -294,6 +296,29 @@ def odd_input_cases(cases: Cases, run: Path, out: Path, data: Path, tags: dict[s
     cases.record("pseudo-label --split with an id listed twice: labelled once", done.returncode, seconds,
                  done.returncode == 0 and len(lines) == 4 and "listed more than once" in done.stderr,
                  f"{len(lines)} manifest lines for 4 ids")
+
+    # the input changed after labelling: a re-tagged image and a replaced image file are labelled again
+    changed = out / "changed"
+    changed_tags = small_set(data, changed, tags, good[:4])
+    changed_labels = out / "changed_labels"
+    command = [*WSSS, "pseudo-label", "--dataset", str(changed), "--out", str(changed_labels), *label]
+    cases.run(command)
+    retagged, replaced = good[0], good[1]
+    classes = (changed / "classes.txt").read_text().split()
+    new_tag = next(name for name in classes if name not in changed_tags[retagged])
+    write_tags(changed / "tags.csv", {**changed_tags, retagged: [new_tag]})
+    shutil.copy(data / "images" / good[5], changed / "images" / replaced)
+    done, seconds = cases.run(command)
+    entries = manifest(changed_labels)
+    redone = {name: entries.get(Path(name).stem, {}).get("redone", "") for name in (retagged, replaced)}
+    value = 1 + classes.index(new_tag)
+    label_now = np.asarray(Image.open(changed_labels / f"{Path(retagged).stem}.png"))
+    cases.record("re-tagged and replaced images after labelling: labelled again, the reason recorded",
+                 done.returncode, seconds,
+                 done.returncode == 0 and redone[retagged].startswith("tags changed")
+                 and redone[replaced] == "image file changed" and "2 written (2 redone" in done.stdout
+                 and set(np.unique(label_now)) <= {0, value, 255},
+                 f"{redone[retagged][:40]}; {redone[replaced]}; label values {sorted(set(np.unique(label_now).tolist()))}")
 
 
 def on_a_full_disk(cases: Cases, folder: Path, command: list[str]) -> tuple[subprocess.CompletedProcess | None, float]:
