@@ -124,3 +124,37 @@ def test_errors_name_bad_values():
     with pytest.raises(ValueError, match="images must be B×3×H×W"):
         Segmenter(backbone, head, [0, 1, 2, 3])(torch.randn(3, 64, 64))
     assert Segmenter(backbone, head, [-4, -3, -2, -1]).blocks == [0, 1, 2, 3]
+
+
+def test_stem_skip_feeds_the_conv_stems_quarter_map_to_the_head(tmp_path):
+    """DPT-Hybrid style: the conv stem's 1/4 map joins the last fusion stage; it changes the output
+    and learns, other calls of the backbone keep nothing, and a checkpoint restores it."""
+    from wsss.models.checkpoint import load_segmenter, save_checkpoint, segmenter_checkpoint
+
+    config = load_config(None, ["model.conv_stem=[8,16,32]", "model.embed_dim=32", "model.depth=2",
+                                "model.num_heads=2", "model.img_size=32", "train.segmenter.dpt.features=16",
+                                "train.segmenter.dpt.stem_skip=true"])
+    segmenter = create_segmenter(config.model, "dpt", config.train.segmenter.dpt, num_classes=3)
+    assert segmenter.decoder.uses_stem and segmenter.decoder.stem_project.in_channels == 16  # conv_stem[1]
+    images = torch.randn(2, 3, 32, 48)
+    out = segmenter(images)
+    assert out.seg.shape == (2, 4, 32, 48)
+    out.seg.square().mean().backward()
+    assert segmenter.decoder.stem_project.weight.grad.abs().sum() > 0
+    stem = segmenter.backbone.patch_embed.backbone
+    assert stem[stem.stride4()[0]](torch.zeros(1, 16, 8, 8)).shape == (1, 16, 8, 8)  # the hooked ReLU
+    segmenter.backbone(images)  # a forward of the backbone alone (GETAM's): nothing is kept
+    assert segmenter._stem == []
+    with torch.no_grad():
+        segmenter.decoder.stem_project.weight.zero_()
+        without = segmenter.eval()(images).seg
+        segmenter.decoder.stem_project.weight.normal_()
+        assert not torch.allclose(segmenter(images).seg, without)
+    path = tmp_path / "segmenter.pt"
+    save_checkpoint(path, segmenter_checkpoint(segmenter, config.model, config.train.segmenter.dpt, ["a", "b", "c"], []))
+    loaded, _, _ = load_segmenter(path)
+    assert loaded.decoder.uses_stem and torch.equal(loaded(images).seg, segmenter(images).seg)
+
+    plain = load_config(None, ["model.conv_stem=null", "model.patch_size=8", "train.segmenter.dpt.stem_skip=true"])
+    with pytest.raises(ValueError, match="stem_skip needs a conv stem"):
+        create_segmenter(plain.model, "dpt", plain.train.segmenter.dpt, num_classes=3)

@@ -336,6 +336,11 @@ class DptConfig(HeadConfig):
         None, min_length=4, max_length=4,
         description="channels of the four reassembled maps (None: D/8, D/4, D/2, D of the ViT width D)",
     )
+    stem_skip: bool = Field(
+        False, description="with a conv stem (model.conv_stem): its map at 1/4 of the input joins the last fusion "
+                           "stage, as DPT-Hybrid feeds its CNN's early stages to the head (edges the stride-8 "
+                           "tokens cannot place)",
+    )
 
     @field_validator("reassemble_channels")
     @classmethod

@@ -63,3 +63,11 @@ class ConvStem(nn.Sequential):
                            nn.ReLU(inplace=True)]
                 previous = width
         super().__init__(*layers)
+        self.widths, self.extra = list(channels), extra
+
+    def stride4(self) -> tuple[int, int] | None:
+        """(index of the module whose output is the stem's last map at 1/4 of the input, its
+        channels), or None for a stem of fewer than two stride-2 convolutions."""
+        if len(self.widths) < 2:
+            return None
+        return 2 * 3 * (1 + self.extra) - 1, self.widths[1]

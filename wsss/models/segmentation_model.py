@@ -69,13 +69,22 @@ class Segmenter(nn.Module):
         self.backbone, self.decoder, self.blocks, self.head_name = backbone, decoder, blocks, head_name
         self._unique = sorted(set(blocks))
         self.stride = model_stride(backbone)
+        self._stem: list[Tensor] = []  # the conv stem's 1/4 map, kept during forward() for heads with uses_stem
+        if getattr(decoder, "uses_stem", False):
+            stem = backbone.patch_embed.backbone
+            stem[stem.stride4()[0]].register_forward_hook(self._keep_stem)
 
     def forward(self, images: Tensor, with_head: bool = True) -> SegmenterOutput:
         """images: B×3×H×W normalised; with_head=False skips the segmentation head (seg is None)."""
         if images.dim() != 4:
             raise ValueError(f"images must be B×3×H×W, got shape {tuple(images.shape)}")
-        final, intermediates = self.backbone.forward_intermediates(
-            images, indices=self._unique, return_prefix_tokens=True, output_fmt="NLC")
+        self._stem = [None]  # a slot: only this forward's stem map is kept (other backbone calls keep nothing)
+        try:
+            final, intermediates = self.backbone.forward_intermediates(
+                images, indices=self._unique, return_prefix_tokens=True, output_fmt="NLC")
+            stem = self._stem[0]
+        finally:
+            self._stem = []
         logits = self.backbone.forward_head(final)
         if not with_head:
             return SegmenterOutput(logits, None)
@@ -83,10 +92,15 @@ class Segmenter(nn.Module):
             intermediates = [(t, None) for t in intermediates]
         by_block = dict(zip(self._unique, intermediates))
         grid = token_layout(self.backbone, images.shape[-2:]).grid
-        out = self.decoder([by_block[b] for b in self.blocks], grid, images.shape[-2:])
+        extra = {"stem": stem} if getattr(self.decoder, "uses_stem", False) else {}
+        out = self.decoder([by_block[b] for b in self.blocks], grid, images.shape[-2:], **extra)
         if isinstance(out, HeadOutput):
             return SegmenterOutput(logits, out.seg, out.queries)
         return SegmenterOutput(logits, out)
+
+    def _keep_stem(self, module: nn.Module, inputs, output: Tensor) -> None:
+        if self._stem:
+            self._stem[0] = output
 
     def head_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """(name, parameter) of the new layers: the segmentation head and the classification head(s)."""

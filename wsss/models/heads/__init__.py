@@ -35,9 +35,18 @@ __all__ = ["HEAD_BUILDERS", "HeadOutput", "QueryPredictions", "build_head"]
 
 
 def _dpt(section: DptConfig, backbone: nn.Module, num_classes: int) -> nn.Module:
+    stem_channels = None
+    if section.stem_skip:
+        stem = getattr(getattr(backbone, "patch_embed", None), "backbone", None)
+        found = stem.stride4() if hasattr(stem, "stride4") else None
+        if found is None:
+            raise ValueError("train.segmenter.dpt.stem_skip needs a conv stem of at least two stride-2 convolutions "
+                             "(model.conv_stem, e.g. [32, 64, 128]); this model has none")
+        stem_channels = found[1]
     return DPTHead(dim=backbone.embed_dim, stride=model_stride(backbone), num_classes=num_classes,
                    readout=section.readout, features=section.features, channels=section.reassemble_channels,
-                   has_prefix=backbone.num_prefix_tokens > 0, head_stride=section.head_stride)
+                   has_prefix=backbone.num_prefix_tokens > 0, head_stride=section.head_stride,
+                   stem_channels=stem_channels)
 
 
 def _setr_pup(section: SetrPupConfig, backbone: nn.Module, num_classes: int) -> nn.Module:

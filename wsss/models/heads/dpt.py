@@ -161,6 +161,7 @@ class DPTHead(nn.Module):
         channels: Sequence[int] | None = None,
         has_prefix: bool = True,
         head_stride: int = 4,
+        stem_channels: int | None = None,
     ) -> None:
         super().__init__()
         if head_stride not in (2, 4):
@@ -176,20 +177,33 @@ class DPTHead(nn.Module):
         )
         self.to_features = nn.ModuleList(nn.Conv2d(c, features, 3, padding=1, bias=False) for c in channels)
         self.fusion = nn.ModuleList(FusionBlock(features, has_skip=i < 3) for i in range(4))
+        self.uses_stem = stem_channels is not None
+        self.stem_project = nn.Conv2d(stem_channels, features, 3, padding=1, bias=False) if self.uses_stem else None
+        self.stem_unit = ResidualConvUnit(features) if self.uses_stem else None
         self.head = nn.Sequential(
             nn.Conv2d(features, features, 3, padding=1, bias=False), nn.BatchNorm2d(features), nn.ReLU(),
             nn.Dropout(0.1), nn.Conv2d(features, num_classes + 1, kernel_size=1),
         )
 
     def forward(
-        self, tokens: Sequence[tuple[Tensor, Tensor | None]], grid: tuple[int, int], size: Sequence[int]
+        self, tokens: Sequence[tuple[Tensor, Tensor | None]], grid: tuple[int, int], size: Sequence[int],
+        stem: Tensor | None = None,
     ) -> Tensor:
         """tokens: four (B×P×D patch tokens, B×p×D prefix tokens or None), shallow to deep;
-        grid: (h, w) with h·w = P; size: the input's (H, W). Returns B×(C+1)×H×W logits."""
+        grid: (h, w) with h·w = P; size: the input's (H, W); stem: with ``stem_channels``, the conv
+        stem's B×stem_channels×H/4×W/4 map (added to the last fusion stage's output through a 3×3
+        conv and a residual unit). Returns B×(C+1)×H×W logits."""
         maps = [conv(stage(patches, prefix, grid))
                 for (patches, prefix), stage, conv in zip(tokens, self.reassemble, self.to_features)]
         path = None
         for i in (3, 2, 1, 0):  # deepest first; block i's skip is maps[i]
             finer = maps[i - 1].shape[-2:] if i > 0 else [n * 4 // self.head_stride for n in maps[0].shape[-2:]]
             path = self.fusion[i](maps[i] if path is None else path, None if path is None else maps[i], finer)
+        if self.uses_stem:
+            if stem is None:
+                raise ValueError("this DPT head reads the conv stem's map at 1/4 (stem_skip); none was given")
+            detail = self.stem_project(stem)
+            if detail.shape[-2:] != path.shape[-2:]:
+                detail = F.interpolate(detail, size=path.shape[-2:], mode="bilinear", align_corners=False)
+            path = path + self.stem_unit(detail)
         return F.interpolate(self.head(path), size=tuple(size), mode="bilinear", align_corners=False)
