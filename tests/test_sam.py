@@ -386,9 +386,12 @@ def test_offline_labeler_loads_sam_and_reports_a_bad_checkpoint(tmp_path):
     from wsss.config import CamConfig, RefineConfig
     from wsss.refine.chain import offline_labeler
 
+    from wsss.config import ModelConfig
+    from wsss.models.classifier import create_classifier
+
     refine = RefineConfig.model_validate({"saliency": {"source": "none"},
                                           "sam": {"enabled": True, "checkpoint": str(tmp_path / "nope.pth")}})
-    model = torch.nn.Linear(2, 2)
+    model = create_classifier(ModelConfig(img_size=32, patch_size=8, embed_dim=16, depth=1, num_heads=2), 2)
     with pytest.raises(ValueError, match="nope.pth: SAM checkpoint not found"):
         offline_labeler(model, CamConfig(), refine)
 
