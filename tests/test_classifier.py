@@ -162,13 +162,59 @@ def test_conv_stem_classifier_saves_and_loads(tmp_path):
 
 
 def test_learning_rate_warms_up_then_holds_then_decays():
-    from wsss.train.classifier_training import lr_factor
+    from wsss.train.classifier_schedule import ClassifierSchedule
 
-    cosine = lr_factor(warmup_steps=2, total_steps=10)
+    cosine = ClassifierSchedule(steps_per_epoch=2, epochs=5, warmup_epochs=1)
     assert [cosine(s) for s in (0, 1)] == [0.5, 1.0]
     assert cosine(2) == 1.0 and 0.0 < cosine(6) < 1.0 and cosine(10) == pytest.approx(0.0)
     assert cosine(3) > cosine(4) > cosine(5)  # the cosine starts right after warm-up
-    held = lr_factor(warmup_steps=2, total_steps=10, decay_steps=4)
-    assert [held(s) for s in range(2, 7)] == [1.0] * 5  # held until the last 4 steps
+    held = ClassifierSchedule(steps_per_epoch=2, epochs=5, warmup_epochs=1, decay_epochs=2)
+    assert [held(s) for s in range(2, 7)] == [1.0] * 5  # held until the last 4 steps (2 epochs)
     assert held(7) < 1.0 and held(8) < held(7) and held(10) == pytest.approx(0.0)
     assert held(8) == pytest.approx(0.5)  # half way through the decay
+    assert all(held.after_epoch(e, 0.5) is None for e in range(1, 6)) and held.end_epoch == 5  # no plateau stop
+
+
+def test_plateau_starts_the_decay_and_ends_training_early():
+    from wsss.train.classifier_schedule import ClassifierSchedule
+
+    schedule = ClassifierSchedule(steps_per_epoch=10, epochs=30, warmup_epochs=1, decay_epochs=3,
+                                  plateau_epochs=3, plateau_delta=0.01)
+    slow_start = [0.28, 0.31, 0.37, 0.39, 0.42, 0.44, 0.47, 0.47, 0.55, 0.61]  # the colour-free variant's first epochs
+    assert all(schedule.after_epoch(e, m) is None for e, m in enumerate(slow_start, 1))
+    assert schedule.after_epoch(11, 0.613) is None and schedule.after_epoch(12, 0.60) is None  # gains under 0.01
+    line = schedule.after_epoch(13, 0.6195)  # 0.0095 above epoch 10's 0.61: the third epoch without a gain
+    assert line is not None and "3 epochs without a gain of 0.01 over epoch 10's 0.610" in line and "epochs 14-16" in line
+    assert schedule.end_epoch == 16 and schedule(129) == 1.0 and schedule(130) == 1.0
+    assert 0 < schedule(145) < 1 and schedule(160) == pytest.approx(0.0)
+    assert schedule.after_epoch(14, 0.5) is None and schedule.end_epoch == 16  # decided once
+
+    # its state goes into last.pt, so a resumed run keeps the decay that began
+    fresh = ClassifierSchedule(steps_per_epoch=10, epochs=30, warmup_epochs=1, decay_epochs=3, plateau_epochs=3)
+    fresh.load_state(schedule.state())
+    assert fresh.end_epoch == 16 and fresh.decay_start_epoch == 13 and fresh.plateau_epoch == 13
+    assert fresh.best == pytest.approx(0.61) and fresh.best_epoch == 10
+
+    late = ClassifierSchedule(steps_per_epoch=10, epochs=12, warmup_epochs=1, decay_epochs=3, plateau_epochs=3)
+    for e in range(1, 9):
+        late.after_epoch(e, 0.9)  # flat from epoch 1: a plateau at epoch 4
+    assert late.plateau_epoch == 4 and late.end_epoch == 7
+    with pytest.raises(ValueError, match="plateau_epochs needs decay_epochs"):
+        ClassifierSchedule(steps_per_epoch=10, epochs=12, warmup_epochs=1, plateau_epochs=3)
+
+
+def test_classifier_run_stops_on_a_plateau_and_stays_stopped(tmp_path, capsys):
+    # plateau_delta 1: no epoch can gain it, so epoch 2 (one epoch after epoch 1's best) is a plateau;
+    # one epoch of decay follows and training ends after epoch 3 of at most 6
+    config = tiny_config(tmp_path, "train.classifier.epochs=6", "train.classifier.decay_epochs=1",
+                         "train.classifier.plateau_epochs=1", "train.classifier.plateau_delta=1")
+    classifier_of(config, progress=False)
+    out = capsys.readouterr().out
+    assert "val mAP plateau: 1 epochs without a gain of 1 over epoch 1's" in out and "epochs 3-3" in out
+    history = json.loads((tmp_path / "run" / "classifier" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3] and "plateau" in history[1]
+    classifier_of(config, progress=False)  # run again: the stop holds, nothing more is trained
+    history = json.loads((tmp_path / "run" / "classifier" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    with pytest.raises(ValueError, match="plateau_epochs needs decay_epochs"):
+        tiny_config(tmp_path, "train.classifier.plateau_epochs=2")

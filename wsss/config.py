@@ -304,12 +304,25 @@ class ClassifierTrainConfig(_Section):
         description="the learning rate stays at lr after warm-up and decays (cosine, to 0) over the last "
                     "decay_epochs epochs only (None: a cosine over every epoch after warm-up)",
     )
+    plateau_epochs: int | None = Field(
+        None, ge=1,
+        description="stop on a validation plateau: when val mAP has gained less than plateau_delta over its best "
+                    "for this many epochs, the decay_epochs decay starts and training ends after it (epochs stays "
+                    "the most it trains; None: always train every epoch)",
+    )
+    plateau_delta: float = Field(0.005, ge=0.0, le=1.0, description="the least val mAP gain that is not a plateau")
     amp: bool = Field(True, description="mixed precision (wsss.precision): bfloat16 on a GPU that has it, else "
                                          "float16 + loss scaling; bfloat16 on a CPU with native bfloat16; float32 elsewhere")
     num_workers: int = Field(0, ge=0)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: torch's default)")
     seed: int = 0
     gate: QualityGateConfig = QualityGateConfig()
+
+    @model_validator(mode="after")
+    def _plateau_needs_decay(self):
+        if self.plateau_epochs is not None and self.decay_epochs is None:
+            raise ValueError("plateau_epochs needs decay_epochs: the epochs of decay that follow a plateau")
+        return self
 
 
 class HeadConfig(_Section):

@@ -8,7 +8,6 @@ holds the final weights, the config and the class names (the file ``wsss cam`` l
 
 from __future__ import annotations
 
-import math
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -30,6 +29,7 @@ from wsss.models.checkpoint import classifier_checkpoint, load_checkpoint, resol
 from wsss.models.classifier import create_classifier
 from wsss.precision import describe_precision, mixed_precision
 from wsss.progress import RateMeter, format_rate, progress_line
+from wsss.train.classifier_schedule import ClassifierSchedule
 from wsss.train.run_control import RunControl
 from wsss.train.augment import augment
 
@@ -60,23 +60,6 @@ class TaggedImages(torch.utils.data.Dataset):
         else:
             image = resize_image(image, self.size)
         return image_to_tensor(image), torch.from_numpy(tags)
-
-
-def lr_factor(warmup_steps: int, total_steps: int, decay_steps: int | None = None):
-    """The learning-rate multiplier of each optimiser step: linear warm-up over ``warmup_steps``,
-    then a cosine to 0 at ``total_steps``; with ``decay_steps`` the multiplier holds at 1 until the
-    cosine takes the last ``decay_steps`` steps (hold, then decay)."""
-    decay_start = warmup_steps if decay_steps is None else max(warmup_steps, total_steps - decay_steps)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        if step < decay_start:
-            return 1.0
-        progress = (step - decay_start) / max(1, total_steps - decay_start)
-        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-    return factor
 
 
 @torch.no_grad()
@@ -131,10 +114,9 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     )
     steps_per_epoch = len(train_data) // batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lr_factor(settings.warmup_epochs * steps_per_epoch, settings.epochs * steps_per_epoch,
-                             None if settings.decay_epochs is None else settings.decay_epochs * steps_per_epoch),
-    )
+    schedule = ClassifierSchedule(steps_per_epoch, settings.epochs, settings.warmup_epochs, settings.decay_epochs,
+                                  settings.plateau_epochs, settings.plateau_delta)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))  # the schedule: own state
     autocast, scaler = mixed_precision(device, settings.amp)
     print(f"classifier training: {describe_precision(device, settings.amp)}")
     if batch_size < settings.batch_size:
@@ -152,15 +134,18 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if "schedule" in state:  # last.pt written before the plateau stop has none: no plateau yet
+            schedule.load_state(state["schedule"])
         if "scaler" in state:
             scaler.load_state_dict(state["scaler"])
         start_epoch, history = state["epoch"] + 1, state["history"]
-        report(start_epoch, settings.epochs, {"line": f"resuming from {run.last} after epoch {start_epoch}",
-                                              "resumed": True})
+        report(start_epoch, schedule.end_epoch, {"line": f"resuming from {run.last} after epoch {start_epoch}",
+                                                 "resumed": True})
 
-    meter = RateMeter(settings.epochs, start_epoch)
+    meter = RateMeter(schedule.end_epoch, start_epoch)
 
-    for epoch in range(start_epoch, settings.epochs):
+    epoch = start_epoch
+    while epoch < schedule.end_epoch:  # end_epoch moves earlier when a plateau starts the decay
         train_data.epoch = epoch
         loader = DataLoader(
             train_data, batch_size=batch_size, shuffle=True, drop_last=True,
@@ -168,7 +153,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
         )
         model.train()
         started, seen, total_loss = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch", disable=not progress, leave=False)
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{schedule.end_epoch}", unit="batch", disable=not progress, leave=False)
         for images, tags in bar:
             images, tags = images.to(device), tags.to(device)
             with autocast():
@@ -189,23 +174,31 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
             "images_per_s": seen / (time.perf_counter() - started),
         }
         history.append(entry)
+        plateau = schedule.after_epoch(epoch + 1, metrics["mAP"])
+        if plateau is not None:
+            entry["plateau"] = plateau
+            meter.total = schedule.end_epoch
         save_checkpoint(run.last, {
             "identity": identity, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(), "epoch": epoch, "history": history,
+            "scheduler": scheduler.state_dict(), "schedule": schedule.state(), "scaler": scaler.state_dict(),
+            "epoch": epoch, "history": history,
         })
         write_json(run.history, history)
         _, left = meter.read(epoch + 1)  # whole epochs, validation and checkpoint included
-        line = progress_line("epoch", epoch + 1, settings.epochs,
+        line = progress_line("epoch", epoch + 1, schedule.end_epoch,
                              [f"loss {entry['loss']:.4f}", f"val mAP {metrics['mAP']:.3f}",
                               f"mean F1 {metrics['mean_F1']:.3f}"], [format_rate(entry["images_per_s"], "img")], left)
-        report(epoch + 1, settings.epochs, {"line": line, "loss": entry["loss"], "val_mAP": metrics["mAP"],
-                                            "mean_F1": metrics["mean_F1"], "images_per_s": entry["images_per_s"],
-                                            "seconds_left": left, "elapsed_s": meter.elapsed()})
+        report(epoch + 1, schedule.end_epoch, {"line": line, "loss": entry["loss"], "val_mAP": metrics["mAP"],
+                                               "mean_F1": metrics["mean_F1"], "images_per_s": entry["images_per_s"],
+                                               "seconds_left": left, "elapsed_s": meter.elapsed()})
+        if plateau is not None:
+            report(epoch + 1, schedule.end_epoch, {"line": plateau, "plateau": True})
+        epoch += 1
 
     if history:
         last = history[-1]
         per_class = "  ".join(f"{name} {f1:.2f}" for name, f1 in zip(classes, last["val_F1"]))
         print(f"final val mAP {last['val_mAP']:.3f}; per-class F1: {per_class}")
-    if start_epoch < settings.epochs or not run.final.is_file():  # a finished run keeps its file (and digest)
+    if start_epoch < schedule.end_epoch or not run.final.is_file():  # a finished run keeps its file (and digest)
         save_checkpoint(run.final, classifier_checkpoint(model, model_config, classes, history))
     return run.final
