@@ -8,7 +8,7 @@ stage's *floor*: the arithmetic the stage cannot do without, at the run's own se
 sizes, input sizes, views, precision, threads), each timed alone on a batch and multiplied by
 the stage's count:
 
-    classifier        epochs × steps × (forward + backward + AdamW of one batch at model.img_size)
+    classifier        epochs trained (history.json) × steps × (forward + backward + AdamW of one batch at model.img_size)
                       + epochs × validation images × (forward of one image, in a batch)
     self_training     round-1 labels: training images × (maps of cam's views + CRF / refine.crf.workers)
                       + round-1 segmenter: self_training.steps × (one training step)
@@ -180,10 +180,13 @@ def floors(config: Config, run: RunLayout, repeats: int) -> tuple[dict[str, dict
     unit["predict"] = predict_seconds(segmenter, images, predict.scales, predict.flip, repeats)
     crf_share = unit["crf"] / workers
     steps = max(1, train_n // settings.batch_size)
+    # the epochs it trained: fewer than train.classifier.epochs when a plateau ended it early
+    history = run.classifier.history
+    epochs = len(json.loads(history.read_text())) if history.is_file() else settings.epochs
     stages = {
-        "train_classifier": {"images": settings.epochs * (steps * settings.batch_size + val_n),
-                             "floor": settings.epochs * (steps * unit["classifier_step"] + val_n * unit["classifier_forward"]),
-                             "how": f"{settings.epochs} epochs × ({steps} steps of {settings.batch_size} + {val_n} val)"},
+        "train_classifier": {"images": epochs * (steps * settings.batch_size + val_n),
+                             "floor": epochs * (steps * unit["classifier_step"] + val_n * unit["classifier_forward"]),
+                             "how": f"{epochs} epochs × ({steps} steps of {settings.batch_size} + {val_n} val)"},
     }
     saliency = config.refine.saliency
     if saliency.source == "segmenter":

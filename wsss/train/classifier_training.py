@@ -1,8 +1,10 @@
 """Training the tag classifier: multi-label soft-margin loss on image-level tags.
 
 Each epoch trains on ``data.train_split`` with augmentation, then reports mAP and per-class
-F1 on ``data.val_split``. After each epoch ``RUN/classifier/last.pt`` is written atomically;
-a new run with the same config resumes from it. At the end ``RUN/classifier/classifier.pt``
+F1 on ``data.val_split``; the learning rate follows ``wsss.train.classifier_schedule`` (with
+``plateau_epochs``, a validation plateau starts the decay and ends training early). After each
+epoch ``RUN/classifier/last.pt`` is written atomically; a new run with the same config resumes
+from it. At the end ``RUN/classifier/classifier.pt``
 holds the final weights, the config and the class names (the file ``wsss cam`` loads).
 """
 
@@ -116,7 +118,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = ClassifierSchedule(steps_per_epoch, settings.epochs, settings.warmup_epochs, settings.decay_epochs,
                                   settings.plateau_epochs, settings.plateau_delta)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))  # the schedule: own state
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))  # its state: last.pt's 'schedule'
     autocast, scaler = mixed_precision(device, settings.amp)
     print(f"classifier training: {describe_precision(device, settings.amp)}")
     if batch_size < settings.batch_size:
