@@ -89,8 +89,10 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
 
     control: restart (ignore last.pt), progress (tqdm's bar per epoch), on_progress(done, total,
     stats): called after each epoch (done and total in epochs; stats: ``line``, the epoch's loss,
-    val_mAP, mean_F1, images_per_s, and seconds_left, elapsed_s) and once at the start of a
-    resumed run (None: the line is printed). The classifier cannot stop early (stop_after).
+    val_mAP, mean_F1, images_per_s, and seconds_left, elapsed_s), once more when a plateau ends
+    training early (``line`` and ``plateau``; total becomes the new last epoch) and once at the
+    start of a resumed run (None: the line is printed). ``stop_after`` is refused: the classifier
+    stops only at its end or on its plateau (``train.classifier.plateau_epochs``).
     """
     if control.stop_after is not None:
         raise ValueError("stop_after: the classifier trains whole epochs to the end; it has no early stop")
