@@ -9,7 +9,7 @@ from wsss.attention.views import configured_map_method
 from wsss.config import CamConfig, ModelConfig
 from wsss.models.classifier import create_classifier
 from wsss.precision import (autocast_dtype, bfloat16_autocast_dtype, cpu_has_native_bf16, describe_precision,
-                            mixed_precision)
+                            explicit_attention_for_training, mixed_precision)
 
 CPU = torch.device("cpu")
 
@@ -40,6 +40,20 @@ def _model():
     torch.manual_seed(0)
     return create_classifier(ModelConfig(name="vit_tiny_patch16_224", img_size=64, embed_dim=48, depth=4,
                                          num_heads=3, conv_stem=[16, 32, 48]), 5).eval()
+
+
+def test_training_under_cpu_bfloat16_uses_explicit_attention_with_the_same_results():
+    model = _model()
+    x = torch.randn(2, 3, 64, 64)
+    fused = model(x)
+    assert all(block.attn.fused_attn for block in model.blocks)
+    assert explicit_attention_for_training(model, CPU, None) == 0  # float32: the fused kernel stays
+    assert explicit_attention_for_training(model, torch.device("cuda"), torch.bfloat16) == 0  # GPUs keep it
+    assert all(block.attn.fused_attn for block in model.blocks)
+    assert explicit_attention_for_training(model, CPU, torch.bfloat16) == len(model.blocks)
+    assert not any(block.attn.fused_attn for block in model.blocks)
+    torch.testing.assert_close(model(x), fused, rtol=1e-4, atol=1e-5)  # the same attention, computed explicitly
+    assert explicit_attention_for_training(model, CPU, torch.bfloat16) == 0  # nothing left to switch
 
 
 def test_cam_amp_maps_match_float32_maps():

@@ -68,7 +68,7 @@ from wsss.files import write_json
 from wsss.layout import SegmenterFiles
 from wsss.models.checkpoint import check_format, load_checkpoint, save_checkpoint, segmenter_checkpoint
 from wsss.models.segmentation_model import Segmenter, SegmenterOutput, create_segmenter
-from wsss.precision import mixed_precision
+from wsss.precision import autocast_dtype, explicit_attention_for_training, mixed_precision
 from wsss.progress import RateMeter, format_rate, progress_line
 from wsss.refine.inloop import InLoopLabeler
 from wsss.train.distributed import Distributed, setup_distributed
@@ -360,6 +360,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
     optimizer = build_optimizer(segmenter, settings)
     scheduler = poly_schedule(optimizer, settings.steps, settings.poly_power)
     autocast, scaler = mixed_precision(device, settings.amp)
+    explicit = explicit_attention_for_training(segmenter, device, autocast_dtype(device, settings.amp))
     torch.manual_seed(settings.seed * 7919 + dist.rank + 1)  # dropout etc., one stream per process
 
     identity = {"model": model_config.model_dump(mode="json"), "head": settings.head,
@@ -399,7 +400,8 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
     if dist.main:
         print(f"segmenter ({settings.mode}): {settings.steps} steps (phase 1: {phase1_steps}), {dist.world} "
               f"process(es) × batch {settings.batch_size} × {settings.grad_accum} accumulation, crops {crop}, "
-              f"{settings.optimizer} lr {settings.lr} (heads ×{settings.head_lr_scale}), device {device}")
+              f"{settings.optimizer} lr {settings.lr} (heads ×{settings.head_lr_scale}), device {device}"
+              + (" (explicit attention: faster than the fused kernel's bfloat16 backward on a CPU)" if explicit else ""))
 
     batches = iter(loader)
     interval: list[dict] = []
