@@ -51,7 +51,8 @@ from wsss.data.tensors import image_to_tensor  # noqa: E402
 from wsss.layout import RunLayout  # noqa: E402
 from wsss.models.checkpoint import load_classifier, load_segmenter  # noqa: E402
 from wsss.models.classifier import create_classifier  # noqa: E402
-from wsss.precision import cpu_has_native_bf16, mixed_precision  # noqa: E402
+from wsss.precision import (autocast_dtype, cpu_has_native_bf16, explicit_attention_for_training,  # noqa: E402
+                            mixed_precision)
 from wsss.predict import Predictor  # noqa: E402
 from wsss.refine.crf import start_crf_label_maps  # noqa: E402
 from wsss.train.segmenter_training import build_optimizer, head_loss  # noqa: E402
@@ -73,9 +74,11 @@ def best_of(call, repeats: int) -> float:
 def classifier_costs(config: Config, classes: int, repeats: int) -> tuple[float, float]:
     """(seconds of one training step of a batch, seconds of the forward of one image in a batch)
     of a fresh classifier of the ``model`` section at model.img_size, train.classifier's batch
-    size and precision."""
+    size and precision (and its attention kernel: ``explicit_attention_for_training``; the
+    trainer validates with the same model)."""
     settings, size = config.train.classifier, config.model.img_size
     model = create_classifier(config.model, classes)
+    explicit_attention_for_training(model, DEVICE, autocast_dtype(DEVICE, settings.amp))
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr)
     autocast, _ = mixed_precision(DEVICE, settings.amp)
     images = torch.randn(settings.batch_size, 3, size, size)
@@ -133,6 +136,7 @@ def segmenter_step_seconds(config: Config, checkpoint: Path, repeats: int, batch
     random crops, the head's loss against random labels, backward, the optimiser's step."""
     settings = config.train.segmenter
     segmenter, classes, _ = load_segmenter(checkpoint, DEVICE)
+    explicit_attention_for_training(segmenter, DEVICE, autocast_dtype(DEVICE, settings.amp))  # as the trainer
     crop = settings.crop_size or config.model.img_size
     batch = batch or settings.batch_size
     optimizer = build_optimizer(segmenter, settings)
