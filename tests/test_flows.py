@@ -289,9 +289,12 @@ def test_label_inbox_labels_only_what_is_new(trained, tmp_path):
 
 
 def test_pipeline_end_to_end(tmp_path, prefect_api):
-    config = flow_config(tmp_path, "flow.examples=1", "predict.crf=true", "report.stage_images=3")
+    config = flow_config(tmp_path, "flow.examples=1", "predict.crf=true", "report.stage_images=3",
+                         "report.notes=['two stage, same data: 84.4']")
     summary = pipeline(config, methods=["getam", "rollout"])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert "two stage, same data: 84.4" in report["notes"]  # report.notes
+    assert any(note.startswith("segmenter mode: single_stage") for note in report["notes"])
     assert [row["method"] for row in report["stages"]] == ["getam", "rollout", "trivial baseline"]
     assert report["stage_images"] == 3
     segmenter = report["segmenter"]

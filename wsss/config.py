@@ -492,6 +492,10 @@ class ReportConfig(_Section):
     review_images: int = Field(
         24, ge=0, description="the review page (RUN/review.html) shows this many least confident pseudo-labels (0: none)"
     )
+    notes: list[str] = Field(
+        [], description="lines added to the pipeline report's notes, e.g. figures measured elsewhere to read the run's "
+                        "against (the demo's: the other segmenter mode's scores on the same data)"
+    )
 
 
 class TrainConfig(_Section):

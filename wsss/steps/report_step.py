@@ -81,7 +81,10 @@ def pipeline_report(config: Config, checkpoint: str | os.PathLike, methods: list
              f"pseudo-labels on split {data.train_split}",
              f"classifier: {checkpoint}; {describe_views(config.cam)}; saliency: {describe_saliency(config)}; "
              f"CRF in the pseudo-labels: {config.refine.crf.enabled}",
-             "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings.items())]
+             f"segmenter mode: {config.train.segmenter.mode} (train.segmenter.mode: two_stage learns from the "
+             f"pseudo-labels written above, single_stage makes its labels in the loop by double backward)",
+             "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings.items()),
+             *config.report.notes]
     labelling = saliency_config(config)
     review = None
     labels = labels_dir(config.train.segmenter, run) or run.pseudo_labels
