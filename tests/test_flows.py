@@ -306,6 +306,7 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     rollout, trivial = report["stages"][1]["+CRF"], report["stages"][-1]["+CRF"]
     on_same = segmenter["mIoU_on_stage_images"]  # the 3 stage-table images of the 4 validation images
     assert 0.0 <= on_same <= 100.0
+    assert 0.0 <= segmenter["mIoU_without_crf_on_stage_images"] <= 100.0  # the argmax on the same 3 images
     assert report["checks"]["segmenter_beats_baselines_and_trivial"] == (on_same > max(rollout, trivial))
     assert report["pseudo_labels"]["ok"] == TRAIN_IDS and report["images_per_s"]["pseudo_labels"] > 0
     assert set(report["timings_s"]) >= {"train_classifier", "pseudo_labels", "train_segmenter", "stage_table", "total"}

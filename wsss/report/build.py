@@ -96,6 +96,8 @@ class SegmenterResult:
             entry["inloop_labels_mIoU"] = 100.0 * self.inloop.confusion.miou
         if stage_ids:
             entry["mIoU_on_stage_images"] = 100.0 * self.scores.final(stage_ids).confusion.miou
+            if self.scores.crf:
+                entry["mIoU_without_crf_on_stage_images"] = 100.0 * self.scores.argmax(stage_ids).confusion.miou
         return entry
 
 
@@ -213,6 +215,9 @@ def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> No
         page.stages.append({"method": "its in-loop pseudo-labels", "segmenter": entry["inloop_labels_mIoU"]})
     if "mIoU_on_stage_images" in entry:
         page.stages.append({"method": f"{name}, on the stage table's images", "segmenter": entry["mIoU_on_stage_images"]})
+    if "mIoU_without_crf_on_stage_images" in entry:
+        page.stages.append({"method": f"segmenter ({segmenter.mode}), no CRF, on the stage table's images",
+                            "segmenter": entry["mIoU_without_crf_on_stage_images"]})
     page.per_class_iou[name] = {k: None if v is None else v / 100.0 for k, v in entry["IoU"].items()}
 
 

@@ -132,7 +132,9 @@ def _stage_table_report(config: Config, checkpoint: str | os.PathLike, dataset: 
         if "inloop_labels_mIoU" in entry:
             parts.append(f"its in-loop pseudo-labels {entry['inloop_labels_mIoU']:.1f} %")
         if "mIoU_on_stage_images" in entry:
-            parts.append(f"on the stage table's {content['stage_images']} images {entry['mIoU_on_stage_images']:.1f} %")
+            parts.append(f"on the stage table's {content['stage_images']} images {entry['mIoU_on_stage_images']:.1f} %"
+                         + (f" ({entry['mIoU_without_crf_on_stage_images']:.1f} % without the CRF)"
+                            if "mIoU_without_crf_on_stage_images" in entry else ""))
         print("; ".join(parts))
     write_report(page.json_path, page.html_path, content, html)
     print(f"report: {page.html_path} and {page.json_path}")
