@@ -23,8 +23,6 @@ CPU under bfloat16 only; this script is how to check that rule on another proces
 from __future__ import annotations
 
 import argparse
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,12 +31,13 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from wsss.config import load_config  # noqa: E402
 from wsss.models.classifier import create_classifier  # noqa: E402
 from wsss.models.segmentation_model import create_segmenter  # noqa: E402
 from wsss.precision import autocast_dtype, mixed_precision  # noqa: E402
+from stage_times import processor  # noqa: E402  (the processor's name, as the stage table prints it)
 
 CLASSES = 6
 CPU = torch.device("cpu")
@@ -48,14 +47,6 @@ def set_fused(model: torch.nn.Module, fused: bool) -> None:
     for module in model.modules():
         if hasattr(module, "fused_attn"):
             module.fused_attn = fused
-
-
-def processor() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        return platform.processor() or "unknown"
 
 
 def mean_seconds(fn, steps: int) -> float:
