@@ -1,5 +1,6 @@
 """The ``wsss`` command line: a thin layer over the steps (``wsss.steps``) and the flows.
 
+    wsss init DATASET [--model NAME] [--weights PATH] [--out F]  write settings derived from a data set
     wsss data synth  [--out DIR] [--config F] [--set K=V ...]   write the demo data set
     wsss data check  DATASET [--split S] [--strict]             read everything, report, exit 1 on errors
                      [--format coco --annotations F]           (every --dataset takes these too)
@@ -26,7 +27,7 @@ naming it and exits with status 2; a walk that failed some images exits with 1, 
 with 3 (``wsss.lifetime.DISK_FULL``), Ctrl-C with 130.
 
 Modules: ``arguments`` (what every command shares), ``parser``, and one module per group of
-commands: ``data_commands``, ``train_commands``, ``label_commands``, ``score_commands``,
+commands: ``init_command``, ``data_commands``, ``train_commands``, ``label_commands``, ``score_commands``,
 ``flow_commands``.
 """
 

@@ -9,8 +9,8 @@ from pathlib import Path
 from wsss.cli.arguments import add_config_args, command_config
 from wsss.config import load_config
 from wsss.layout import RunLayout
+from wsss.recipe import DEMO_CONFIG
 
-DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # beside the package
 
 
 def cmd_demo(args) -> int:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import argparse
 
-from wsss.cli import data_commands, flow_commands, label_commands, score_commands, train_commands
+from wsss.cli import data_commands, flow_commands, init_command, label_commands, score_commands, train_commands
 
-GROUPS = (data_commands, train_commands, label_commands, score_commands, flow_commands)
+GROUPS = (init_command, data_commands, train_commands, label_commands, score_commands, flow_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -73,6 +73,12 @@ class Weights:
     parameters: int  # their elements
     notes: list[str] = field(default_factory=list)  # what was dropped, kept or resampled on the way
     problems: list[str] = field(default_factory=list)  # missing / unexpected / mis-shaped keys, empty when it fits
+    grid: int | None = None  # side of the file's square position-embedding grid (before any resampling), when known
+
+    def input_size(self, stride: int) -> int | None:
+        """The input side the weights were trained at: their position grid × the model's token
+        stride (224 for a 14×14 grid of 16-pixel patches); None when the grid is not known."""
+        return None if self.grid is None else self.grid * stride
 
     def describe(self) -> str:
         """One line: the layout and where it came from."""
@@ -212,8 +218,11 @@ def _read_state(file: Path, kind: str, origin: str, model: nn.Module) -> Weights
     state, layout, notes = _select_state(raw, file)
     tensors, parameters = len(state), sum(v.numel() for v in state.values())
     layout = layout or _layout_of(state)
+    posemb = state.get("pos_embed")
+    grid = _grid_side(posemb.shape[1], int(getattr(model, "num_prefix_tokens", 1))) if posemb is not None \
+        and posemb.ndim == 3 else None
     state, converted = _CONVERTERS.get(layout, _unchanged)(state, model)
-    return Weights(state, layout, file, origin, tensors, parameters, notes + converted)
+    return Weights(state, layout, file, origin, tensors, parameters, notes + converted, grid=grid)
 
 
 def _load_safetensors(file: Path) -> dict:
@@ -352,6 +361,9 @@ def _read_npz(file: Path, origin: str, model: nn.Module) -> Weights:
                             f"{getattr(model, 'embed_dim', '?')})"]
     else:
         weights.state = loaded.state_dict()
+        posemb = next((shape for key, shape in shapes.items() if key.endswith("posembed_input/pos_embedding")), None)
+        if posemb is not None and len(posemb) == 3:
+            weights.grid = _grid_side(posemb[1], int(getattr(model, "num_prefix_tokens", 1)))
         head = next((shape for key, shape in shapes.items() if key.endswith("head/bias")), None)
         if head is not None and tuple(head) != tuple(model.state_dict().get("head.bias", torch.empty(0)).shape):
             weights.notes.append(f"kept the model's own head (the file's has {head[-1]} classes)")
@@ -411,6 +423,16 @@ def _fit(weights: Weights, model: nn.Module) -> None:
     if wrong:
         weights.problems.append(f"shape mismatches: {wrong[:8]}")
     weights.state = state
+
+
+def _grid_side(tokens: int, prefix: int) -> int | None:
+    """The side of the square grid of ``tokens`` position embeddings, ``prefix`` of them (or
+    0-2, as files without or with class and distillation tokens have) not on the grid."""
+    for skip in dict.fromkeys((prefix, 0, 1, 2)):
+        side = math.isqrt(max(tokens - skip, 0))
+        if side and side * side == tokens - skip:
+            return side
+    return None
 
 
 def _resample_pos_embed(model: nn.Module, posemb: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
