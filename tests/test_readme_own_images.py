@@ -17,7 +17,7 @@ import pytest
 from wsss.config import load_config
 from wsss.data.synth import generate_synth_dataset
 from wsss.data.manifest import read_manifest
-from wsss.recipe import DEMO_CONFIG
+from wsss.steps.recipe import DEMO_CONFIG
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -14,7 +14,7 @@ from tests.test_weight_layouts import released, write_hub_cache
 from wsss.cli import main
 from wsss.config import load_config
 from wsss.data.folder import write_folder_dataset_index
-from wsss.recipe import DEMO_CONFIG
+from wsss.steps.recipe import DEMO_CONFIG
 
 
 def init(capsys, *args) -> tuple[int, str, str]:

@@ -216,3 +216,20 @@ def test_object_size_and_clutter_knobs():
         load_config(None, ["data.synth.object_size=[0.5, 0.2]"])
     with pytest.raises(ValueError, match="distractors must be"):
         load_config(None, ["data.synth.distractors=[4, 2]"])
+
+
+def test_context_class_gets_one_surroundings_and_nothing_else_changes():
+    """data.synth.context: the images holding that class get the fixed wave background (their
+    masks unchanged), the others are byte-identical to the default drawing."""
+    with_disk = 0
+    for index in range(12):
+        image, mask = render_synth_image(np.random.default_rng([0, index]), 64)
+        context_image, context_mask = render_synth_image(np.random.default_rng([0, index]), 64, context="disk")
+        assert np.array_equal(mask, context_mask)
+        has_disk = SYNTH_CLASSES.index("disk") + 1 in mask
+        with_disk += has_disk
+        assert np.array_equal(image, context_image) != has_disk
+        if has_disk:  # the background is the blue wave pattern: blue above red everywhere on it
+            background = context_image[mask == 0].astype(int)
+            assert (background[:, 2] > background[:, 0]).mean() > 0.95
+    assert 0 < with_disk < 12

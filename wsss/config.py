@@ -47,6 +47,9 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
+SYNTH_CLASSES = ["disk", "square", "triangle", "star", "ring", "cross"]  # the demo generator's classes (wsss.data.synth)
+
+
 class SynthConfig(_Section):
     """The built-in demo data set generator."""
 
@@ -60,12 +63,23 @@ class SynthConfig(_Section):
                                      description="an object's extent as a fraction of the image side: [smallest, largest]")
     distractors: list[int] = Field([3, 8], min_length=2, max_length=2,
                                    description="classless lines, arcs and ellipses per image: [fewest, most]")
+    context: str | None = Field(
+        None, description="a class always seen in one surroundings: the whole background of every image holding it is "
+                          "one fixed pattern (as boats on water), so its maps, and its labels, spread over it; a data "
+                          "set made to fail that way (None: no such class)")
 
     @field_validator("object_size")
     @classmethod
     def _object_size(cls, value: list[float]) -> list[float]:
         if not 0 < value[0] <= value[1] <= 0.9:
             raise ValueError(f"object_size must be [smallest, largest] with 0 < smallest <= largest <= 0.9, got {value}")
+        return value
+
+    @field_validator("context")
+    @classmethod
+    def _context(cls, value: str | None) -> str | None:
+        if value is not None and value not in SYNTH_CLASSES:
+            raise ValueError(f"context must be one of the demo's classes {SYNTH_CLASSES} or null, got {value!r}")
         return value
 
     @field_validator("distractors")

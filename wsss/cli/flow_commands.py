@@ -9,7 +9,7 @@ from pathlib import Path
 from wsss.cli.arguments import add_config_args, command_config
 from wsss.config import load_config
 from wsss.layout import RunLayout
-from wsss.recipe import DEMO_CONFIG
+from wsss.steps.recipe import DEMO_CONFIG
 
 
 

@@ -1,5 +1,5 @@
 """``wsss init DATASET``: read a data set and write the settings for it, each size- and
-count-dependent one derived by a stated rule (``wsss.recipe``), printed with its reason."""
+count-dependent one derived by a stated rule (``wsss.steps.recipe``), printed with its reason."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ VAL_FRACTION = 0.15  # the share of a folder data set without splits held out fo
 def cmd_init(args) -> int:
     from wsss.data import dataset_section
     from wsss.data.survey import survey_dataset
-    from wsss.recipe import apply_derived, choose_model, demo_template, derive_settings, recipe_yaml
+    from wsss.steps.recipe import apply_derived, choose_model, demo_template, derive_settings, recipe_yaml
 
     out = args.out or Path(f"{args.dataset.resolve().name}.yaml")
     if out.exists() and not args.force:
@@ -30,7 +30,7 @@ def cmd_init(args) -> int:
     derived = derive_settings(survey, model, run_dir)
     header = [f"wsss init {args.dataset}: settings for this data set (edit freely).", "What the data set holds:",
               *(f"  {wrapped}" for line in survey.describe() for wrapped in textwrap.wrap(line, 104)),
-              "Settings marked 'derived' follow a stated rule (wsss.recipe); the others are the demo's measured",
+              "Settings marked 'derived' follow a stated rule (wsss.steps.recipe); the others are the demo's measured",
               "recipe (configs/demo.yaml, docs/results.md). Run: wsss flow run pipeline --config THIS_FILE"]
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(recipe_yaml(apply_derived(template, derived), derived, header), encoding="utf-8")

@@ -44,11 +44,10 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from wsss.config import SynthConfig
+from wsss.config import SYNTH_CLASSES, SynthConfig
 from wsss.data.folder import write_folder_dataset_index
 from wsss.data.label_png import write_label_png
 
-SYNTH_CLASSES = ["disk", "square", "triangle", "star", "ring", "cross"]
 SYNTH_VERSION = 2  # bump when the drawing changes: a folder made by another version is not reused
 OBJECT_COUNT_PROBS = (0.45, 0.33, 0.22)  # P(1, 2, 3 objects)
 SIZE_RANGE = (0.2, 0.6)  # object extent as a fraction of the image side (default)
@@ -237,13 +236,25 @@ def _draw_distractors(rng: np.random.Generator, image: np.ndarray, count: tuple[
             cv2.ellipse(image, centre, axes, rng.uniform(0, 180), 0, 360, colour, -1, cv2.LINE_AA)
 
 
+def _context_background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """The one surroundings of the ``context`` class: S×S×3 float32 diagonal waves between two
+    fixed blues (water, say), with a little noise."""
+    x, y = _grid(size)
+    wave = 0.5 + 0.5 * np.sin((x + y) * (2 * math.pi / 7.0) + rng.uniform(0, 2 * math.pi))
+    low, high = np.array([20, 60, 110], np.float32), np.array([90, 170, 220], np.float32)
+    return low + (high - low) * wave[..., None] + rng.uniform(-8, 8, size=(size, size, 1)).astype(np.float32)
+
+
 def render_synth_image(rng: np.random.Generator, image_size: int = 128, colour_cue: bool = True,
                        object_size: tuple[float, float] = SIZE_RANGE,
-                       distractors: tuple[int, int] = DISTRACTORS) -> tuple[np.ndarray, np.ndarray]:
+                       distractors: tuple[int, int] = DISTRACTORS, context: str | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
     """Draw one scene → (image S×S×3 uint8 RGB, mask S×S uint8 with 0 background, 1..C).
 
     colour_cue: each class's main tone leans to its own hue band (the demo); False: every
-    object, blob and distractor takes any colour, so shape and texture are the only cues."""
+    object, blob and distractor takes any colour, so shape and texture are the only cues.
+    context: a class name whose images get ``_context_background`` wherever the mask is
+    background (the class is then told by its surroundings as well as its shape)."""
     image = _background(rng, *_grid(image_size), colour_cue=colour_cue)
     _draw_distractors(rng, image, distractors)
     instances = np.zeros((image_size, image_size), dtype=np.int32)  # 0 none, k = k-th object
@@ -268,6 +279,9 @@ def render_synth_image(rng: np.random.Generator, image_size: int = 128, colour_c
                 labels.append(label)
                 break
     mask = np.array(labels, dtype=np.uint8)[instances]
+    if context is not None and SYNTH_CLASSES.index(context) + 1 in labels:
+        background = mask == 0
+        image[background] = _context_background(rng, image_size)[background]
     image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.4, 0.8))
     image += rng.uniform(2, 6) * rng.standard_normal(size=(image_size, image_size, 1), dtype=np.float32)
     return np.clip(np.round(image), 0, 255).astype(np.uint8), mask
@@ -282,7 +296,7 @@ def generate_synth_dataset(out_dir: str | os.PathLike, synth: SynthConfig, progr
     images/synth_NNNNN.jpg (JPEG quality 95, no chroma subsampling), masks/synth_NNNNN.png,
     splits/train.txt and splits/val.txt (val: round(val_fraction × num_images) ids drawn
     with ``seed``), synth.json (the settings). Image i depends only on (seed, i) and
-    ``colour_cue``, ``object_size`` and ``distractors`` (see :func:`render_synth_image`).
+    ``colour_cue``, ``object_size``, ``distractors`` and ``context`` (see :func:`render_synth_image`).
     A folder already holding a complete set made with the same settings (and SYNTH_VERSION)
     is returned as is; any other non-empty folder raises ValueError unless ``overwrite`` (then
     synth.json, classes.txt, tags.csv, images/, masks/ and splits/ are replaced).
@@ -304,6 +318,8 @@ def generate_synth_dataset(out_dir: str | os.PathLike, synth: SynthConfig, progr
         params["object_size"] = [float(v) for v in object_size]
     if distractors != DISTRACTORS:
         params["distractors"] = [int(v) for v in distractors]
+    if synth.context is not None:
+        params["context"] = synth.context
     params_file = root / PARAMS_FILE
     ids = [f"synth_{index:05d}" for index in range(num_images)]
     if params_file.is_file() and json.loads(params_file.read_text()) == params and all(
@@ -322,7 +338,7 @@ def generate_synth_dataset(out_dir: str | os.PathLike, synth: SynthConfig, progr
     tags: dict[str, list[str]] = {}
     for index, image_id in enumerate(tqdm(ids, desc="synthetic images", disable=not progress)):
         image, mask = render_synth_image(np.random.default_rng([seed, index]), image_size, colour_cue,
-                                         object_size, distractors)
+                                         object_size, distractors, synth.context)
         Image.fromarray(image).save(root / "images" / f"{image_id}.jpg", format="JPEG", quality=95, subsampling=0)
         write_label_png(root / "masks" / f"{image_id}.png", mask)
         tags[f"{image_id}.jpg"] = [SYNTH_CLASSES[label - 1] for label in np.unique(mask) if label > 0]

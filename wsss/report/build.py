@@ -21,7 +21,9 @@ report.json:
                     prevalence), skill, per-class AP, prevalence and skill, the classes it cannot
                     tell apart, whether it passed; null when unmeasured
     pseudo_labels   the pseudo-label run on the training split (counts, mIoU, images/s, the
-                    labels' foreground / background / ignore shares)
+                    labels' foreground / background / ignore shares, each class's share of
+                    the images tagged with it, ``spreading``: the classes whose labels spread
+                    over the background, why, and what to try; also in the page's warnings)
     timings_s       seconds per pipeline step, and their sum ("total")
     images_per_s    throughput of the pseudo-label flow and of the stage table
     checks          whether GETAM's labels and the segmenter beat the baselines and the trivial one
@@ -246,6 +248,23 @@ class RunResults:
     segmenter_predictions: Path | None = None
 
 
+def _label_share_page(page: Report, pseudo: dict) -> None:
+    """The pseudo-labels' share of the images per class (no masks needed) and a warning for each
+    class whose labels spread over the background (``wsss.eval.label_spread``)."""
+    spreading = {item["class"]: item for item in pseudo.get("spreading") or []}
+    for name, item in spreading.items():
+        page.warnings.append(f"the pseudo-labels of class {name!r} spread over the background: {item['why']}. "
+                             f"Try: {item['try']}")
+    shares = pseudo.get("class_shares") or {}
+    if shares:
+        page.tables["Pseudo-labels per class (no masks needed)"] = [
+            {"class": name, "images tagged": s["images"],
+             "mean share of those images": None if s["mean_share"] is None else f"{100 * s['mean_share']:.1f} %",
+             "images it covers ≥ 70 %": None if s["full_images"] is None else f"{100 * s['full_images']:.0f} %",
+             "spreads": "yes" if name in spreading else ""}
+            for name, s in shares.items()]
+
+
 def build_report(title: str, notes: list[str], stages: StageResults | None = None, results: RunResults = RunResults(),
                  config: dict | None = None, review: ReviewQueue | None = None,
                  review_html: str | None = None) -> tuple[dict, Report]:
@@ -270,6 +289,7 @@ def build_report(title: str, notes: list[str], stages: StageResults | None = Non
     if timings:
         timings["total"] = sum(timings.values())
     pseudo = dict(pseudo or {})
+    _label_share_page(page, pseudo)
     if pseudo.get("mIoU") is not None:
         pseudo["mIoU"] = 100.0 * pseudo["mIoU"]
     images = stages.num_images if stages is not None else 0

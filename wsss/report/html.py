@@ -39,6 +39,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     examples: list[Example] = field(default_factory=list)
     tables: dict[str, list[dict]] = field(default_factory=dict)  # more tables: {heading: rows}
+    warnings: list[str] = field(default_factory=list)  # shown first, in a box: what went wrong and what to try
 
 
 def _png_data_uri(image: np.ndarray) -> str:
@@ -103,6 +104,7 @@ th:first-child, td:first-child { text-align: left; }
 thead { background: #f0f0f0; }
 .grid td { text-align: center; vertical-align: top; font-size: 11px; border: none; }
 .grid img { image-rendering: pixelated; width: 160px; }
+.warn { border: 2px solid #c0392b; background: #fdecea; padding: 0 1em; margin: 1em 0; }
 """
 
 
@@ -110,6 +112,9 @@ def render_html(report: Report) -> str:
     """The page as one HTML string."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.title)}</title>",
              f"<style>{_STYLE}</style></head><body><h1>{html.escape(report.title)}</h1>"]
+    if report.warnings:
+        parts.append("<div class='warn'><h2>Warnings</h2><ul>"
+                     + "".join(f"<li>{html.escape(w)}</li>" for w in report.warnings) + "</ul></div>")
     if report.stages:
         parts.append("<h2>Stages</h2><p>Scores in percent, on the same images.</p>" + _table(report.stages))
     if report.per_class_iou:

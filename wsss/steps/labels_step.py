@@ -28,6 +28,7 @@ from wsss.config import Config, start_block_problem
 from wsss.data import open_dataset
 from wsss.data.dataset_walk import MANIFEST
 from wsss.eval.evaluate import label_shares
+from wsss.eval.label_spread import class_shares, spreading_classes
 from wsss.lifetime import hold_folder
 from wsss.models.checkpoint import read_classes, read_depth
 from wsss.refine.crf import crf_executor
@@ -92,7 +93,9 @@ def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: b
 
 def finish_labels(job: LabelJob, ids: list[str], counts: dict) -> dict:
     """After the labelling of ``ids``: the summary of the folder (``counts`` plus the labels'
-    foreground / background / ignore shares, and the mIoU when the data set has masks and ``ids``
+    foreground / background / ignore shares, each class's share of the images tagged with it and
+    the classes whose labels spread over the background (``wsss.eval.label_spread``, named in a
+    warning line), and the mIoU when the data set has masks and ``ids``
     are all of it: written to OUT/evaluation.json) and the failures' reasons, printed."""
     dataset = open_dataset(job.config.data, job.split)
     summary = {"out_dir": str(job.out), "total": len(ids), **{k: counts[k] for k in ("ok", "skipped", "failed")}}
@@ -105,6 +108,11 @@ def finish_labels(job: LabelJob, ids: list[str], counts: dict) -> dict:
     summary["label_shares"] = {k: v if k == "images" else round(float(v), 4) for k, v in shares.items()}
     print(f"labels cover: {100 * shares['foreground']:.1f} % classes, {100 * shares['background']:.1f} % background, "
           f"{100 * shares['ignore']:.1f} % ignore ({shares['images']} images)")
+    summary["class_shares"] = class_shares(job.out, dataset, ids)
+    summary["spreading"] = spreading_classes(summary["class_shares"])
+    for item in summary["spreading"]:
+        print(f"warning: the labels of class {item['class']!r} spread over the background: {item['why']}. "
+              f"Try: {item['try']}")
     if not has_masks(dataset):
         print("no masks in the data set: the quality of these pseudo-labels is unmeasured")
     elif ids == list(dataset.ids):

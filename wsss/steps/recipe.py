@@ -15,7 +15,7 @@ each with the rule that gave it (``Derived.reason``):
 - lengths from the image count: classifier epochs for a fixed number of optimizer steps (the
   plateau stop ends them earlier), segmenter steps for a fixed number of passes over the images.
 
-The rules reproduce the demo's own values on the demo data (tests/test_recipe.py checks it).
+The rules reproduce the demo's own values on the demo data (tests/test_recipe.py checks it). Used by ``wsss init`` (``wsss.cli.init_command``)..
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 __all__ = ["DEMO_CONFIG", "Derived", "ModelChoice", "apply_derived", "choose_model", "demo_template", "derive_settings",
            "recipe_yaml"]
 
-DEMO_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "demo.yaml"  # beside the package
+DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # beside the package
 
 MAP_TOKENS = 20  # the demo's maps: 128 px × 1.25 / 8 = 20 tokens on the longer side
 PREDICT_TOKENS = (24, 32)  # the demo's prediction: 128 px × 1.5 and × 2.0 / 8
