@@ -42,9 +42,18 @@ class Report:
     warnings: list[str] = field(default_factory=list)  # shown first, in a box: what went wrong and what to try
 
 
-def _png_data_uri(image: np.ndarray) -> str:
+EXAMPLE_SIDE = 320  # an example picture's longer side in the page at most (its aspect kept): photos stay light
+
+
+def _png_data_uri(image: np.ndarray, max_side: int = EXAMPLE_SIDE) -> str:
+    """H×W×3 (or H×W) uint8 → a PNG data URI, shrunk (aspect kept) to ``max_side`` when larger."""
+    picture = Image.fromarray(image)
+    if max(picture.size) > max_side:
+        scale = max_side / max(picture.size)
+        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))),
+                                 Image.Resampling.BOX)
     buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG")
+    picture.save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
