@@ -70,14 +70,7 @@ def test_stage_drops_name_the_steps_that_do_not_help():
 def test_example_pictures_keep_their_aspect_and_are_shrunk_to_320_px():
     """A 375×500 photo and its overlay go into the page at 240×320 (aspect kept, not squared);
     a small picture stays at its own size."""
-    import base64
-    import io
-    import re
-
-    import numpy as np
-    from PIL import Image
-
-    from wsss.report.html import Example, Report, render_html
+    from wsss.report.html import render_html
 
     photo = np.random.default_rng(0).integers(0, 255, size=(375, 500, 3), dtype=np.uint8)
     small = np.zeros((40, 30, 3), dtype=np.uint8)
