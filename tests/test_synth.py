@@ -11,7 +11,7 @@ import pytest
 from wsss.config import SynthConfig
 from wsss.data.folder import FolderDataset
 from wsss.data.label_png import read_label_png
-from wsss.data.synth import SYNTH_CLASSES, generate_synth_dataset, render_synth_image
+from wsss.data.synth import SYNTH_CLASSES, SynthKnobs, generate_synth_dataset, render_synth_image
 from wsss.eval.confusion import ConfusionMatrix
 from wsss.eval.trivial_baseline import (
     background_distance,
@@ -233,3 +233,219 @@ def test_context_class_gets_one_surroundings_and_nothing_else_changes():
             background = context_image[mask == 0].astype(int)
             assert (background[:, 2] > background[:, 0]).mean() > 0.95
     assert 0 < with_disk < 12
+
+
+NEW_KNOBS_AT_DEFAULT = dict(classes=None, texture="class", objects=(1, 3), aspect=None, background="soft")
+
+
+def test_new_knobs_at_their_defaults_draw_the_demo_byte_for_byte(tmp_path):
+    """data.synth.classes/texture/objects/aspect/background at their defaults draw no random
+    number of their own: the same images as before they existed, and a synth.json without them."""
+    for index in range(6):
+        default = render_synth_image(np.random.default_rng([0, index]), 64)
+        explicit = render_synth_image(np.random.default_rng([0, index]), 64, True, (0.2, 0.6), (3, 8), None,
+                                      knobs=SynthKnobs(**NEW_KNOBS_AT_DEFAULT))
+        demo_six = render_synth_image(np.random.default_rng([0, index]), 64, knobs=SynthKnobs(classes=SYNTH_CLASSES))
+        assert default[0].shape == (64, 64, 3)
+        for other in (explicit, demo_six):
+            assert np.array_equal(default[0], other[0]) and np.array_equal(default[1], other[1])
+    knobs = SynthConfig(num_images=10, image_size=48, classes=list(SYNTH_CLASSES), texture="class", objects=[1, 3],
+                        aspect=None, background="soft")
+    plain = _files(generate_synth_dataset(tmp_path / "a", SynthConfig(num_images=10, image_size=48), progress=False))
+    assert _files(generate_synth_dataset(tmp_path / "b", knobs, progress=False)) == plain
+    assert not {"classes", "texture", "objects", "aspect", "background"} & json.loads(plain["synth.json"]).keys()
+
+
+def test_classes_picks_a_subset_with_the_new_shapes(tmp_path):
+    """data.synth.classes: labels 1..C follow the list's order in masks, tags and classes.txt,
+    and the three shapes beyond the demo's six are drawn."""
+    from wsss.config import AVAILABLE_SHAPES
+    from wsss.data.synth import CLASS_HUES, class_hues
+
+    classes = ["hexagon", "crescent", "arrow", "star", "square"]
+    assert list(AVAILABLE_SHAPES) == SYNTH_CLASSES + ["hexagon", "crescent", "arrow"]
+    assert CLASS_HUES == tuple(i / 6 for i in range(6)) and class_hues(5) == (0.0, 0.2, 0.4, 0.6, 0.8)
+    root = generate_synth_dataset(tmp_path / "set", SynthConfig(num_images=24, image_size=64, classes=classes),
+                                  progress=False)
+    assert (root / "classes.txt").read_text().split() == classes
+    assert json.loads((root / "synth.json").read_text())["classes"] == classes
+    dataset = FolderDataset(root)
+    assert dataset.classes == classes and len(dataset) == 24
+    seen = np.zeros(len(classes) + 1, dtype=np.int64)
+    for sample in dataset:
+        labels = np.unique(sample.mask)
+        assert labels.max() <= len(classes)
+        present = labels[labels > 0]
+        np.testing.assert_array_equal(np.flatnonzero(sample.tags) + 1, present)
+        seen[present] += 1
+    assert (seen[1:4] > 0).all(), seen  # hexagon, crescent, arrow
+    with pytest.raises(ValueError, match="choose another data.root"):  # another class list is another data set
+        generate_synth_dataset(root, SynthConfig(num_images=24, image_size=64, classes=classes[::-1]), progress=False)
+
+
+def test_new_shapes_have_their_own_outlines_and_textures():
+    """hexagon, crescent and arrow differ from each other and from the demo's shapes in outline
+    (same centre, extent, angle) and in texture (same pixels, same random numbers)."""
+    from wsss.config import AVAILABLE_SHAPES
+    from wsss.data.synth import _grid, _shape_mask, _texture
+
+    centre, outlines, patterns = np.array([40.0, 40.0]), {}, {}
+    x, y = (a.ravel() for a in _grid(80))
+    for name in AVAILABLE_SHAPES:
+        outlines[name] = _shape_mask(name, 80, centre, 50.0, 0.3)
+        patterns[name] = _texture(name, np.random.default_rng(0), x, y, centre, 50.0)
+        assert 0.2 < patterns[name].mean() < 0.9, name  # two tones, both visible
+    disk = outlines["disk"].sum()
+    assert 0.25 * disk < outlines["crescent"].sum() < 0.6 * disk  # the bite takes a good part of the disk
+    assert not outlines["crescent"][40, 40] and outlines["hexagon"][40, 40] and outlines["arrow"][40, 40]
+    for new in ("hexagon", "crescent", "arrow"):
+        for other in AVAILABLE_SHAPES:
+            if other != new:
+                assert (outlines[new] != outlines[other]).mean() > 0.02, (new, other)
+                assert (patterns[new] != patterns[other]).mean() > 0.15, (new, other)
+    with pytest.raises(ValueError, match="unknown synthetic class"):
+        _shape_mask("pentagon", 80, centre, 50.0, 0.3)
+
+
+def test_aspect_draws_images_of_several_sizes():
+    """data.synth.aspect: each image its own width/height ratio; the longer side is image_size
+    and the mask has the image's size."""
+    shapes = set()
+    for index in range(12):
+        image, mask = render_synth_image(np.random.default_rng([0, index]), 64, knobs=SynthKnobs(aspect=(0.6, 1.6)))
+        assert image.shape[:2] == mask.shape and image.shape[2] == 3
+        assert max(mask.shape) == 64 and min(mask.shape) >= round(64 / 1.6)
+        assert mask.max() <= len(SYNTH_CLASSES)
+        shapes.add(mask.shape)
+    non_square = [shape for shape in shapes if shape[0] != shape[1]]
+    assert len(non_square) >= 4, shapes
+    assert any(h > w for h, w in non_square) and any(h < w for h, w in non_square)  # tall and wide ones
+
+
+def test_aspect_sets_are_written_and_read_back(tmp_path):
+    root = generate_synth_dataset(tmp_path / "set", SynthConfig(num_images=10, image_size=48, aspect=[0.5, 2.0]),
+                                  progress=False)
+    assert json.loads((root / "synth.json").read_text())["aspect"] == [0.5, 2.0]
+    sizes = set()
+    for sample in FolderDataset(root):
+        assert sample.mask.shape == sample.image.shape[:2] and max(sample.mask.shape) == 48
+        assert min(sample.mask.shape) >= 32  # the shorter side is never below 32 pixels
+        sizes.add(sample.mask.shape)
+    assert len(sizes) >= 3
+
+
+def _interior_luma_spread(image: np.ndarray, mask: np.ndarray) -> list[float]:
+    """Standard deviation of luma inside each class region of ``mask`` (eroded: no edges)."""
+    spreads = []
+    for label in np.unique(mask)[1:]:
+        inside = cv2.erode((mask == label).astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        if inside.sum() >= 30:
+            spreads.append(float(np.std(image[inside].astype(np.float32) @ [0.299, 0.587, 0.114])))
+    return spreads
+
+
+def test_texture_knob_keeps_the_scene_and_changes_the_fill():
+    """texture 'none' fills objects with one tone, 'any' gives them other textures; both keep the
+    default scene (the same masks)."""
+    flat, textured = [], []
+    changed = 0
+    for index in range(20):
+        image, mask = render_synth_image(np.random.default_rng([0, index]), 64)
+        for texture in ("none", "any"):
+            other, other_mask = render_synth_image(np.random.default_rng([0, index]), 64,
+                                                  knobs=SynthKnobs(texture=texture))
+            assert np.array_equal(mask, other_mask)
+            assert not np.array_equal(image, other)
+            changed += texture == "any" and not np.array_equal(image[mask > 0], other[mask > 0])
+            if texture == "none":
+                flat += _interior_luma_spread(other, mask)
+        textured += _interior_luma_spread(image, mask)
+    assert np.median(flat) < 8 < 20 < np.median(textured), (np.median(flat), np.median(textured))
+    assert changed == 20
+
+
+def test_background_knob_busy_and_plain():
+    """background 'busy' adds textured classless patches, 'plain' is one flat colour; neither
+    changes the objects (same masks, all labels valid)."""
+    busy_structure, soft_structure, plain_spread = [], [], []
+    for index in range(16):
+        image, mask = render_synth_image(np.random.default_rng([0, index]), 64)
+        busy, busy_mask = render_synth_image(np.random.default_rng([0, index]), 64,
+                                             knobs=SynthKnobs(background="busy"))
+        plain, plain_mask = render_synth_image(np.random.default_rng([0, index]), 64,
+                                               knobs=SynthKnobs(background="plain"))
+        assert np.array_equal(mask, busy_mask) and np.array_equal(mask, plain_mask)
+        assert busy_mask.max() <= len(SYNTH_CLASSES)
+        assert not np.array_equal(image, busy) and not np.array_equal(image, plain)
+        busy_structure.append(_fine_background_structure(busy, mask))
+        soft_structure.append(_fine_background_structure(image, mask))
+        # without distractors the plain background is one colour under the mild noise
+        bare, bare_mask = render_synth_image(np.random.default_rng([0, index]), 64, distractors=(0, 0),
+                                             knobs=SynthKnobs(background="plain"))
+        far = cv2.erode((bare_mask == 0).astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)
+        plain_spread.append(float(bare[far].astype(np.float32).std(axis=0).max()))
+    assert np.mean(busy_structure) > 2 * np.mean(soft_structure), (np.mean(busy_structure), np.mean(soft_structure))
+    assert max(plain_spread) < 8, plain_spread
+
+
+def test_objects_knob_sets_how_many_objects():
+    def classes_seen(knobs: SynthKnobs) -> list[int]:
+        return [len(np.unique(render_synth_image(np.random.default_rng([0, i]), 64, knobs=knobs)[1])) - 1
+                for i in range(20)]
+
+    assert set(classes_seen(SynthKnobs(objects=(1, 1)))) == {1}
+    many, default = classes_seen(SynthKnobs(objects=[5, 6])), classes_seen(SynthKnobs())
+    assert np.mean(many) > np.mean(default) + 1, (np.mean(many), np.mean(default))
+
+
+@pytest.mark.parametrize("knobs, message", [
+    (dict(classes=["disk", "blob"]), "classes must be"),
+    (dict(classes=["disk"]), "classes must be"),
+    (dict(texture="stripes"), "texture must be"),
+    (dict(background="noisy"), "background must be"),
+    (dict(objects=(0, 2)), "objects must be"),
+    (dict(aspect=(2.0, 1.0)), "aspect must be"),
+])
+def test_knobs_out_of_range_raise(knobs, message):
+    with pytest.raises(ValueError, match=message):
+        SynthKnobs(**knobs)
+
+
+def test_context_must_be_one_of_the_classes():
+    with pytest.raises(ValueError, match="context must be one of the classes"):
+        render_synth_image(np.random.default_rng(0), 48, context="disk", knobs=SynthKnobs(classes=["star", "arrow"]))
+    image, mask = render_synth_image(np.random.default_rng([0, 1]), 48, context="arrow",
+                                     knobs=SynthKnobs(classes=["star", "arrow"], objects=(3, 3)))
+    assert 2 in mask  # an arrow (label 2 of [star, arrow]) among the three objects
+    background = image[mask == 0].astype(int)  # so the water pattern behind it: blue above red
+    assert (background[:, 2] > background[:, 0]).mean() > 0.95
+
+
+@pytest.mark.parametrize("override, key, message", [
+    ("data.synth.classes=[disk, pentagon]", "data.synth.classes", "unknown shape"),
+    ("data.synth.classes=[hexagon]", "data.synth.classes", "at least 2"),
+    ("data.synth.classes=[disk, ring, disk]", "data.synth.classes", "must not repeat"),
+    ("data.synth.objects=[0, 2]", "data.synth.objects", "objects must be"),
+    ("data.synth.objects=[3, 1]", "data.synth.objects", "objects must be"),
+    ("data.synth.aspect=[0, 2]", "data.synth.aspect", "aspect must be"),
+    ("data.synth.aspect=[2, 1]", "data.synth.aspect", "aspect must be"),
+    ("data.synth.texture=stripes", "data.synth.texture", "class"),
+    ("data.synth.background=noisy", "data.synth.background", "busy"),
+    ("data.synth.context=hexagon", "context", "classes"),  # hexagon is not one of the demo's six
+])
+def test_synth_knob_validation(override, key, message):
+    from wsss.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message) as error:
+        load_config(None, [override])
+    assert key in str(error.value)
+
+
+def test_valid_new_knobs_load():
+    from wsss.config import load_config
+
+    synth = load_config(None, ["data.synth.classes=[arrow, hexagon]", "data.synth.context=arrow",
+                               "data.synth.aspect=[0.5, 1.5]", "data.synth.objects=[2, 5]",
+                               "data.synth.texture=none", "data.synth.background=busy"]).data.synth
+    assert synth.classes == ["arrow", "hexagon"] and synth.aspect == [0.5, 1.5] and synth.objects == [2, 5]
+    assert (synth.texture, synth.background, synth.context) == ("none", "busy", "arrow")

@@ -48,13 +48,18 @@ class _Section(BaseModel):
 
 
 SYNTH_CLASSES = ["disk", "square", "triangle", "star", "ring", "cross"]  # the demo generator's classes (wsss.data.synth)
+# every shape wsss.data.synth can draw (data.synth.classes picks from these): the demo's six, then three more
+AVAILABLE_SHAPES = (*SYNTH_CLASSES, "hexagon", "crescent", "arrow")
+MAX_SYNTH_OBJECTS = 20  # data.synth.objects: the most objects one image may ask for
+MAX_SYNTH_ASPECT = 8.0  # data.synth.aspect: the widest (and, as 1 / it, the tallest) width/height ratio
 
 
 class SynthConfig(_Section):
     """The built-in demo data set generator."""
 
     num_images: int = Field(600, ge=10, description="images to generate")
-    image_size: int = Field(128, ge=32, le=1024, description="side of the square images, pixels")
+    image_size: int = Field(128, ge=32, le=1024, description="side of the square images, pixels (with aspect: the "
+                                                             "longer side)")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="share of images in splits/val.txt")
     seed: int = Field(0, description="same seed, same files")
     colour_cue: bool = Field(True, description="each class's main tone leans to its own hue band (the demo); "
@@ -67,6 +72,25 @@ class SynthConfig(_Section):
         None, description="a class always seen in one surroundings: the whole background of every image holding it is "
                           "one fixed pattern (as boats on water), so its maps, and its labels, spread over it; a data "
                           "set made to fail that way (None: no such class)")
+    classes: list[str] | None = Field(
+        None, description=f"the shape classes of the set, in label order: at least 2 of {list(AVAILABLE_SHAPES)}, no "
+                          f"duplicates (None: the demo's six, {SYNTH_CLASSES})")
+    texture: Literal["class", "any", "none"] = Field(
+        "class", description="class: each class its own texture (the demo); any: each object a texture of any "
+                             "available shape at random (shape and colour the only class cues); none: objects are "
+                             "filled with one flat tone")
+    objects: list[int] = Field([1, 3], min_length=2, max_length=2,
+                               description=f"objects per image: [fewest, most], 1 <= fewest <= most <= "
+                                           f"{MAX_SYNTH_OBJECTS} ([1, 3] draws 1, 2, 3 with 45 %, 33 %, 22 %; other "
+                                           f"ranges uniformly)")
+    aspect: list[float] | None = Field(
+        None, min_length=2, max_length=2,
+        description="width/height ratio of each image: [lowest, highest], drawn per image uniformly in log space; the "
+                    "longer side is image_size, the shorter at least 32 pixels (None: square images)")
+    background: Literal["soft", "busy", "plain"] = Field(
+        "soft", description="soft: gradient, colour noise, waves, soft blobs (the demo); busy: soft plus 6 to 12 "
+                            "high-contrast patches of the shapes' textures in any colours (clutter that looks like "
+                            "objects, background in the masks); plain: one flat colour")
 
     @field_validator("object_size")
     @classmethod
@@ -78,9 +102,49 @@ class SynthConfig(_Section):
     @field_validator("context")
     @classmethod
     def _context(cls, value: str | None) -> str | None:
-        if value is not None and value not in SYNTH_CLASSES:
-            raise ValueError(f"context must be one of the demo's classes {SYNTH_CLASSES} or null, got {value!r}")
+        if value is not None and value not in AVAILABLE_SHAPES:
+            raise ValueError(f"context must be one of the shapes {list(AVAILABLE_SHAPES)} (and of classes) or null, "
+                             f"got {value!r}")
         return value
+
+    @field_validator("classes")
+    @classmethod
+    def _classes(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        unknown = [name for name in value if name not in AVAILABLE_SHAPES]
+        if unknown:
+            raise ValueError(f"classes: unknown shape(s) {unknown}; choose from {list(AVAILABLE_SHAPES)}")
+        if len(value) < 2:
+            raise ValueError(f"classes must name at least 2 shapes, got {value}")
+        duplicates = sorted({name for name in value if value.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"classes must not repeat a shape, got {value} ({', '.join(duplicates)} twice or more)")
+        return value
+
+    @field_validator("objects")
+    @classmethod
+    def _objects(cls, value: list[int]) -> list[int]:
+        if not 1 <= value[0] <= value[1] <= MAX_SYNTH_OBJECTS:
+            raise ValueError(f"objects must be [fewest, most] with 1 <= fewest <= most <= {MAX_SYNTH_OBJECTS}, "
+                             f"got {value}")
+        return value
+
+    @field_validator("aspect")
+    @classmethod
+    def _aspect(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and not 1 / MAX_SYNTH_ASPECT <= value[0] <= value[1] <= MAX_SYNTH_ASPECT:
+            raise ValueError(f"aspect must be [lowest, highest] width/height ratios with {1 / MAX_SYNTH_ASPECT:g} <= "
+                             f"lowest <= highest <= {MAX_SYNTH_ASPECT:g}, or null for square images; got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _context_in_classes(self) -> "SynthConfig":
+        classes = SYNTH_CLASSES if self.classes is None else self.classes
+        if self.context is not None and self.context not in classes:
+            raise ValueError(f"context={self.context!r} is not one of the set's classes {classes} "
+                             f"(data.synth.classes; null: the demo's six)")
+        return self
 
     @field_validator("distractors")
     @classmethod

@@ -21,8 +21,9 @@ def cmd_data_synth(args) -> int:
     config = command_config(args)
     s = config.data.synth
     root = generate_synth_dataset(args.out or config.data.root, s)
-    print(f"wrote {s.num_images} images ({s.image_size}×{s.image_size}, seed {s.seed}"
-          f"{'' if s.colour_cue else ', no colour cue'}) to {root}")
+    size = f"{s.image_size}×{s.image_size}" if s.aspect is None else \
+        f"longer side {s.image_size}, width/height {s.aspect[0]:g}-{s.aspect[1]:g}"
+    print(f"wrote {s.num_images} images ({size}, seed {s.seed}{'' if s.colour_cue else ', no colour cue'}) to {root}")
     return 0
 
 
