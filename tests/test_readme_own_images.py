@@ -1,6 +1,7 @@
 """The README's "Label your own images" runs as written: its commands, read from the README,
-on a small generated folder of tagged images (no masks, no splits), in a fresh folder, each
-through the installed ``wsss`` program (the pipeline on Prefect's temporary server)."""
+on a small generated folder of tagged images of mixed non-square sizes (no masks, no splits), in
+a fresh folder, each through the installed ``wsss`` program (the pipeline on Prefect's temporary
+server); labels and predictions come out at each image's own size."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from PIL import Image
 
 from wsss.config import load_config
 from wsss.data.synth import generate_synth_dataset
@@ -34,7 +36,8 @@ def readme_commands() -> list[str]:
 def test_readme_commands_label_a_folder_of_tagged_images(tmp_path):
     commands = readme_commands()
     assert [c.split()[1] for c in commands] == ["init", "data", "flow", "pseudo-label", "export", "predict"]
-    synth = load_config(DEMO_CONFIG, ["data.synth.num_images=60", "data.synth.image_size=64"]).data.synth
+    synth = load_config(DEMO_CONFIG, ["data.synth.num_images=60", "data.synth.image_size=64",
+                                      "data.synth.aspect=[0.6,1.6]"]).data.synth  # photos of mixed non-square sizes
     folder = generate_synth_dataset(tmp_path / "my_images", synth)
     shutil.rmtree(folder / "masks")
     shutil.rmtree(folder / "splits")  # a user's folder: images, tags.csv, classes.txt
@@ -51,6 +54,11 @@ def test_readme_commands_label_a_folder_of_tagged_images(tmp_path):
     labelled = read_manifest(run / "pseudo_labels" / "manifest.jsonl")
     assert sorted(labelled) == sorted(ids) and all(e["status"] == "ok" for e in labelled.values())
     assert sorted(p.stem for p in (run / "pseudo_labels").glob("*.png")) == sorted(ids)
+    sizes = {i: Image.open(folder / "images" / f"{i}.jpg").size for i in ids}
+    assert len(set(sizes.values())) > 10 and any(w != h for w, h in sizes.values())
+    for image_id, size in sizes.items():  # labels and predictions at each image's own size, never squared
+        assert Image.open(run / "pseudo_labels" / f"{image_id}.png").size == size
+        assert Image.open(run / "predictions" / f"{image_id}.png").size == size
     exported = json.loads((run / "labels.json").read_text())
     assert len(exported["images"]) == len(ids) and exported["annotations"]
     assert sorted(p.stem for p in (run / "predictions").glob("*.png")) == sorted(ids)
