@@ -203,6 +203,22 @@ def test_plateau_starts_the_decay_and_ends_training_early():
         ClassifierSchedule(steps_per_epoch=10, epochs=12, warmup_epochs=1, plateau_epochs=3)
 
 
+def test_no_plateau_stop_below_plateau_min_map():
+    """The busy-background member's curve (issue 31): flat at 0.53-0.54 for three epochs while still
+    learning. With plateau_min_map 0.9 that is no plateau; a flat stretch above 0.9 still is."""
+    from wsss.train.classifier_schedule import ClassifierSchedule
+
+    busy = [0.338, 0.362, 0.406, 0.392, 0.422, 0.428, 0.458, 0.473, 0.472, 0.497, 0.507, 0.536, 0.536, 0.520, 0.533]
+    eager = ClassifierSchedule(steps_per_epoch=10, epochs=30, warmup_epochs=1, decay_epochs=4, plateau_epochs=3,
+                               plateau_delta=0.01)
+    patient = ClassifierSchedule(steps_per_epoch=10, epochs=30, warmup_epochs=1, decay_epochs=4, plateau_epochs=3,
+                                 plateau_delta=0.01, plateau_min_map=0.9)
+    assert [e for e, m in enumerate(busy, 1) if eager.after_epoch(e, m)] == [15]
+    assert not any(patient.after_epoch(e, m) for e, m in enumerate(busy, 1)) and patient.end_epoch == 30
+    later = [0.62, 0.75, 0.9, 0.93, 0.935, 0.93, 0.938]  # reaches 0.93 at epoch 19, then under +0.01 for 3 epochs
+    assert [e for e, m in enumerate(later, 16) if patient.after_epoch(e, m)] == [22] and patient.end_epoch == 26
+
+
 def test_classifier_run_stops_on_a_plateau_and_stays_stopped(tmp_path, capsys):
     # plateau_delta 1: no epoch can gain it, so epoch 2 (one epoch after epoch 1's best) is a plateau;
     # one epoch of decay follows and training ends after epoch 3 of at most 6

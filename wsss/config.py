@@ -389,6 +389,9 @@ class ClassifierTrainConfig(_Section):
                     "the most it trains; None: always train every epoch)",
     )
     plateau_delta: float = Field(0.005, ge=0.0, le=1.0, description="the least val mAP gain that is not a plateau")
+    plateau_min_map: float = Field(
+        0.0, ge=0.0, le=1.0, description="no plateau stop before the best val mAP reaches this: a flat stretch below it "
+                                         "is a slow learner's pause (0: a plateau at any mAP ends training)")
     amp: bool = Field(True, description="mixed precision (wsss.precision): bfloat16 on a GPU that has it, else "
                                          "float16 + loss scaling; bfloat16 on a CPU with native bfloat16; float32 elsewhere")
     num_workers: int = Field(0, ge=0)

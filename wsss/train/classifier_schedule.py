@@ -7,7 +7,8 @@ cosine starts right after warm-up; with it, it takes the last ``decay_epochs`` e
 With a plateau stop (``plateau_epochs``), the decay also starts early: when the validation mAP has
 not risen by at least ``plateau_delta`` above its best for ``plateau_epochs`` epochs, the next
 ``decay_epochs`` epochs decay the rate and training ends after them (never after ``epochs``).
-A slow start that still gains ``plateau_delta`` every few epochs is not a plateau.
+A slow start that still gains ``plateau_delta`` every few epochs is not a plateau, and neither is
+a flat stretch before the best mAP reaches ``plateau_min_map`` (a slow learner's pause, not its end).
 
 The schedule is ``torch.optim.lr_scheduler.LambdaLR``'s multiplier. Its ``state()`` (the best mAP
 so far and the plateau, if one was found) goes into last.pt and ``load_state`` restores it, so a
@@ -27,11 +28,12 @@ class ClassifierSchedule:
     """
 
     def __init__(self, steps_per_epoch: int, epochs: int, warmup_epochs: int, decay_epochs: int | None = None,
-                 plateau_epochs: int | None = None, plateau_delta: float = 0.0) -> None:
+                 plateau_epochs: int | None = None, plateau_delta: float = 0.0, plateau_min_map: float = 0.0) -> None:
         if plateau_epochs is not None and decay_epochs is None:
             raise ValueError("plateau_epochs needs decay_epochs: the epochs of decay that follow the plateau")
         self.steps_per_epoch, self.epochs, self.warmup_epochs = steps_per_epoch, epochs, warmup_epochs
         self.decay_epochs, self.plateau_epochs, self.plateau_delta = decay_epochs, plateau_epochs, plateau_delta
+        self.plateau_min_map = plateau_min_map
         self.best, self.best_epoch = -math.inf, 0
         self._plateau(None)
 
@@ -69,7 +71,8 @@ class ClassifierSchedule:
         if val_map > self.best + self.plateau_delta:  # slow gains add up: each is measured from this best
             self.best, self.best_epoch = val_map, epoch
         if (self.plateau_epochs is None or self.plateau_epoch is not None or epoch < self.warmup_epochs
-                or epoch >= self.decay_start_epoch or epoch - self.best_epoch < self.plateau_epochs):
+                or epoch >= self.decay_start_epoch or epoch - self.best_epoch < self.plateau_epochs
+                or self.best < self.plateau_min_map):
             return None
         self._plateau(epoch)
         return (f"val mAP plateau: {self.plateau_epochs} epochs without a gain of {self.plateau_delta:g} over "

@@ -119,7 +119,7 @@ def train_classifier(data: DataConfig, model_config: ModelConfig, settings: Clas
     steps_per_epoch = len(train_data) // batch_size
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     schedule = ClassifierSchedule(steps_per_epoch, settings.epochs, settings.warmup_epochs, settings.decay_epochs,
-                                  settings.plateau_epochs, settings.plateau_delta)
+                                  settings.plateau_epochs, settings.plateau_delta, settings.plateau_min_map)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step))  # its state: last.pt's 'schedule'
     autocast, scaler = mixed_precision(device, settings.amp)
     print(f"classifier training: {describe_precision(device, settings.amp)}")
