@@ -59,7 +59,7 @@ def test_large_but_ordinary_classes_are_not_named(tmp_path):
 
 @pytest.mark.slow
 def test_a_class_always_on_water_is_named_in_the_log_report_json_and_page(tmp_path, capsys):
-    """The demo's generator with 'disk' always on one wave pattern (64 px, 300 images): the
+    """The demo's generator with 'disk' always on one wave pattern (64 px, 200 images): the
     classifier tells disks by the water, their labels cover it, and the pseudo-label step names
     'disk', and only it, with what to try; the report carries it to report.json and the page."""
     from tests.runs import classifier_of
@@ -68,9 +68,9 @@ def test_a_class_always_on_water_is_named_in_the_log_report_json_and_page(tmp_pa
     from wsss.steps.labels_step import pseudo_label
 
     config = load_config(DEMO_CONFIG, [
-        f"run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'water'}", "data.synth.num_images=300",
-        "data.synth.image_size=64", "data.synth.context=disk", "model.img_size=64", "cam.scales=[2.5]",
-        "train.classifier.epochs=20"])
+        f"run_dir={tmp_path / 'run'}", f"data.root={tmp_path / 'water'}", "data.synth.num_images=200",
+        "data.synth.image_size=64", "data.synth.context=disk", "model.img_size=64", "cam.scales=[2.0]",
+        "train.classifier.epochs=12"])
     checkpoint = classifier_of(config)
     summary = pseudo_label(config, checkpoint, config.data.train_split, tmp_path / "labels", progress=False)
     log = capsys.readouterr().out

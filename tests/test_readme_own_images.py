@@ -36,7 +36,7 @@ def readme_commands() -> list[str]:
 def test_readme_commands_label_a_folder_of_tagged_images(tmp_path):
     commands = readme_commands()
     assert [c.split()[1] for c in commands] == ["init", "data", "flow", "pseudo-label", "export", "predict"]
-    synth = load_config(DEMO_CONFIG, ["data.synth.num_images=60", "data.synth.image_size=64",
+    synth = load_config(DEMO_CONFIG, ["data.synth.num_images=36", "data.synth.image_size=64",
                                       "data.synth.aspect=[0.6,1.6]"]).data.synth  # photos of mixed non-square sizes
     folder = generate_synth_dataset(tmp_path / "my_images", synth)
     shutil.rmtree(folder / "masks")
@@ -55,7 +55,7 @@ def test_readme_commands_label_a_folder_of_tagged_images(tmp_path):
     assert sorted(labelled) == sorted(ids) and all(e["status"] == "ok" for e in labelled.values())
     assert sorted(p.stem for p in (run / "pseudo_labels").glob("*.png")) == sorted(ids)
     sizes = {i: Image.open(folder / "images" / f"{i}.jpg").size for i in ids}
-    assert len(set(sizes.values())) > 10 and any(w != h for w, h in sizes.values())
+    assert len(set(sizes.values())) > 8 and any(w != h for w, h in sizes.values())
     for image_id, size in sizes.items():  # labels and predictions at each image's own size, never squared
         assert Image.open(run / "pseudo_labels" / f"{image_id}.png").size == size
         assert Image.open(run / "predictions" / f"{image_id}.png").size == size
