@@ -27,7 +27,7 @@ def cmd_init(args) -> int:
     template = demo_template()
     model = choose_model(template, args.model, args.weights, allow_download=args.allow_download)
     run_dir = str(args.run_dir or Path("runs") / args.dataset.resolve().name)
-    derived = derive_settings(survey, model, run_dir)
+    derived = derive_settings(survey, model, run_dir, template)
     header = [f"wsss init {args.dataset}: settings for this data set (edit freely).", "What the data set holds:",
               *(f"  {wrapped}" for line in survey.describe() for wrapped in textwrap.wrap(line, 104)),
               "Settings marked 'derived' follow a stated rule (wsss.steps.recipe); the others are the demo's measured",

@@ -4,7 +4,7 @@ call itself decides: a checkpoint, a split, an output folder) and hands each low
 the sections it reads. Nothing here imports Prefect.
 
     step                 entry                                              module
-    init (settings)      derive_settings(survey, model, run_dir)            recipe
+    init (settings)      derive_settings(survey, model, run_dir, template)  recipe
                          (choose_model, demo_template, apply_derived, recipe_yaml)
     train classifier     train_classifier(config, control)                  classifier_step
       quality gate       check_classifier(config, checkpoint)               classifier_step

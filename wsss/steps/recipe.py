@@ -149,9 +149,10 @@ def _scale(tokens: int, stride: int, side: int, max_side: int | None) -> float:
     return min(scale, ceiling)
 
 
-def derive_settings(survey: DataSurvey, model: ModelChoice, run_dir: str) -> list[Derived]:
-    """Every setting ``wsss init`` derives, in the order of the YAML; see the module docstring."""
-    side, stride, n = survey.long_side, model.stride, survey.train_images
+def derive_settings(survey: DataSurvey, model: ModelChoice, run_dir: str, template: dict) -> list[Derived]:
+    """Every setting ``wsss init`` derives, in the order of the YAML (see the module docstring);
+    ``template``: the settings they go into (``demo_template``), whose batch sizes the lengths use."""
+    side, stride = survey.long_side, model.stride
     out = [Derived("run_dir", run_dir, "outputs of the pipeline (classifier, pseudo-labels, segmenter, reports)")]
     out += _data_settings(survey.data)
     out += _model_settings(survey, model)
@@ -177,7 +178,8 @@ def derive_settings(survey: DataSurvey, model: ModelChoice, run_dir: str) -> lis
                        "crops at the scales it predicts at: the prediction scales, widened by a third below"
                        f"{' and above' if len(predict) == 1 else ''} (the demo's [1.0, 2.0] for [1.5, 2.0])"))
     out.append(Derived("train.segmenter.crop_size", img_size, "the classifier's input size"))
-    out += _lengths(survey, model)
+    train = template["train"]
+    out += _lengths(survey, model, int(train["classifier"]["batch_size"]), int(train["segmenter"]["batch_size"]))
     if survey.saliency:
         out.append(Derived("refine.saliency.source", "folder", "the data set has saliency maps"))
     if survey.val_images is not None and survey.val_masks:
@@ -224,9 +226,8 @@ def _model_settings(survey: DataSurvey, model: ModelChoice) -> list[Derived]:
     return out
 
 
-def _lengths(survey: DataSurvey, model: ModelChoice) -> list[Derived]:
+def _lengths(survey: DataSurvey, model: ModelChoice, batch: int, seg_batch: int) -> list[Derived]:
     n = survey.train_images
-    batch = 16
     if model.name is None or model.weights is None:
         steps, why = SCRATCH_STEPS, "as the demo's classifier: at most 30 epochs of 1,105 images"
         out = []
@@ -241,7 +242,6 @@ def _lengths(survey: DataSurvey, model: ModelChoice) -> list[Derived]:
     out.append(Derived("train.classifier.decay_epochs", decay, "the demo's 4 epochs of decay, at most a quarter of them"))
     out.append(Derived("train.classifier.plateau_epochs", min(3, max(1, epochs // 5)),
                        "the demo's 3 epochs without gain, at most a fifth of them"))
-    seg_batch = 8
     seg_steps = min(20000, max(300, round(SEGMENTER_PASSES * n / seg_batch / 50) * 50))
     out.append(Derived("train.segmenter.steps", seg_steps,
                        f"about {SEGMENTER_PASSES} passes over the {n:,} training images in batches of {seg_batch} "
