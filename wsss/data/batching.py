@@ -3,13 +3,20 @@
 Images are grouped by the size the walk computes them at (their header's size, after an EXIF
 rotation and ``data.max_side``), so that on a mix of sizes (VOC: mostly 500×375 and 375×500
 with a long tail) batches stay full, and batch members are never padded or resized: each
-output equals the one of the image computed alone. Within a size, and between sizes (by their
+output equals the one of the image computed alone. Within a group, and between groups (by their
 first image), the id order is kept.
+
+A walk whose model sees each image at a size of its own making may group coarser: ``size_key``
+maps an image's (H, W) to the key of its group. The pseudo-labels group by the model's input
+size (each side rounded to the patch stride, ``wsss.models.vit_geometry.model_input_size``), so
+a folder of photos of a hundred sizes near one another fills its batches too, and each image is
+still computed exactly as it would be alone (its maps at that input size, the rest of the chain
+at its own size).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 
 from wsss.data.base import Dataset, DatasetError, Sample
 from wsss.data.images import ImageReadError, stored_image_size
@@ -18,10 +25,13 @@ from wsss.data.size_limit import fit_max_side, working_size
 __all__ = ["same_size_batches", "size_grouped"]
 
 
-def size_grouped(dataset: Dataset, ids: Iterable[str]) -> list[str]:
-    """``ids`` reordered so that images of one working size follow each other: sizes in the
-    order of their first image, ids in their order within a size. An image whose header cannot
-    be read keeps a place of its own (loading it reports why)."""
+SizeKey = Callable[[tuple[int, int]], Hashable]
+
+
+def size_grouped(dataset: Dataset, ids: Iterable[str], size_key: SizeKey | None = None) -> list[str]:
+    """``ids`` reordered so that images of one working size (or one ``size_key`` of it) follow
+    each other: groups in the order of their first image, ids in their order within a group. An
+    image whose header cannot be read keeps a place of its own (loading it reports why)."""
     groups: dict[object, list[str]] = {}
     for image_id in ids:
         try:
@@ -30,6 +40,8 @@ def size_grouped(dataset: Dataset, ids: Iterable[str]) -> list[str]:
             size = None
         if size is not None and dataset.max_side is not None:
             size = working_size(*size, dataset.max_side)
+        if size is not None and size_key is not None:
+            size = size_key(size)
         groups.setdefault(size if size is not None else ("unknown", image_id), []).append(image_id)
     return [image_id for group in groups.values() for image_id in group]
 
@@ -42,9 +54,11 @@ def same_size_batches(
     needs_tags: bool = True,
     masks: bool = False,
     on_note: Callable[[str, str], None] | None = None,
+    size_key: SizeKey | None = None,
 ) -> Iterator[list[Sample]]:
-    """Yield lists of at most ``batch_size`` loaded samples of one image size, the ids grouped
-    by size first (:func:`size_grouped`): every batch is full except the last of each size.
+    """Yield lists of at most ``batch_size`` loaded samples of one image size (with ``size_key``:
+    of one key of their (H, W)), the ids grouped first (:func:`size_grouped`): every batch is
+    full except the last of each group.
 
     An image that cannot be read (its image, its mask when ``masks``, its saliency map, its
     tags; or no tags, when ``needs_tags``), or is over the data set's ``max_side`` when it
@@ -52,8 +66,9 @@ def same_size_batches(
     goes on. An image over ``max_side`` is otherwise shrunk (``wsss.data.size_limit``) and
     ``on_note(id, note)`` says so. Masks are read only when ``masks`` is True.
     """
+    key = size_key or (lambda size: size)
     pending: list[Sample] = []
-    for image_id in size_grouped(dataset, ids):
+    for image_id in size_grouped(dataset, ids, size_key):
         try:
             sample, note = fit_max_side(dataset.load(image_id, masks=masks), dataset.max_side, dataset.oversize,
                                         where=str(dataset.image_path(image_id)))
@@ -66,7 +81,7 @@ def same_size_batches(
             continue
         if note and on_note is not None:
             on_note(image_id, note)
-        if pending and pending[0].image.shape[:2] != sample.image.shape[:2]:
+        if pending and key(pending[0].image.shape[:2]) != key(sample.image.shape[:2]):
             yield pending
             pending = []
         pending.append(sample)

@@ -44,7 +44,7 @@ from typing import Any
 from tqdm import tqdm
 
 from wsss.data.base import Dataset, Sample
-from wsss.data.batching import same_size_batches
+from wsss.data.batching import SizeKey, same_size_batches
 from wsss.data.input_records import describe_stale, input_record, stale_outputs
 from wsss.data.manifest import MANIFEST, Manifest
 from wsss.files import is_finished
@@ -106,7 +106,9 @@ class Walk:
     ids: the images (default: every image of the data set); batch_size: images per batch;
     desc: the progress bar's label; progress: show the bar; on_failure: called with (id,
     reason) for every image that fails; needs_tags: an image without tags fails (maps,
-    pseudo-labels); needs_masks: read the masks (scoring walks; other walks never open them).
+    pseudo-labels); needs_masks: read the masks (scoring walks; other walks never open them);
+    size_key: images whose (H, W) give one key may share a batch (``wsss.data.batching``; None:
+    one exact size per batch).
     """
 
     ids: Iterable[str] | None = None
@@ -116,6 +118,7 @@ class Walk:
     on_failure: Callable[[str, str], None] | None = None
     needs_tags: bool = True
     needs_masks: bool = False
+    size_key: SizeKey | None = None
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,7 @@ def run_dataset(
     pending: tuple[list[Sample], Deferred] | None = None  # the batch computed last, not yet written
     try:
         for batch in same_size_batches(dataset, todo, walk.batch_size, tally.failed, needs_tags=walk.needs_tags,
-                                       masks=walk.needs_masks, on_note=tally.note):
+                                       masks=walk.needs_masks, on_note=tally.note, size_key=walk.size_key):
             try:
                 results = compute(batch)
             except (ValueError, RuntimeError) as error:

@@ -207,7 +207,7 @@ def run_stages(
                     kept.append((sample, result, i))
 
             walk = Walk(ids=ids, batch_size=cam.batch_size, desc=f"stages: {name}", progress=progress,
-                        on_failure=results.failed.setdefault, needs_masks=True)
+                        on_failure=results.failed.setdefault, needs_masks=True, size_key=labeler.size_key)
             run_dataset(dataset, compute, write, walk)
             results.methods[name] = stages
             results.examples[name] = kept

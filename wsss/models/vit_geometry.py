@@ -77,12 +77,12 @@ def model_input_size(shape: tuple[int, int] | Sequence[int], stride: int) -> tup
 
 
 def model_inputs(samples, stride: int) -> Tensor:
-    """The model input of ``samples`` (``wsss.data.Sample`` objects whose images share one size
-    H×W): B×3×h×w float on the CPU, each image resized to ``model_input_size`` for ``stride``
-    (``resize_image``) and ImageNet-normalised (``image_to_tensor``). ValueError for a batch
-    of several sizes."""
-    sizes = {s.image.shape[:2] for s in samples}
+    """The model input of ``samples`` (``wsss.data.Sample`` objects whose images share one
+    ``model_input_size`` h×w for ``stride``, e.g. 224×150 and 224×152 at stride 16): B×3×h×w
+    float on the CPU, each image resized to it (``resize_image``) and ImageNet-normalised
+    (``image_to_tensor``). ValueError for a batch of several model input sizes."""
+    sizes = {model_input_size(s.image.shape[:2], stride) for s in samples}
     if len(sizes) != 1:
-        raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
-    size = model_input_size(sizes.pop(), stride)
+        raise ValueError(f"a batch must hold images of one model input size at stride {stride}, got {sorted(sizes)}")
+    size = sizes.pop()
     return torch.stack([image_to_tensor(resize_image(s.image, size)) for s in samples])

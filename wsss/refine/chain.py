@@ -22,7 +22,7 @@ The callers differ only in where the maps and the saliency come from:
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from concurrent.futures import Executor
 from dataclasses import dataclass, replace
@@ -39,7 +39,7 @@ from wsss.attention.slots import gather_slots, scatter_slots, tag_slots
 from wsss.attention.views import MultiViewMaps, normalise_maps
 from wsss.config import CamConfig, CrfConfig, LabelRuleConfig, PamrConfig, RefineConfig
 from wsss.data.base import Dataset, Sample
-from wsss.models.vit_geometry import model_inputs, model_stride
+from wsss.models.vit_geometry import model_input_size, model_inputs, model_stride
 from wsss.refine.label_rule import pseudo_labels
 from wsss.refine.pamr import pamr
 from wsss.refine.saliency import SaliencySource, saliency_source
@@ -51,7 +51,10 @@ __all__ = ["ChainResult", "LabelChain", "PseudoLabeler", "offline_labeler"]
 @dataclass
 class ChainResult:
     """One batch through the chain (B images of size H×W, C classes); tensors on the device of
-    the chain's input.
+    the chain's input. A labeler's batch of several image sizes (one model input size, see
+    ``wsss.data.batching``) gives, for raw, refined, rule, labels and sam, a list of B per-image
+    tensors instead (C×H_i×W_i or H_i×W_i): ``result.labels[i]`` is image i's either way
+    (:meth:`join`).
 
     raw: B×C×H×W float in [0, 1], the maps upsampled and each normalised by its max (untagged: 0).
     refined: B×C×H×W float in [0, 1], after PAMR and normalisation (= raw when PAMR is off).
@@ -64,13 +67,35 @@ class ChainResult:
         when unknown (e.g. labels from saved maps written without them).
     """
 
-    raw: Tensor
-    refined: Tensor
+    raw: Tensor | list[Tensor]
+    refined: Tensor | list[Tensor]
     saliency: list[Tensor | None]
-    rule: Tensor
-    labels: Tensor
-    sam: Tensor | None = None
+    rule: Tensor | list[Tensor]
+    labels: Tensor | list[Tensor]
+    sam: Tensor | list[Tensor] | None = None
     probs: Tensor | None = None
+
+    @staticmethod
+    def join(parts: list[tuple[list[int], ChainResult]]) -> ChainResult:
+        """One result of a batch from the results of its parts: (indices in the batch, the
+        part's result), the parts covering every index once. A single part is returned as it is;
+        else the image fields are lists in batch order and probs is stacked (None if a part's is)."""
+        if len(parts) == 1:
+            return parts[0][1]
+        order: dict[int, tuple[ChainResult, int]] = {}
+        for indices, result in parts:
+            order.update({index: (result, j) for j, index in enumerate(indices)})
+        picked = [order[index] for index in range(len(order))]
+
+        def pick(name: str) -> list:
+            return [getattr(result, name)[j] for result, j in picked]
+
+        def whole(name: str) -> bool:
+            return all(getattr(result, name) is not None for _, result in parts)
+
+        return ChainResult(pick("raw"), pick("refined"), pick("saliency"), pick("rule"), pick("labels"),
+                           pick("sam") if whole("sam") else None,
+                           torch.stack(pick("probs")) if whole("probs") else None)
 
 
 class LabelChain:
@@ -164,31 +189,44 @@ class LabelChain:
         return out
 
 
-class _SameSizeLabeler:
+def _by_size(samples: list[Sample]) -> dict[tuple[int, int], list[int]]:
+    """The indices of ``samples`` per image size (H, W), sizes in the order of their first image."""
+    groups: dict[tuple[int, int], list[int]] = {}
+    for index, sample in enumerate(samples):
+        groups.setdefault(tuple(sample.image.shape[:2]), []).append(index)
+    return groups
+
+
+class _BatchLabeler:
     """What the labelers of batches of samples share: ``labeler(samples)`` is
-    ``labeler.start(samples)()``; ``start`` takes ``Sample`` objects of one image size (else
-    ValueError) and hands them with that size (H, W) to the subclass's ``_start``."""
+    ``labeler.start(samples)()``; ``start`` hands each image size's samples with that size
+    (H, W) to the subclass's ``_start`` and joins their results (:meth:`ChainResult.join`).
+    ``size_key``: which images a walk may batch together (``wsss.data.batching``): None, one
+    exact size."""
+
+    size_key: Callable[[tuple[int, int]], Hashable] | None = None
 
     def __call__(self, samples: list[Sample]) -> ChainResult:
         return self.start(samples)()
 
     def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
-        sizes = {s.image.shape[:2] for s in samples}
-        if len(sizes) != 1:
-            raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")
-        return self._start(samples, sizes.pop())
+        parts = [(indices, self._start([samples[i] for i in indices], size))
+                 for size, indices in _by_size(samples).items()]
+        return lambda: ChainResult.join([(indices, pending()) for indices, pending in parts])
 
     def _start(self, samples: list[Sample], size: tuple[int, int]) -> Callable[[], ChainResult]:
         raise NotImplementedError
 
 
-class PseudoLabeler(_SameSizeLabeler):
+class PseudoLabeler(_BatchLabeler):
     """The offline chain: a map method and a saliency source on batches of images.
 
     model: the timm ViT classifier; method: a map method (over its views); saliency: a source;
-    chain: the :class:`LabelChain`. ``labeler(samples)`` takes ``Sample`` objects of one image
-    size and returns their :class:`ChainResult`; ``labeler.start(samples)`` returns a function
-    that does (:meth:`LabelChain.start`).
+    chain: the :class:`LabelChain`. ``labeler(samples)`` takes ``Sample`` objects of one model
+    input size (their sizes may differ; ``model_inputs``) and returns their :class:`ChainResult`;
+    ``labeler.start(samples)`` returns a function that does (:meth:`LabelChain.start`). The maps
+    of the whole batch come from one call of the map method; saliency, PAMR, the rule and the CRF
+    then run per image size, each image at its own.
     """
 
     def __init__(self, model: nn.Module, method: AttentionMapMethod | MultiViewMaps, saliency: SaliencySource,
@@ -197,19 +235,25 @@ class PseudoLabeler(_SameSizeLabeler):
         self.stride = model_stride(model)
         self.device = next(model.parameters()).device
 
-    def _start(self, samples: list[Sample], size: tuple[int, int]) -> Callable[[], ChainResult]:
-        H, W = size
+    def size_key(self, size: tuple[int, int]) -> tuple[int, int]:
+        """Images of one model input size share a batch."""
+        return model_input_size(size, self.stride)
+
+    def start(self, samples: list[Sample]) -> Callable[[], ChainResult]:
         inputs = model_inputs(samples, self.stride).to(self.device)
         tags = torch.from_numpy(np.stack([s.tags for s in samples])).to(self.device)
         maps, probs = self.method.maps_and_probs(self.model, inputs, tags)
-        with torch.no_grad():
-            saliency = self.saliency(samples, inputs, size=(H, W))
-        rgb = torch.from_numpy(np.stack([s.image for s in samples])).to(self.device).permute(0, 3, 1, 2)
-        pending = self.chain.start(maps, tags, rgb, saliency)
-        return lambda: replace(pending(), probs=probs)
+        parts = []
+        for size, indices in _by_size(samples).items():
+            group = [samples[i] for i in indices]
+            with torch.no_grad():
+                saliency = self.saliency(group, inputs[indices], size=size)
+            rgb = torch.from_numpy(np.stack([s.image for s in group])).to(self.device).permute(0, 3, 1, 2)
+            parts.append((indices, self.chain.start(maps[indices], tags[indices], rgb, saliency), probs[indices]))
+        return lambda: ChainResult.join([(indices, replace(pending(), probs=p)) for indices, pending, p in parts])
 
 
-class SavedMapsLabeler(_SameSizeLabeler):
+class SavedMapsLabeler(_BatchLabeler):
     """Pseudo-labels from the refined maps of an earlier pass (``OUT/maps/<id>.npz``, as
     ``write_pseudo_labels(save_maps=True)`` writes them): the label rule with ``saliency`` (+
     the CRF of ``chain``) without computing the maps or PAMR again. Self-training's second round

@@ -58,7 +58,7 @@ def write_pseudo_labels(
             present = np.flatnonzero(sample.tags)
             extra = {} if probs is None else {"probs": probs[present].cpu().numpy().astype(np.float32)}
             write_npz(out / "maps" / f"{sample.id}.npz",
-                      maps=result.refined[i, present].cpu().numpy().astype(np.float16),
+                      maps=result.refined[i][present].cpu().numpy().astype(np.float16),
                       classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]),
                       **extra)
         write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
@@ -66,5 +66,5 @@ def write_pseudo_labels(
         return {"confidence": label_confidence(sample.tags, probs, result.refined[i], before_crf, result.labels[i])}
 
     out.mkdir(parents=True, exist_ok=True)
-    walk = Walk(ids=ids, batch_size=batch_size, desc="pseudo-labels", progress=progress)
+    walk = Walk(ids=ids, batch_size=batch_size, desc="pseudo-labels", progress=progress, size_key=labeler.size_key)
     return run_dataset(dataset, compute, write, walk, WalkFiles(out))
