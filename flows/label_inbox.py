@@ -12,7 +12,7 @@ current); the predictions log one per ``flow.shard_size`` images and keep
 
 Deploy it with ``serve_inbox(config)`` (``wsss flow serve``, ``make serve``): a cron
 (``flow.inbox.cron``) or interval (``flow.inbox.interval_seconds``) schedule, one run at a
-time; or through ``prefect.yaml`` and a work pool (README).
+time; or through ``prefect.yaml`` and a work pool (docs/flows.md, "On a schedule: the inbox").
 """
 
 from prefect import flow, get_run_logger, task

@@ -9,8 +9,8 @@ memory in again page by page: on 2 CPU cores at batch 16 (DeiT-S/16, 496×368) a
 time went to the kernel (about 100,000 minor page faults per image). With mmap off and the heap
 never trimmed, freed buffers are reused: the faults and the kernel time vanish and GETAM runs
 1.7× faster per image alone and the whole chain 1.3× (``benchmarks/bench_pseudo_labels.py``); the
-process keeps its peak memory mapped until it ends, and the peak rises by 10-13 % (README,
-Performance). ``WSSS_KEEP_FREED_MEMORY=0``
+process keeps its peak memory mapped until it ends, and the peak rises by 10-13 % (measured when this
+was introduced; ``benchmarks/bench_pseudo_labels.py`` prints the rise). ``WSSS_KEEP_FREED_MEMORY=0``
 in the environment leaves the allocator as it is.
 """
 
