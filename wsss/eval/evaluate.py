@@ -164,23 +164,3 @@ def sweep_map_thresholds(
     curve = {float(t): m.miou for t, m in matrices.items()}
     best = max(curve, key=lambda t: -1.0 if np.isnan(curve[t]) else curve[t])
     return Evaluation(matrices[best], missing, threshold=best), curve
-
-
-def label_shares(label_dir: str | os.PathLike, ids: list[str]) -> dict:
-    """What pseudo-labels cover, measurable without masks: the share of pixels labelled a
-    class ("foreground"), background and ignore (255) over the PNGs of ``ids`` that exist, and
-    how many images had one."""
-    counts = np.zeros(3, dtype=np.int64)  # foreground, background, ignore
-    images = 0
-    for image_id in ids:
-        path = Path(label_dir) / f"{image_id}.png"
-        if not path.is_file():
-            continue
-        label = read_label_png(path)
-        ignore = int((label == 255).sum())
-        background = int((label == 0).sum())
-        counts += (label.size - ignore - background, background, ignore)
-        images += 1
-    total = max(int(counts.sum()), 1)
-    return {"images": images, "foreground": counts[0] / total, "background": counts[1] / total,
-            "ignore": counts[2] / total}

@@ -9,7 +9,8 @@ tagged in. Two signs, read from the label PNGs and the tags alone:
 - **far above the others**: its mean share of the images tagged with it is at least
   ``RATIO`` times the median class's, and at least ``MIN_SHARE``.
 
-``class_shares`` measures, ``spreading_classes`` names the classes and what to try.
+``label_coverage`` measures (one read of each PNG: what the labels cover overall and per
+class), ``spreading_classes`` names the classes and what to try.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 from wsss.data.base import Dataset
 from wsss.data.label_png import IGNORE_INDEX, read_label_png
 
-__all__ = ["class_shares", "spreading_classes", "FULL_SHARE", "FULL_IMAGES", "RATIO", "MIN_SHARE"]
+__all__ = ["class_shares", "label_coverage", "spreading_classes", "FULL_SHARE", "FULL_IMAGES", "RATIO", "MIN_SHARE"]
 
 FULL_SHARE = 0.7  # a class "covers the image" at this share of its pixels
 FULL_IMAGES = 0.5  # ... in at least this share of the images tagged with it: it spreads everywhere
@@ -35,26 +36,45 @@ WHAT_TO_TRY = ("look at its labels in review.html; raise refine.label.alpha (a d
                "(wsss init --weights), or add images where the class appears without its usual surroundings")
 
 
-def class_shares(label_dir: str | os.PathLike, dataset: Dataset, ids: list[str]) -> dict[str, dict]:
-    """Per class name, over the ``ids`` tagged with it that have a label PNG in ``label_dir``:
-    ``images`` (count), ``mean_share`` (mean share of an image's labelled pixels, ignore left
-    out, that carry the class) and ``full_images`` (share of those images where it covers at
-    least FULL_SHARE)."""
-    shares: dict[int, list[float]] = {c: [] for c in range(len(dataset.classes))}
+def label_coverage(label_dir: str | os.PathLike, dataset: Dataset, ids: list[str]) -> tuple[dict, dict[str, dict]]:
+    """What the label PNGs of ``ids`` in ``label_dir`` cover (those that exist; each read once),
+    measurable without masks: (shares, per class).
+
+    shares: ``images`` (PNGs read) and the share of all their pixels labelled a class
+    (``foreground``), ``background`` and ``ignore`` (255). Per class name, over the images tagged
+    with it: ``images`` (count), ``mean_share`` (mean share of an image's labelled pixels, ignore
+    left out, that carry the class) and ``full_images`` (share of those images where it covers at
+    least FULL_SHARE).
+    """
+    counts = np.zeros(3, dtype=np.int64)  # foreground, background, ignore
+    images = 0
+    per_class: dict[int, list[float]] = {c: [] for c in range(len(dataset.classes))}
     for image_id in ids:
         path = Path(label_dir) / f"{image_id}.png"
         if not path.is_file():
             continue
         label = read_label_png(path)
-        counted = max(int((label != IGNORE_INDEX).sum()), 1)
+        ignore, background = int((label == IGNORE_INDEX).sum()), int((label == 0).sum())
+        counts += (label.size - ignore - background, background, ignore)
+        images += 1
+        counted = max(label.size - ignore, 1)
         present = dataset.tags_vector([n for n in dataset.tag_names(image_id) if n in dataset.classes], "")
         for c in np.flatnonzero(present):
-            shares[int(c)].append(float((label == c + 1).sum()) / counted)
-    return {dataset.classes[c]: {"images": len(values),
-                                 "mean_share": round(float(np.mean(values)), 4) if values else None,
-                                 "full_images": round(float(np.mean(np.array(values) >= FULL_SHARE)), 4) if values
-                                 else None}
-            for c, values in shares.items()}
+            per_class[int(c)].append(float((label == c + 1).sum()) / counted)
+    total = max(int(counts.sum()), 1)
+    shares = {"images": images, "foreground": counts[0] / total, "background": counts[1] / total,
+              "ignore": counts[2] / total}
+    classes = {dataset.classes[c]: {"images": len(values),
+                                    "mean_share": round(float(np.mean(values)), 4) if values else None,
+                                    "full_images": round(float(np.mean(np.array(values) >= FULL_SHARE)), 4)
+                                    if values else None}
+               for c, values in per_class.items()}
+    return shares, classes
+
+
+def class_shares(label_dir: str | os.PathLike, dataset: Dataset, ids: list[str]) -> dict[str, dict]:
+    """The per-class part of :func:`label_coverage`."""
+    return label_coverage(label_dir, dataset, ids)[1]
 
 
 def spreading_classes(shares: dict[str, dict]) -> list[dict]:
