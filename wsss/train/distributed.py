@@ -5,6 +5,16 @@ Launched as ``torchrun --nproc_per_node N -m wsss train segmenter ...`` (or
 ``LOCAL_RANK`` from the environment torchrun sets; the process group uses NCCL on CUDA (one GPU
 per process: ``cuda:LOCAL_RANK``) and gloo on CPU. Without those variables training runs in one
 process, no process group.
+
+A lost process (a killed or crashed rank) is recovered by torchrun's restarts
+(``--max-restarts N``): torchrun stops the other ranks and starts them all again, and training
+resumes from its last.pt (docs/segmenter.md). On one node torchrun's workers share its key-value
+store across restarts and torch does not separate the attempts: a restarted rank would read the
+lost group's addresses and fail to connect, or hang. :func:`setup_distributed` therefore keys the
+process group's store by ``TORCHELASTIC_RESTART_COUNT`` on one node. Across several nodes that count is
+not the same on every node (a node restarted for another node's failure does not count it), so
+there torchrun needs ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` (a fresh store per attempt); rank 0
+says so at start when restarts are allowed without it.
 """
 
 from __future__ import annotations
@@ -72,5 +82,39 @@ def setup_distributed(device: str) -> Distributed:
         resolved = torch.device("cuda", local_rank)
         torch.cuda.set_device(resolved)
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if resolved.type == "cuda" else "gloo")
+        backend = "nccl" if resolved.type == "cuda" else "gloo"
+        attempt = _restart_attempt()
+        if attempt is None:
+            dist.init_process_group(backend=backend)
+        else:
+            store, _, _ = next(dist.rendezvous("env://"))
+            dist.init_process_group(backend=backend, store=dist.PrefixStore(f"wsss/attempt_{attempt}/", store),
+                                    rank=rank, world_size=world)
+    if rank == 0 and _restarts_cannot_reconnect():
+        print("warning: torchrun may restart this run (--max-restarts) on several nodes, but the restarted "
+              "processes would read the lost ones' addresses from torchrun's shared store: set "
+              "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 for torchrun")
     return Distributed(rank, world, local_rank, resolved, enabled=True)
+
+
+def _shares_agent_store() -> bool:
+    """Whether the process group's keys go to torchrun's store, which outlives a restart."""
+    return os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+
+
+def _one_node() -> bool:
+    return os.environ.get("LOCAL_WORLD_SIZE") == os.environ.get("WORLD_SIZE")
+
+
+def _restart_attempt() -> str | None:
+    """torchrun's restart count when it is the same in every process and the store is shared
+    (one node: one agent counts for all), else None (a fresh store per attempt, or no torchrun)."""
+    if _shares_agent_store() and _one_node():
+        return os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    return None
+
+
+def _restarts_cannot_reconnect() -> bool:
+    """Several nodes, restarts allowed, and a store shared across attempts."""
+    restarts = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+    return restarts > 0 and _shares_agent_store() and not _one_node()

@@ -36,7 +36,8 @@ Files in RUN/segmenter (two stage: RUN/segmenter_two_stage; ``wsss.layout.Segmen
     last.pt        every ``checkpoint_every`` steps, at the end of phase 1 and at the end
                    (atomic): model, optimizer, scheduler, loss scaler, step, every process's RNG
                    state, history; a new run with the same config resumes from it and ends with
-                   the same weights as an uninterrupted run
+                   the same weights as an uninterrupted run (so do torchrun's restarts after
+                   a lost process: ``--max-restarts``, see ``wsss.train.distributed``)
     segmenter.pt   the final weights, model and head settings and class names (what ``wsss
                    predict`` loads; ``wsss.models.checkpoint``)
     history.json   losses, label statistics and learning rate per logged interval
