@@ -493,6 +493,12 @@ class SegmenterTrainConfig(_Section):
     labels_dir: Path | None = Field(
         None, description="two_stage: folder of <id>.png pseudo-labels (None: RUN/pseudo_labels)"
     )
+    corrections: Path | None = Field(
+        None, description="two_stage: a person's corrected labels, a COCO instances JSON (as CVAT or Label Studio "
+                          "export it; wsss export --review N writes the images to correct) or a folder of <id>.png "
+                          "label maps: those images' labels replace their pseudo-labels in training (the pseudo-label "
+                          "files are left as they are; wsss.data.corrections)"
+    )
     init: Literal["pretrained", "classifier"] | Path = Field(
         "pretrained",
         description="what starts the backbone: pretrained (model.pretrained, or random weights), classifier "
@@ -554,6 +560,13 @@ class SegmenterTrainConfig(_Section):
             raise ValueError(f"scale_range must be [min, max] with 0 < min <= max, got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _corrections_two_stage(self) -> "SegmenterTrainConfig":
+        if self.corrections is not None and self.mode != "two_stage":
+            raise ValueError(f"corrections={self.corrections}: corrected labels replace pseudo-labels of two-stage "
+                             "training; set train.segmenter.mode=two_stage (single stage makes its labels in the loop)")
+        return self
+
 
 class PredictConfig(_Section):
     """Segmenter inference (wsss predict, and the validation score at the end of training)."""
@@ -612,6 +625,10 @@ class FlowConfig(_Section):
     retries: int = Field(2, ge=0, description="retries of a shard that failed with an I/O error (other errors: none)")
     retry_delay_seconds: float = Field(5.0, ge=0.0)
     examples: int = Field(6, ge=0, description="example overlays in the pseudo-label flow's Markdown artifact")
+    claim_timeout_s: float = Field(
+        120.0, gt=0,
+        description="seconds a claim on an image (OUT/.claims) of a process on another machine lives without its "
+                    "heartbeat; a claim of a process on this machine ends with the process")
     inbox: InboxConfig = InboxConfig()
 
 

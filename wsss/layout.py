@@ -37,7 +37,9 @@ class ClassifierFiles:
 class SegmenterFiles:
     """RUN/segmenter (single stage) or RUN/segmenter_two_stage: ``last.pt``, ``segmenter.pt``,
     ``history.json``, ``metrics.json`` (validation scores), ``manifest.jsonl`` (images left
-    out), ``val_predictions/`` (its labels of the validation split)."""
+    out, images trained on corrected labels), ``val_predictions/`` (its labels of the validation
+    split), ``corrections.json`` and ``corrections/`` (``train.segmenter.corrections``: which images
+    were corrected, from what; a COCO JSON's masks as label PNGs)."""
 
     folder: Path
 
@@ -47,6 +49,8 @@ class SegmenterFiles:
     metrics = property(lambda self: self.folder / "metrics.json")
     manifest = property(lambda self: self.folder / "manifest.jsonl")
     val_predictions = property(lambda self: self.folder / "val_predictions")
+    corrections = property(lambda self: self.folder / "corrections")  # a COCO JSON's corrected masks as PNGs
+    corrections_record = property(lambda self: self.folder / "corrections.json")  # which images, from what
 
 
 @dataclass(frozen=True)

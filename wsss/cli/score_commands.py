@@ -28,7 +28,7 @@ def cmd_export(args) -> int:
     from wsss.steps.export_step import export_labels
 
     export_labels(command_config(args), args.labels, args.split, args.out, per=args.per, min_area=args.min_area,
-                  boxes_only=args.boxes_only)
+                  boxes_only=args.boxes_only, review=args.review)
     return 0
 
 
@@ -51,6 +51,10 @@ def add_commands(commands) -> None:
                         help="leave out segments of fewer pixels (default 0: none)")
     export.add_argument("--boxes-only", action="store_true",
                         help="no segmentation, boxes and areas only (for importers that read no RLE)")
+    export.add_argument("--review", type=int, default=None, metavar="N",
+                        help="only the N least confident labels (the review queue of the folder's manifest): the "
+                             "images to correct, their pseudo-labels as pre-annotations; the corrected JSON goes back "
+                             "in as train.segmenter.corrections")
     add_config_args(export)
     export.set_defaults(func=cmd_export)
 

@@ -8,6 +8,7 @@ every stage) and report.html / report.json, from the one report builder (``wsss.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -84,6 +85,7 @@ def pipeline_report(config: Config, checkpoint: str | os.PathLike, methods: list
              f"segmenter mode: {config.train.segmenter.mode} (train.segmenter.mode: two_stage learns from the "
              f"pseudo-labels written above, single_stage makes its labels in the loop by double backward)",
              "timings (s): " + ", ".join(f"{k} {v:.1f}" for k, v in results.timings.items()),
+             *_corrections_note(run.segmenter(config.train.segmenter.mode).corrections_record),
              *config.report.notes]
     labelling = saliency_config(config)
     review = None
@@ -98,6 +100,16 @@ def pipeline_report(config: Config, checkpoint: str | os.PathLike, methods: list
     results = replace(results, segmenter_predictions=run.segmenter(config.train.segmenter.mode).val_predictions)
     return _stage_table_report(labelling, checkpoint, open_dataset(labelling.data, data.val_split), methods, page,
                                results, progress=False, settings=config)
+
+
+def _corrections_note(record: Path) -> list[str]:
+    """The report's line on ``train.segmenter.corrections`` (from the segmenter's
+    corrections.json), or none when the segmenter learnt from pseudo-labels alone."""
+    if not record.is_file():
+        return []
+    facts = json.loads(record.read_text(encoding="utf-8"))
+    return [f"corrections: the segmenter learnt from {facts['images']} corrected label(s) in place of their "
+            f"pseudo-labels ({facts['source']}; which ones: {record.parent / 'manifest.jsonl'})"]
 
 
 def _stage_table_report(config: Config, checkpoint: str | os.PathLike, dataset: Dataset, methods: list[str],

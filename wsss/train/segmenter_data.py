@@ -14,10 +14,8 @@ it: no padding, no ignore border), a random ``crop×crop`` window, a horizontal 
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -25,6 +23,7 @@ import torch
 from torch.utils.data import Sampler
 
 from wsss.data.base import Dataset
+from wsss.data.corrections import TrainingLabels
 from wsss.data.label_png import IGNORE_INDEX, read_label_png
 from wsss.data.tensors import image_to_tensor, resize_image
 
@@ -108,15 +107,16 @@ class SegmenterCrops(torch.utils.data.Dataset):
         tags:     C float32 multi-hot
         saliency: S×S float32 in [0, 1], the cropped saliency map (zeros when absent)
         has_saliency: bool
-        label:    S×S int64 from ``labels_dir``/<id>.png (0, 1..C, 255), or all 255 without labels_dir
+        label:    S×S int64 from the image's label PNG (0, 1..C, 255), or all 255 without labels
 
-    labels_dir: folder of label PNGs for two-stage training (None: single stage).
+    labels: where two-stage training's label PNGs are (``wsss.data.corrections.TrainingLabels``: the
+    pseudo-labels, a person's corrections in their place where there are some; None: single stage).
     """
 
     def __init__(self, dataset: Dataset, crop: int, scale_range: tuple[float, float], seed: int,
-                 labels_dir: str | os.PathLike | None = None) -> None:
+                 labels: TrainingLabels | None = None) -> None:
         self.dataset, self.crop, self.scale_range, self.seed = dataset, crop, tuple(scale_range), seed
-        self.labels_dir = None if labels_dir is None else Path(labels_dir)
+        self.labels = labels
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -138,10 +138,11 @@ class SegmenterCrops(torch.utils.data.Dataset):
             saliency = resize_image(np.nan_to_num(np.asarray(sample.saliency, np.float32)), sample.image.shape[:2])
             item["saliency"] = torch.from_numpy(window.apply(saliency, cv2.INTER_LINEAR))
         label = np.full((self.crop, self.crop), IGNORE_INDEX, np.uint8)
-        if self.labels_dir is not None:
-            full = read_label_png(self.labels_dir / f"{sample.id}.png")
+        if self.labels is not None:
+            path = self.labels.path(sample.id)
+            full = read_label_png(path)
             if full.shape != sample.image.shape[:2]:
-                raise ValueError(f"{self.labels_dir / (sample.id + '.png')}: label is {full.shape[1]}×{full.shape[0]}, "
+                raise ValueError(f"{path}: label is {full.shape[1]}×{full.shape[0]}, "
                                  f"image is {sample.image.shape[1]}×{sample.image.shape[0]}")
             label = window.apply(full, cv2.INTER_NEAREST)
         item["label"] = torch.from_numpy(label).long()

@@ -49,6 +49,7 @@ Scoring the result (metrics.json) is the caller's: ``wsss.eval.segmenter_scores`
 from __future__ import annotations
 
 import random
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -63,6 +64,7 @@ from tqdm import tqdm
 
 from wsss.config import CamConfig, DataConfig, ModelConfig, RefineConfig, SegmenterTrainConfig
 from wsss.data import Dataset, open_dataset
+from wsss.data.corrections import TrainingLabels, read_corrections, training_labels
 from wsss.data.label_png import IGNORE_INDEX
 from wsss.data.dataset_walk import Manifest
 from wsss.files import write_json
@@ -193,29 +195,61 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _training_set(data: DataConfig, labels_dir: Path | None, run: SegmenterFiles, dist: Distributed) -> Dataset:
-    """The training split; for two stage (``labels_dir`` given) only its images with a label
-    PNG (the others are recorded in the run's manifest)."""
+def _training_set(data: DataConfig, labels_dir: Path | None, corrections: Path | None, run: SegmenterFiles,
+                  dist: Distributed) -> tuple[Dataset, TrainingLabels | None]:
+    """The training split and, for two stage (``labels_dir`` given), where its labels are
+    (``corrections``: ``train.segmenter.corrections``): only its images with a label PNG (the
+    others are recorded in the run's manifest)."""
     if dist.main:  # the demo set is generated on first use: by one process only
         open_dataset(data, data.train_split)
     dist.barrier()
     dataset = open_dataset(data, data.train_split)
     if labels_dir is None:
-        return dataset
+        return dataset, None
     if not labels_dir.is_dir():
         raise ValueError(f"train.segmenter.labels_dir={labels_dir}: folder not found; write the pseudo-labels "
                          "first (wsss pseudo-label --out DIR) or set train.segmenter.labels_dir")
-    missing = [i for i in dataset.ids if not (labels_dir / f"{i}.png").is_file()]
-    if missing and dist.main:
+    return dataset, _labels_of(dataset, labels_dir, corrections, data, run, dist)
+
+
+def _labels_of(dataset: Dataset, labels_dir: Path, source: Path | None, data: DataConfig, run: SegmenterFiles,
+               dist: Distributed) -> TrainingLabels:
+    """The pseudo-labels of ``labels_dir`` with ``train.segmenter.corrections`` in their place
+    (``wsss.data.corrections``; rank 0 writes a COCO JSON's masks, the others read them);
+    ``dataset.ids`` keeps the images that have a label. Rank 0 records the images left out and
+    the corrected ones in the run's manifest and the corrections in corrections.json."""
+    if source is None:
+        labels = TrainingLabels(labels_dir)
+        if dist.main:  # an earlier run's record no longer holds
+            run.corrections_record.unlink(missing_ok=True)
+    elif dist.main:
+        shutil.rmtree(run.corrections, ignore_errors=True)  # a JSON's masks of an earlier source: gone
+        labels = training_labels(labels_dir, open_dataset(data, None), source, run.corrections)
+    dist.barrier()
+    if source is not None and not dist.main:
+        decoded = run.corrections if source.suffix.lower() == ".json" else source
+        labels = TrainingLabels(labels_dir, read_corrections(decoded, open_dataset(data, None)), source)
+    missing = [i for i in dataset.ids if not labels.path(i).is_file()]
+    used = [i for i in dataset.ids if i in labels.corrected]
+    if dist.main:
         with Manifest(run.manifest) as manifest:
             for image_id in missing:
                 manifest.record(image_id, "failed", f"no pseudo-label {labels_dir / (image_id + '.png')}")
-        print(f"two-stage: {len(missing)} of {len(dataset.ids)} images have no pseudo-label in {labels_dir} and are "
-              f"left out (see {run.manifest})")
-    dataset.ids = [i for i in dataset.ids if (labels_dir / f"{i}.png").is_file()]
+            for image_id in used:
+                manifest.record(image_id, "corrected", f"label from {labels.corrected[image_id]} ({source})")
+        if missing:
+            print(f"two-stage: {len(missing)} of {len(dataset.ids)} images have no pseudo-label in {labels_dir} and "
+                  f"are left out (see {run.manifest})")
+        if source is not None:
+            outside = len(labels.corrected) - len(used)
+            write_json(run.corrections_record, {"source": str(source), "images": len(used), "ids": used,
+                                                "outside_training_split": outside})
+            print(f"two-stage: {len(used)} of {len(dataset.ids)} training images learn from corrected labels "
+                  f"({source})" + (f"; {outside} corrected image(s) are not in the training split" if outside else ""))
+    dataset.ids = [i for i in dataset.ids if i not in set(missing)]
     if not dataset.ids:
         raise ValueError(f"train.segmenter.labels_dir={labels_dir}: no <id>.png for any training image")
-    return dataset
+    return labels
 
 
 # --- one step --------------------------------------------------------------------------------
@@ -300,7 +334,8 @@ def train_segmenter(recipe: SegmenterRecipe, files: SegmenterFiles, init: Path |
 
     files: the run's segmenter folder (``RunLayout.segmenter(mode)``). init: a classifier.pt
     whose weights start the backbone (None: ``model.pretrained`` or random). labels_dir: two
-    stage: the folder of <id>.png pseudo-labels (required). control: restart (ignore last.pt),
+    stage: the folder of <id>.png pseudo-labels (required; ``train.segmenter.corrections`` replace
+    some, ``wsss.data.corrections``). control: restart (ignore last.pt),
     stop_after (stop once this many steps are done, with a checkpoint a later call resumes, e.g.
     to split a run into jobs that fit a time limit), progress (tqdm's bar), on_progress(done,
     total, stats): rank 0 calls it every ``settings.log_every`` steps, at the last step and once
@@ -317,8 +352,8 @@ def train_segmenter(recipe: SegmenterRecipe, files: SegmenterFiles, init: Path |
         torch.set_num_threads(settings.threads)
     dist = setup_distributed(recipe.device)
     try:
-        labels = None if single else Path(labels_dir)
-        train_set = _training_set(recipe.data, labels, files, dist)
+        train_set, labels = _training_set(recipe.data, None if single else Path(labels_dir), settings.corrections,
+                                          files, dist)
         classes = train_set.classes
         torch.manual_seed(settings.seed)
         segmenter = create_segmenter(recipe.model, settings.head, settings.head_config, len(classes))
@@ -341,7 +376,7 @@ class _Optimisation:
     scaler: torch.amp.GradScaler
 
 
-def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, labeler: InLoopLabeler | None,
+def _train(segmenter: Segmenter, train_set: Dataset, labels: TrainingLabels | None, labeler: InLoopLabeler | None,
            recipe: SegmenterRecipe, run: SegmenterFiles, dist: Distributed, control: RunControl) -> Path:
     device, classes, settings, model_config = dist.device, train_set.classes, recipe.settings, recipe.model
     single = labeler is not None
@@ -367,7 +402,8 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
     identity = {"model": model_config.model_dump(mode="json"), "head": settings.head,
                 "head_config": settings.head_config.model_dump(mode="json"),
                 "classes": classes, "mode": settings.mode, "steps": settings.steps, "world": dist.world,
-                "batch_size": settings.batch_size, "grad_accum": settings.grad_accum}
+                "batch_size": settings.batch_size, "grad_accum": settings.grad_accum,
+                **({"corrections": str(settings.corrections)} if settings.corrections is not None else {})}
     start, history = 0, []
     if run.last.is_file() and not restart:
         state = load_checkpoint(run.last)
@@ -393,7 +429,7 @@ def _train(segmenter: Segmenter, train_set: Dataset, labels_dir: Path | None, la
         raise ValueError(f"train.segmenter.crop_size={crop} must be a multiple of the model's stride {segmenter.stride}")
     sampler = StepBatches(len(train_set), settings.batch_size, settings.grad_accum, dist.world, dist.rank,
                           settings.seed, start, settings.steps)
-    loader = DataLoader(SegmenterCrops(train_set, crop, settings.scale_range, settings.seed, labels_dir),
+    loader = DataLoader(SegmenterCrops(train_set, crop, settings.scale_range, settings.seed, labels),
                         batch_sampler=sampler, num_workers=settings.num_workers, pin_memory=device.type == "cuda",
                         generator=torch.Generator())  # own generator: the global RNG stream stays the run's
     phase1_steps = round(settings.steps * settings.phase1_fraction) if single else 0
