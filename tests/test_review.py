@@ -10,7 +10,7 @@ from wsss.data import FolderDataset
 from wsss.data.folder import write_folder_dataset_index
 from wsss.data.label_png import IGNORE_INDEX, write_label_png
 from wsss.eval.review import read_confidences, review_queue
-from wsss.refine.confidence import label_confidence
+from wsss.refine.confidence import doubt_mask, label_confidence
 from PIL import Image
 
 
@@ -26,9 +26,16 @@ def test_label_confidence_by_hand():
     assert c["tag_prob"] == 0.6  # the least believed tag
     assert c["map_support"] == round((0.8 + 0.8 + 0.4) / 3, 4)
     assert c["ignore_share"] == 0.125 and c["crf_changed"] == 0.125
-    assert c["score"] == pytest.approx(0.6 * (2.0 / 3) * 0.875 * 0.875, abs=1e-4)
+    # 3 of 8 pixels hold a class: the CRF's and the ignore's shares relative to them are a third
+    assert c["crf_changed_rel"] == c["ignore_rel"] == round(0.125 / 0.375, 4) and c["tags"] == 2
+    z = (-0.3957 * np.log(1 / 3 + 1e-3) - 0.1536 * np.log(1 / 3 + 1e-3) + 0.4685 * (2.0 / 3) + 0.3892 * 0.6
+         - 0.3291 * 2 + 0.1775)
+    assert c["score"] == pytest.approx(1.02 - np.exp(-z), abs=1e-4)  # the expected mIoU
+    cleaner = label_confidence(tags, probs, refined, labels, labels)  # no pixel changed by the CRF
+    assert cleaner["crf_changed_rel"] == 0 and cleaner["score"] > c["score"]
     none = label_confidence(tags, None, refined, rule, torch.zeros(2, 4, dtype=torch.long))
-    assert none["tag_prob"] is None and none["map_support"] == 0.0 and none["score"] == 0.0
+    assert none["tag_prob"] is None and none["map_support"] == 0.0 and 0 <= none["score"] < c["score"]
+    assert np.array_equal(doubt_mask(rule, labels), [[0, 0, 0, 0], [0, 1, 1, 0]])  # relabelled, ignored
 
 
 def test_read_confidences_keeps_the_latest_outcome(tmp_path):
@@ -97,3 +104,32 @@ def test_ignore_pixels_lower_the_score(labelled):
     probs = torch.tensor([0.9, 0.1])
     assert label_confidence(tags, probs, refined, holed, holed)["score"] < \
         label_confidence(tags, probs, refined, clean, clean)["score"]
+
+
+def test_worst_found_counts_the_worst_labels_at_the_head_of_the_queue(tmp_path):
+    """40 labels, damage growing with the index: a confidence that follows the damage puts the 2
+    worst (5 %) first (worst_found 1); one that follows it backwards puts them last (0)."""
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    tags = {}
+    for name, order in (("right", 1), ("backwards", -1)):
+        out = tmp_path / name
+        out.mkdir()
+        entries = []
+        for i in range(40):
+            mask = np.zeros((16, 16), np.uint8)
+            mask[:, :12] = 1
+            if name == "right":
+                Image.fromarray(np.full((16, 16, 3), i, np.uint8)).save(root / "images" / f"im{i}.png")
+                write_label_png(root / "masks" / f"im{i}.png", mask)
+                tags[f"im{i}.png"] = ["a"]
+            label = mask.copy()
+            label.reshape(-1)[np.flatnonzero(mask)[: 4 * i]] = 0  # 4 more pixels lost at each step
+            write_label_png(out / f"im{i}.png", label)
+            entries.append({"id": f"im{i}", "status": "ok", "confidence": {"score": order * (1.0 - i / 40)}})
+        (out / "manifest.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+    write_folder_dataset_index(root, ["a"], tags)
+    dataset = FolderDataset(root)
+    assert review_queue(tmp_path / "right", dataset, count=2).worst_found == 1.0
+    backwards = review_queue(tmp_path / "backwards", dataset, count=2)
+    assert backwards.worst_found == 0.0 and "hold 0% of the 5% worst labels" in backwards.summary()

@@ -28,7 +28,8 @@ from wsss.eval.confusion import ConfusionMatrix
 
 __all__ = ["ReviewQueue", "read_confidences", "review_queue", "per_image_miou"]
 
-FIELDS = ("score", "tag_prob", "map_support", "ignore_share", "crf_changed")
+FIELDS = ("score", "tag_prob", "map_support", "ignore_share", "crf_changed", "crf_changed_rel", "ignore_rel", "tags")
+WORST_SHARE = 0.05  # worst_found: how many of this share of worst labels are among as many least confident
 
 
 @dataclass
@@ -36,16 +37,19 @@ class ReviewQueue:
     """ids: the least confident images (least first); confidence: {id: summary} of every
     labelled image with one; miou: {id: its own mIoU in [0, 1]} where masks exist (else None);
     correlation: {field: Spearman's ρ with the per-image mIoU} (None without masks; a field
-    that is missing or constant is left out)."""
+    that is missing or constant is left out); worst_found: the share of the WORST_SHARE worst
+    labels (lowest mIoU) that are among as many least confident (1: the queue's head holds every
+    one of them; None without masks)."""
 
     ids: list[str]
     confidence: dict[str, dict]
     miou: dict[str, float] | None
     correlation: dict[str, float] | None
+    worst_found: float | None = None
 
     def to_dict(self) -> dict:
         return {"images": len(self.confidence), "least_confident": self.ids,
-                "rank_correlation": self.correlation,
+                "rank_correlation": self.correlation, "worst_found": self.worst_found,
                 "confidence": {i: self.confidence[i] for i in self.ids},
                 "miou": None if self.miou is None else {i: self.miou.get(i) for i in self.ids}}
 
@@ -56,6 +60,9 @@ class ReviewQueue:
         if self.correlation and "score" in self.correlation:
             line += (f"; the confidence score ranks their true quality with Spearman ρ = "
                      f"{self.correlation['score']:.2f} against per-image mIoU")
+        if self.worst_found is not None:
+            line += (f"; the {WORST_SHARE:.0%} least confident hold {self.worst_found:.0%} of the {WORST_SHARE:.0%} "
+                     "worst labels")
         return line
 
 
@@ -104,7 +111,7 @@ def review_queue(label_dir: str | os.PathLike, dataset: Dataset, count: int = 24
     data set has masks) how well the confidence ranks the per-image mIoU."""
     confidence = {i: c for i, c in read_confidences(label_dir).items() if i in set(dataset.ids)}
     ranked = sorted(confidence, key=lambda i: (confidence[i].get("score") or 0.0, i))
-    miou = correlation = None
+    miou = correlation = worst_found = None
     if confidence and any(dataset.mask_path(i) is not None for i in list(confidence)[:1]):
         miou = per_image_miou(label_dir, dataset, list(confidence))
         correlation = {}
@@ -116,4 +123,15 @@ def review_queue(label_dir: str | os.PathLike, dataset: Dataset, count: int = 24
                 continue
             rho = spearmanr(values, truth).statistic
             correlation[name] = round(float(rho), 4)
-    return ReviewQueue(ranked[:count], confidence, miou, correlation)
+        worst_found = _worst_found([i for i in ranked if i in miou], miou)
+    return ReviewQueue(ranked[:count], confidence, miou, correlation, worst_found)
+
+
+def _worst_found(ranked: list[str], miou: dict[str, float]) -> float | None:
+    """The share of the WORST_SHARE lowest-mIoU images among as many first of ``ranked`` (least
+    confident first); None with fewer than 1 / WORST_SHARE images."""
+    k = int(len(ranked) * WORST_SHARE)
+    if k < 1:
+        return None
+    worst = set(sorted(ranked, key=lambda i: (miou[i], i))[:k])
+    return round(len(worst & set(ranked[:k])) / k, 4)

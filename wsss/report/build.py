@@ -46,10 +46,11 @@ from wsss.data.base import Dataset
 from wsss.data.label_png import colorize, read_label_png
 from wsss.eval.classification import ClassifierQuality
 from wsss.eval.evaluate import Evaluation
-from wsss.eval.review import FIELDS, ReviewQueue
+from wsss.eval.review import FIELDS, WORST_SHARE, ReviewQueue
 from wsss.eval.segmenter_scores import SegmenterScores
 from wsss.eval.stages import STAGES, StageResults
 from wsss.files import write_json
+from wsss.refine.confidence import DOUBT
 from wsss.report.html import Example, Report, write_html
 from wsss.viz import heatmap_overlay, label_overlay
 
@@ -166,15 +167,23 @@ def _read_label(path: Path) -> np.ndarray | None:
 
 def build_review_page(title: str, review: ReviewPage) -> Report:
     """The review page: the least confident pseudo-labels first, each with its image, refined
-    map (when saved), pseudo-label and ground truth (when the data set has masks), the table of
-    their confidence, and how well the confidence ranks the labels' true quality."""
+    map (when saved), pseudo-label, what the confidence doubts (the pixels the CRF relabelled or
+    left ignored, ``OUT/doubt/<id>.png``) and ground truth with the label's true mIoU (when the
+    data set has masks), the table of their confidence, and how well the confidence ranks the
+    labels' true quality."""
     queue = review.queue
     page = Report(title=title, notes=[queue.summary(),
-                                      "confidence: wsss.refine.confidence (score = tag probability × map support × "
-                                      "(1 − ignore share) × (1 − CRF change)); the least confident first"])
+                                      "confidence: wsss.refine.confidence (score: the label's expected mIoU from the CRF's "
+                                      "and the ignore's share of the labelled objects, map support, tag probability and "
+                                      "tag count); the least confident first; 'doubt' marks the pixels the CRF relabelled "
+                                      "or left ignored"])
     if queue.correlation is not None:
         page.tables["How well the confidence ranks the labels (Spearman ρ with per-image mIoU; 1 = exactly)"] = [
             {"confidence field": name, "ρ": queue.correlation.get(name)} for name in FIELDS if name in queue.correlation]
+        if queue.worst_found is not None:
+            page.tables["How well the confidence ranks the labels (Spearman ρ with per-image mIoU; 1 = exactly)"].append(
+                {"confidence field": f"the {WORST_SHARE:.0%} worst labels among the {WORST_SHARE:.0%} least confident",
+                 "ρ": queue.worst_found})
     rows = []
     for rank, image_id in enumerate(queue.ids, start=1):
         c = queue.confidence[image_id]
@@ -197,11 +206,15 @@ def build_review_page(title: str, review: ReviewPage) -> Report:
                 pictures["refined map"] = heatmap_overlay(sample.image, maps.max(0))
         if label is not None and label.shape == sample.image.shape[:2]:
             pictures["pseudo-label"] = label_overlay(sample.image, label)
+        doubt = _read_label(review.label_dir / DOUBT / f"{image_id}.png")
+        if doubt is not None and doubt.shape == sample.image.shape[:2]:
+            pictures["doubt"] = label_overlay(sample.image, (doubt > 0).astype(np.uint8))
         if sample.mask is not None:
             pictures["ground truth"] = colorize(sample.mask)
         tags = ", ".join(review.dataset.classes[c] for c in np.flatnonzero(sample.tags))
         score = queue.confidence[image_id].get("score")
-        page.examples.append(Example(f"{image_id} ({tags}; score {score})", pictures))
+        truth = "" if queue.miou is None or image_id not in queue.miou else f"; true mIoU {100 * queue.miou[image_id]:.1f} %"
+        page.examples.append(Example(f"{image_id} ({tags}; score {score}{truth})", pictures))
     return page
 
 

@@ -3,6 +3,8 @@
     OUT/<id>.png          pseudo-label, VOC palette (0 background, 1..C, 255 ignore), atomic write
     OUT/maps/<id>.npz     optional: refined maps of the tagged classes (as ``wsss cam`` writes them)
                           and the classifier's probabilities of those classes ("probs")
+    OUT/doubt/<id>.png    1 where the confidence doubts the label (the CRF relabelled it, or it is
+                          ignored), else 0: what the review page marks
     OUT/manifest.jsonl    every image's outcome {"id", "status": "ok"|"failed", "reason"}; an ok
                           entry holds the label's "confidence" (``wsss.refine.confidence``)
 
@@ -26,7 +28,7 @@ from wsss.data.label_png import write_label_png
 from wsss.data.dataset_walk import Deferred, Walk, WalkFiles, run_dataset
 from wsss.data.size_limit import at_source_size
 from wsss.refine.chain import ChainResult, PseudoLabeler, SavedMapsLabeler
-from wsss.refine.confidence import label_confidence
+from wsss.refine.confidence import DOUBT, doubt_mask, label_confidence
 from wsss.refine.crf import crf_overlaps
 
 __all__ = ["write_pseudo_labels"]
@@ -61,8 +63,11 @@ def write_pseudo_labels(
                       maps=result.refined[i][present].cpu().numpy().astype(np.float16),
                       classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]),
                       **extra)
-        write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
         before_crf = result.sam[i] if result.sam is not None else result.rule[i]
+        doubt = doubt_mask(before_crf, result.labels[i]).astype(np.uint8)
+        write_label_png(out / DOUBT / f"{sample.id}.png", at_source_size(doubt, sample))  # before the label: a
+        # finished label (its PNG) always has its doubt
+        write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
         return {"confidence": label_confidence(sample.tags, probs, result.refined[i], before_crf, result.labels[i])}
 
     out.mkdir(parents=True, exist_ok=True)
