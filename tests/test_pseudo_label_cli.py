@@ -34,8 +34,12 @@ def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
     assert {e["id"] for e in entries} == set(dataset.ids)
     for entry in entries:
         c = entry["confidence"]
-        assert set(c) == {"tag_prob", "map_support", "ignore_share", "crf_changed", "score"}
-        assert c["tag_prob"] is not None and all(0.0 <= c[k] <= 1.0 for k in c)
+        assert set(c) == {"tag_prob", "map_support", "ignore_share", "crf_changed", "crf_changed_rel", "ignore_rel",
+                          "tags", "score"}
+        assert c["tag_prob"] is not None and c["tags"] == int(dataset.load(entry["id"], masks=False).tags.sum())
+        assert all(0.0 <= c[k] <= 1.0 for k in c if k not in ("tags", "crf_changed_rel", "ignore_rel"))
+        assert c["crf_changed_rel"] >= c["crf_changed"] and c["ignore_rel"] >= c["ignore_share"]
+        assert (out / "doubt" / f"{entry['id']}.png").is_file()  # what the review page marks
     scores = json.loads((out / "evaluation.json").read_text())
     assert 0.0 <= scores["mIoU"] <= 1.0 and scores["not_scored"] == 0
     assert "saliency: tokencut" in capsys.readouterr().out
@@ -169,10 +173,13 @@ def test_report_with_labels_writes_the_review_page(tmp_path, capsys):
     assert review["page"] == "review.html" and review["images"] == 5 and len(review["least_confident"]) == 3
     scores = [review["confidence"][i]["score"] for i in review["least_confident"]]
     assert scores == sorted(scores)  # least confident first
-    assert set(review["rank_correlation"]) <= {"score", "tag_prob", "map_support", "ignore_share", "crf_changed"}
+    assert set(review["rank_correlation"]) <= {"score", "tag_prob", "map_support", "ignore_share", "crf_changed",
+                                               "crf_changed_rel", "ignore_rel", "tags"}
     assert all(-1.0 <= v <= 1.0 for v in review["rank_correlation"].values()) and review["miou"]
+    assert review["worst_found"] is None  # 5 labels: no 5 % to speak of
     page = (out / "review.html").read_text()
-    assert "least confident" in page and page.count("data:image/png") == 3 * 4  # image, map, label, truth
+    # image, map, label, doubt, truth; each caption with the label's true mIoU
+    assert "least confident" in page and page.count("data:image/png") == 3 * 5 and page.count("true mIoU") == 3
     assert "the review page: review.html" in (out / "report.html").read_text()
     assert main(["report", "--checkpoint", str(checkpoint), "--dataset", str(data), "--out", str(out),
                  "--labels", str(tmp_path / "nothing")]) == 2
