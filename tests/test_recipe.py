@@ -79,7 +79,7 @@ def test_photos_of_mixed_sizes_without_splits(tmp_path, capsys):
     assert config.model.img_size == 256  # the median longer side (500) is above the scratch ViT's 256
     assert config.cam.scales == [1.0] and config.predict.scales == [1.0]  # 500 px already spans 62 tokens of 8
     assert config.train.segmenter.scale_range == [0.67, 1.33]
-    assert config.train.classifier.epochs == 100  # 2,070 steps over 34 images: capped at 100 epochs
+    assert config.train.classifier.epochs == 100  # 4,140 steps over 34 images: capped at 100 epochs
     assert config.train.segmenter.steps == 300  # 5 passes over 34 images: the floor of 300
     assert "distinct sizes, 0% square" in out
     # an existing file is not replaced without --force

@@ -41,7 +41,8 @@ DEMO_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "demo.yaml"  # b
 MAP_TOKENS = 20  # the demo's maps: 128 px × 1.25 / 8 = 20 tokens on the longer side
 PREDICT_TOKENS = (24, 32)  # the demo's prediction: 128 px × 1.5 and × 2.0 / 8
 OPENING_PER_TOKEN = 5 / 8  # the paper's 10-px opening for 16-px patches; the demo's 5 for its stride 8
-SCRATCH_STEPS = 2070  # the demo's classifier: at most 30 epochs × 69 steps (1,105 images, batches of 16)
+SCRATCH_STEPS = 4140  # the demo's classifier: at most 60 epochs × 69 steps (1,105 images, batches of 16): the
+# plateau stop ends it (19-29 epochs on the demo's two data sets); harder data learns longer (issue 31's busy member)
 FINETUNE_STEPS = 1000  # a pretrained classifier: at most this many steps (the plateau stop may end it sooner)
 SEGMENTER_PASSES = 5  # the demo's segmenter: 700 steps × 8 crops ≈ 5 passes over 1,105 images
 SCRATCH_SIDES = (64, 256)  # the scratch ViT's input side: the images' median longer side, within these
@@ -229,7 +230,7 @@ def _model_settings(survey: DataSurvey, model: ModelChoice) -> list[Derived]:
 def _lengths(survey: DataSurvey, model: ModelChoice, batch: int, seg_batch: int) -> list[Derived]:
     n = survey.train_images
     if model.name is None or model.weights is None:
-        steps, why = SCRATCH_STEPS, "as the demo's classifier: at most 30 epochs of 1,105 images"
+        steps, why = SCRATCH_STEPS, "as the demo's classifier: at most 60 epochs of 1,105 images"
         out = []
     else:
         steps, why = FINETUNE_STEPS, "fine-tuning pretrained weights"
