@@ -13,7 +13,9 @@ parameters are validated from its annotations, which must be the classes themsel
 
 Each flow's tasks call the step entries of ``wsss.steps``; the modules beside the flows hold
 what is Prefect's: ``task_runners`` (threads, processes, Dask), ``progress_artifacts`` (progress
-where Prefect users look), ``prefect_server`` (a local ``prefect server start``). The flows
+where Prefect users look), ``prefect_server`` (a local ``prefect server start``),
+``shard_passes`` (the pseudo-labels flow's shards, in two passes, and their tallies) and
+``shard_events`` (log lines for a lost worker's shard redone, another run's images). The flows
 never import the command line.
 
 Run one from the shell with ``wsss flow run NAME``, serve the inbox with ``wsss flow serve``,

@@ -23,6 +23,7 @@ the sections it reads. Nothing here imports Prefect.
     export               export_labels(config, labels, split, out, ...)     export_step
 
 Helpers of the steps: ``provenance`` (what made an output folder: source.json), ``label_plan``
-(what is finished on disk, shards), ``worker_cache`` (a classifier loaded once per worker),
+(what is finished on disk, shards), ``image_claims`` (one writer per image: OUT/.claims, taken
+over from a holder that is gone), ``worker_cache`` (a classifier loaded once per worker),
 ``inbox_scan`` (the watched folder of the label-inbox flow), ``run_record`` (RUN/config.yaml).
 """

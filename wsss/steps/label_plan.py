@@ -24,6 +24,7 @@ from wsss.data.base import Dataset, DatasetError
 from wsss.data.input_records import stale_outputs
 from wsss.data.manifest import MANIFEST, Manifest, read_manifest
 from wsss.files import is_finished
+from wsss.steps.image_claims import Claimant, ImageClaims, live_claims
 
 
 @dataclass(frozen=True)
@@ -118,27 +119,50 @@ def failure_reasons(out_dir: str | os.PathLike, ids: list[str]) -> list[str]:
     return [f"{i}: {entries[i]['reason']}" for i in ids if entries.get(i, {}).get("status") == "failed"]
 
 
-def reconcile_manifest(out_dir: str | os.PathLike, done: set[str]) -> int:
+def reconcile_manifest(out_dir: str | os.PathLike, done: set[str], claimant: Claimant = Claimant(),
+                       timeout_s: float = 120.0) -> int:
     """Before a run labels: record as ok the finished ids whose latest manifest entry is not "ok"
     (a run stopped between writing a label and recording it); returns how many were recorded.
-    (A last line cut by a hard stop is ended by ``Manifest`` itself before it appends.)"""
+    Each is claimed first (``image_claims``): one that another live run holds is left to it
+    (it records it), so no image gets two lines. (A last line cut by a hard stop is ended by
+    ``Manifest`` itself before it appends.)"""
     path = Path(out_dir) / MANIFEST
     entries = read_manifest(path)
     missing = sorted(i for i in done if entries.get(i, {}).get("status") != "ok")
-    if missing:
-        with Manifest(path) as manifest:
-            for image_id in missing:
-                manifest.record(image_id, "ok", "label found on disk; its run stopped before recording it")
+    if not missing:
+        return 0
+    with ImageClaims(out_dir, claimant, timeout_s) as claims:
+        got = claims.take(missing).got
+        entries = read_manifest(path)  # read again once claimed: a holder that let go of one has recorded it
+        missing = [i for i in got if entries.get(i, {}).get("status") != "ok"]
+        if missing:
+            with Manifest(path) as manifest:
+                for image_id in missing:
+                    manifest.record(image_id, "ok", "label found on disk; its run stopped before recording it")
     return len(missing)
 
 
-def remove_stale_temporaries(out_dir: str | os.PathLike) -> int:
-    """Delete half-written label files (``.<id>.*.png``, left by a killed run); returns the count.
+_RANDOM_PART = 8  # the characters tempfile.mkstemp puts between a temporary's prefix and suffix
 
-    Only safe while no other run writes into ``out_dir`` (the flows label a folder from one
-    run at a time)."""
+
+def remove_stale_temporaries(out_dir: str | os.PathLike, timeout_s: float = 120.0) -> int:
+    """Delete half-written label files (``.<id>.XXXXXXXX.png``, left by a killed run); returns
+    the count. A temporary of an image that a live holder claims (``image_claims``: another run
+    writing into ``out_dir`` now) is left alone."""
+    temporaries = [p for p in Path(out_dir).glob(".*.png") if len(p.name) > len(".png") + _RANDOM_PART + 2]
+    if not temporaries:
+        return 0
     removed = 0
-    for path in Path(out_dir).glob(".*.png"):
-        path.unlink(missing_ok=True)
-        removed += 1
+    with ImageClaims(out_dir, Claimant(run="a check of half-written files"), timeout_s) as checker:
+        held = live_claims(out_dir, sorted({_temporary_id(p) for p in temporaries}), checker)
+        for path in temporaries:
+            if _temporary_id(path) not in held:
+                path.unlink(missing_ok=True)
+                removed += 1
     return removed
+
+
+def _temporary_id(path: Path) -> str:
+    """The image id of a label's temporary ``.<id>.XXXXXXXX.png`` (cut short for ids near the
+    file system's name limit: ``wsss.files.atomic_path``)."""
+    return path.name[1:-len(".png")][:-(_RANDOM_PART + 1)]

@@ -93,7 +93,7 @@ def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: b
     counts = {"ok": 0, "skipped": 0, "failed": 0, "loads": 0}
     busy, stale, waited = {}, {}, {}
     with ImageClaims(job.out, claimant or Claimant(), job.config.flow.claim_timeout_s) as claims:
-        pending = list(ids)
+        pending, polls = list(ids), 0
         while True:
             taken = claims.take(pending)
             stale.update(taken.stale)
@@ -107,14 +107,15 @@ def label_ids(job: LabelJob, ids: list[str], crf_pool: bool = False, progress: b
                 break
             waited.update(busy)
             pending = [i for i in pending if i in busy]
-            time.sleep(_WAIT_POLL_S)
+            time.sleep(min(_WAIT_POLL_S * 1.5 ** polls, 5.0))  # 0.5 s, then less often: up to every 5 s
+            polls += 1
     for key, held in (("busy", busy if not wait else {}), ("others", waited), ("taken_over", stale)):
         if held:
             counts[key] = _by_holder(held)
     return counts
 
 
-_WAIT_POLL_S = 0.5  # how often a waiting call looks at the claims it waits for
+_WAIT_POLL_S = 0.5  # how soon a waiting call looks again at the claims it waits for (first time)
 
 
 def _label_claimed(job: LabelJob, ids: list[str], crf_pool: bool, progress: bool) -> dict:

@@ -137,7 +137,9 @@ def claim_output_dir(out_dir: str | os.PathLike, source: dict, strict: bool = Tr
     marker = out / SOURCE
     note = None
     if not marker.is_file():
-        found = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE)
+        # hidden names are wsss's own (the lock, OUT/.claims, the temporary of a source.json another
+        # run is writing right now), never outputs
+        found = sorted(p.name for p in out.iterdir() if p.name != LOCK_FILE and not p.name.startswith("."))
         if found:
             shown = ", ".join(found[:3]) + (", ..." if len(found) > 3 else "")
             note = (f"{out} holds {len(found)} file(s) or folder(s) ({shown}) but no {SOURCE}: nothing records "
