@@ -86,7 +86,10 @@ def time_labels(root: Path, count: int, repeats: int, side: int) -> None:
         labeler([dataset.load(ids[0], masks=False)])  # warm-up (the CRF pool's start), excluded
         for repeat in range(repeats):
             for name in seconds:
-                labeler.size_key = None if name == "by exact size" else type(labeler).size_key.__get__(labeler)
+                if name == "by exact size":
+                    labeler.size_key = None  # an instance attribute hides the method: one exact size a batch
+                else:
+                    vars(labeler).pop("size_key", None)  # the method again: one input size a batch
                 start = time.perf_counter()
                 write_pseudo_labels(labeler, dataset, Path(out) / f"{name}{repeat}", batch_size=config.cam.batch_size,
                                     ids=ids, progress=False)
