@@ -71,3 +71,15 @@ def voc_dataset(tmp_path: Path) -> Path:
     (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:14]) + "\n")
     (root / "ImageSets/Segmentation/val.txt").write_text("\n".join(ids[14:]) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """A temporary Prefect server (on 127.0.0.1) and home (results, cache records) for one test
+    module; its API URL. Started once per module that asks for it, stopped after it."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
+    from prefect.testing.utilities import prefect_test_harness
+
+    home = tmp_path_factory.mktemp("prefect_home")
+    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
+        yield PREFECT_API_URL.value()

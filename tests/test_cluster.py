@@ -28,8 +28,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.prefect_server import free_port
 from flows.pseudo_labels import pseudo_labels
@@ -66,13 +64,6 @@ def cluster_commands(port: int, config: Path, out: Path) -> list[list[str]]:
             words[0] = str(Path(sys.executable).parent / words[0].removeprefix(".venv/bin/"))
         commands.append(words)
     return commands
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    home = tmp_path_factory.mktemp("prefect_home")
-    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
-from prefect.testing.utilities import prefect_test_harness
+from prefect.settings import PREFECT_API_URL, PREFECT_HOME
 from PIL import Image
 
 from flows.label_inbox import label_inbox
@@ -50,14 +49,6 @@ def flow_config(tmp: Path, *extra: str):
         "train.segmenter.batch_size=2", "train.segmenter.dpt.features=16", "train.segmenter.threads=1",
         "predict.batch_size=4", "train.classifier.gate.force=true", *extra,  # 1 epoch on 16 images: near chance
     ])
-
-
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory):
-    """A temporary Prefect server and home (results, cache records) for this module."""
-    home = tmp_path_factory.mktemp("prefect_home")
-    with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
-        yield PREFECT_API_URL.value()
 
 
 @pytest.fixture(scope="module")
