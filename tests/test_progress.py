@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from tests.test_flows import add_to_inbox, api_read, flow_config, latest_artifact, prefect_api  # noqa: F401
+from tests.test_flows import add_to_inbox, api_read, flow_config, latest_artifact
 from wsss.config import load_config
 from flows.progress_artifacts import shard_line
 from wsss.progress import RateMeter, format_duration, format_rate, percent, progress_line
@@ -108,7 +108,7 @@ def lines_with(messages: list[str], start: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory, prefect_api):  # noqa: F811 (the server fixture, imported above)
+def runs(tmp_path_factory, prefect_api):
     tmp = tmp_path_factory.mktemp("progress")
     return tmp, flow_config(tmp, "train.classifier.epochs=2", "train.segmenter.log_every=2",
                             "train.segmenter.checkpoint_every=4")
