@@ -12,6 +12,11 @@ PIP_FLAGS := --quiet --disable-pip-version-check --progress-bar off --no-compile
 export PREFECT_HOME ?= $(CURDIR)/.state/prefect
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
+# Python keeps the compiled modules it imports (__pycache__, in .venv and the checkout): with
+# PYTHONDONTWRITEBYTECODE set, as some shells and containers do, every process compiles torch,
+# timm and torchvision again (~9 s before its first line runs, against ~4 s), and the tests
+# start dozens of processes (CLI commands, Dask workers, torchrun ranks, Prefect servers).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test bench clean serve
 
@@ -29,8 +34,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/wsss demo --out $(RUN_DIR)
 
+# Two pytest workers (pytest-xdist), a test module each at a time, one torch thread each
+# (tests/conftest.py): the suite's processes wait on servers and subprocesses half the time.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile tests
 
 # A local Prefect server on 127.0.0.1:$(PREFECT_PORT) (UI there, SQLite under PREFECT_HOME) serving
 # the label-inbox flow on flow.inbox's schedule; Ctrl-C stops both. Label runs/inbox/ with the

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two pytest workers side by side (pytest-xdist):
+    os.environ["OMP_NUM_THREADS"] = "1"  # one thread each, and in every process a test starts, so the
+    os.environ["MKL_NUM_THREADS"] = "1"  # two never share a core between four busy threads
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -17,6 +21,17 @@ os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
 CLASSES = ["disk", "square", "bar"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread_per_worker():
+    """Under pytest-xdist, one torch thread in this worker (test modules that set their own
+    count at import have all been imported by now)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+    yield
 
 
 def draw_sample(rng: np.random.Generator, size: tuple[int, int], labels: list[int]):
@@ -83,3 +98,10 @@ def prefect_api(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")
     with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """The modules that hold slow-marked tests first (in their order), so that pytest-xdist's two
+    workers start with the long ones and finish together; each module's tests keep their order."""
+    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow)
