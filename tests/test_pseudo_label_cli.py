@@ -34,8 +34,8 @@ def test_pseudo_label_writes_labels_and_resumes(tmp_path, capsys):
     assert {e["id"] for e in entries} == set(dataset.ids)
     for entry in entries:
         c = entry["confidence"]
-        assert set(c) == {"tag_prob", "map_support", "ignore_share", "crf_changed", "crf_changed_rel", "ignore_rel",
-                          "tags", "score"}
+        assert set(c) == {"tag_prob", "map_support", "map_outside", "ignore_share", "crf_changed", "crf_changed_rel",
+                          "ignore_rel", "tags", "score"}
         assert c["tag_prob"] is not None and c["tags"] == int(dataset.load(entry["id"], masks=False).tags.sum())
         assert all(0.0 <= c[k] <= 1.0 for k in c if k not in ("tags", "crf_changed_rel", "ignore_rel"))
         assert c["crf_changed_rel"] >= c["crf_changed"] and c["ignore_rel"] >= c["ignore_share"]
@@ -173,8 +173,8 @@ def test_report_with_labels_writes_the_review_page(tmp_path, capsys):
     assert review["page"] == "review.html" and review["images"] == 5 and len(review["least_confident"]) == 3
     scores = [review["confidence"][i]["score"] for i in review["least_confident"]]
     assert scores == sorted(scores)  # least confident first
-    assert set(review["rank_correlation"]) <= {"score", "tag_prob", "map_support", "ignore_share", "crf_changed",
-                                               "crf_changed_rel", "ignore_rel", "tags"}
+    assert set(review["rank_correlation"]) <= {"score", "tag_prob", "map_support", "map_outside", "ignore_share",
+                                               "crf_changed", "crf_changed_rel", "ignore_rel", "tags"}
     assert all(-1.0 <= v <= 1.0 for v in review["rank_correlation"].values()) and review["miou"]
     assert review["worst_found"] is None  # 5 labels: no 5 % to speak of
     page = (out / "review.html").read_text()

@@ -28,14 +28,24 @@ def test_label_confidence_by_hand():
     assert c["ignore_share"] == 0.125 and c["crf_changed"] == 0.125
     # 3 of 8 pixels hold a class: the CRF's and the ignore's shares relative to them are a third
     assert c["crf_changed_rel"] == c["ignore_rel"] == round(0.125 / 0.375, 4) and c["tags"] == 2
-    z = (-0.3957 * np.log(1 / 3 + 1e-3) - 0.1536 * np.log(1 / 3 + 1e-3) + 0.4685 * (2.0 / 3) + 0.3892 * 0.6
-         - 0.3291 * 2 + 0.1775)
+    # class 1's map (0.8 on all 8 pixels) lies on 2 labelled pixels: 6/8 outside; class 3's: 7/8
+    assert c["map_outside"] == 0.875
+    z = (-0.2168 * np.log(1 / 3 + 1e-3) - 0.0623 * np.log(1 / 3 + 1e-3) + 0.4656 * (2.0 / 3)
+         - 0.3787 * np.log(0.875 + 1e-3) + 0.1520 * 0.6 - 0.0827 * 2 + 0.2346)
     assert c["score"] == pytest.approx(1.02 - np.exp(-z), abs=1e-4)  # the expected mIoU
     cleaner = label_confidence(tags, probs, refined, labels, labels)  # no pixel changed by the CRF
     assert cleaner["crf_changed_rel"] == 0 and cleaner["score"] > c["score"]
     none = label_confidence(tags, None, refined, rule, torch.zeros(2, 4, dtype=torch.long))
     assert none["tag_prob"] is None and none["map_support"] == 0.0 and 0 <= none["score"] < c["score"]
     assert np.array_equal(doubt_mask(rule, labels), [[0, 0, 0, 0], [0, 1, 1, 0]])  # relabelled, ignored
+    fitting = torch.zeros(3, 2, 4)
+    fitting[0][labels == 1], fitting[2][labels == 3] = 0.8, 0.4  # each map only on its labelled pixels
+    tight = label_confidence(tags, probs, fitting, rule, labels)
+    assert tight["map_outside"] == 0 and tight["score"] > c["score"]
+    # with the maps: class 1's map (0.8) on every pixel is doubted where the label is not class 1;
+    # class 3's (0.4) is under DOUBT_MAP
+    assert np.array_equal(doubt_mask(rule, labels, refined, tags), [[0, 0, 1, 1], [1, 1, 1, 1]])
+    assert np.array_equal(doubt_mask(rule, labels, fitting, tags), doubt_mask(rule, labels))
 
 
 def test_read_confidences_keeps_the_latest_outcome(tmp_path):

@@ -64,7 +64,7 @@ def write_pseudo_labels(
                       classes=present.astype(np.int16), class_names=np.array([dataset.classes[c] for c in present]),
                       **extra)
         before_crf = result.sam[i] if result.sam is not None else result.rule[i]
-        doubt = doubt_mask(before_crf, result.labels[i]).astype(np.uint8)
+        doubt = doubt_mask(before_crf, result.labels[i], result.refined[i], sample.tags).astype(np.uint8)
         write_label_png(out / DOUBT / f"{sample.id}.png", at_source_size(doubt, sample))  # before the label: a
         # finished label (its PNG) always has its doubt
         write_label_png(out / f"{sample.id}.png", at_source_size(result.labels[i].cpu().numpy().astype(np.uint8), sample))
