@@ -174,9 +174,10 @@ def build_review_page(title: str, review: ReviewPage) -> Report:
     queue = review.queue
     page = Report(title=title, notes=[queue.summary(),
                                       "confidence: wsss.refine.confidence (score: the label's expected mIoU from the CRF's "
-                                      "and the ignore's share of the labelled objects, map support, tag probability and "
-                                      "tag count); the least confident first; 'doubt' marks the pixels the CRF relabelled "
-                                      "or left ignored"])
+                                      "and the ignore's share of the labelled objects, map support, the share of a tag's "
+                                      "map outside its label, tag probability and tag count); the least confident first; "
+                                      "'doubt' marks the pixels the CRF relabelled or left ignored, and those where a "
+                                      "tag's map is strong but the label is not that class"])
     if queue.correlation is not None:
         page.tables["How well the confidence ranks the labels (Spearman ρ with per-image mIoU; 1 = exactly)"] = [
             {"confidence field": name, "ρ": queue.correlation.get(name)} for name in FIELDS if name in queue.correlation]
