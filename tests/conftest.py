@@ -99,9 +99,3 @@ def prefect_api(tmp_path_factory):
     with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
 
-
-def pytest_collection_modifyitems(session, config, items):
-    """The modules that hold slow-marked tests first (in their order), so that pytest-xdist's two
-    workers start with the long ones and finish together; each module's tests keep their order."""
-    slow = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow)
