@@ -98,4 +98,3 @@ def prefect_api(tmp_path_factory):
     home = tmp_path_factory.mktemp("prefect_home")
     with temporary_settings({PREFECT_HOME: str(home)}), prefect_test_harness(server_startup_timeout=180):
         yield PREFECT_API_URL.value()
-

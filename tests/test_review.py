@@ -37,15 +37,15 @@ def test_label_confidence_by_hand():
     assert cleaner["crf_changed_rel"] == 0 and cleaner["score"] > c["score"]
     none = label_confidence(tags, None, refined, rule, torch.zeros(2, 4, dtype=torch.long))
     assert none["tag_prob"] is None and none["map_support"] == 0.0 and 0 <= none["score"] < c["score"]
-    assert np.array_equal(doubt_mask(rule, labels), [[0, 0, 0, 0], [0, 1, 1, 0]])  # relabelled, ignored
     fitting = torch.zeros(3, 2, 4)
     fitting[0][labels == 1], fitting[2][labels == 3] = 0.8, 0.4  # each map only on its labelled pixels
     tight = label_confidence(tags, probs, fitting, rule, labels)
     assert tight["map_outside"] == 0 and tight["score"] > c["score"]
-    # with the maps: class 1's map (0.8) on every pixel is doubted where the label is not class 1;
-    # class 3's (0.4) is under DOUBT_MAP
+    # maps that fit the label: only the relabelled and the ignored pixels are doubted
+    assert np.array_equal(doubt_mask(rule, labels, fitting, tags), [[0, 0, 0, 0], [0, 1, 1, 0]])
+    # class 1's map (0.8) on every pixel is doubted where the label is not class 1; class 3's
+    # (0.4) is under DOUBT_MAP
     assert np.array_equal(doubt_mask(rule, labels, refined, tags), [[0, 0, 1, 1], [1, 1, 1, 1]])
-    assert np.array_equal(doubt_mask(rule, labels, fitting, tags), doubt_mask(rule, labels))
 
 
 def test_read_confidences_keeps_the_latest_outcome(tmp_path):

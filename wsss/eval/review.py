@@ -28,7 +28,8 @@ from wsss.eval.confusion import ConfusionMatrix
 
 __all__ = ["ReviewQueue", "read_confidences", "review_queue", "per_image_miou"]
 
-FIELDS = ("score", "tag_prob", "map_support", "map_outside", "ignore_share", "crf_changed", "crf_changed_rel", "ignore_rel", "tags")
+FIELDS = ("score", "tag_prob", "map_support", "map_outside", "ignore_share", "crf_changed", "crf_changed_rel",
+          "ignore_rel", "tags")
 WORST_SHARE = 0.05  # worst_found: how many of this share of worst labels are among as many least confident
 
 

@@ -83,8 +83,8 @@ def label_confidence(tags: np.ndarray, probs: Tensor | None, refined: Tensor, ru
 
     Returns:
         {"tag_prob", "map_support", "map_outside", "ignore_share", "crf_changed",
-        "crf_changed_rel", "ignore_rel", "tags", "score"}: floats (``tag_prob`` None without ``probs``; ``tags`` an
-        int), rounded to 4 decimals; ``score`` and the shares in [0, 1].
+        "crf_changed_rel", "ignore_rel", "tags", "score"}: floats (``tag_prob`` None without
+        ``probs``; ``tags`` an int), rounded to 4 decimals; ``score`` and the shares in [0, 1].
     """
     present = np.flatnonzero(tags)
     tag_prob = None
@@ -113,15 +113,15 @@ def label_confidence(tags: np.ndarray, probs: Tensor | None, refined: Tensor, ru
     return {k: v if v is None or isinstance(v, int) else round(v, 4) for k, v in values.items()}
 
 
-def doubt_mask(rule: Tensor, labels: Tensor, refined: Tensor | None = None, tags: np.ndarray | None = None) -> np.ndarray:
+def doubt_mask(rule: Tensor, labels: Tensor, refined: Tensor, tags: np.ndarray) -> np.ndarray:
     """H×W bool: the pixels the confidence doubts: those the CRF relabelled, those left ignored
-    (255), and, given the C×H×W ``refined`` maps and the C multi-hot ``tags``, those where a
-    tag's map is at least ``DOUBT_MAP`` but the label is another class or background (what
-    ``map_outside`` measures). What the review page marks (``wsss.writers.label_pngs`` saves it)."""
+    (255), and those where a tag's refined map (``refined``: C×H×W in [0, 1]; ``tags``: C
+    multi-hot) is at least ``DOUBT_MAP`` but the label is another class or background (what
+    ``map_outside`` measures). What the review page marks (``wsss.writers.label_pngs`` saves it).
+    rule, labels: H×W int64 as in ``label_confidence``."""
     labels = labels.detach().cpu()
+    refined = refined.detach().float().cpu()
     doubt = (labels != rule.detach().cpu()) | (labels == IGNORE_INDEX)
-    if refined is not None and tags is not None:
-        refined = refined.detach().float().cpu()
-        for c in np.flatnonzero(tags).tolist():
-            doubt |= (refined[c] >= DOUBT_MAP) & (labels != c + 1)
+    for c in np.flatnonzero(tags).tolist():
+        doubt |= (refined[c] >= DOUBT_MAP) & (labels != c + 1)
     return doubt.numpy()
