@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from wsss.attention.views import configured_map_method  # noqa: E402
-from wsss.config import Config, load_config  # noqa: E402
+from wsss.config import Config, GuidedFilterConfig, load_config  # noqa: E402
 from wsss.data import open_dataset  # noqa: E402
 from wsss.data.tensors import image_to_tensor  # noqa: E402
 from wsss.layout import RunLayout  # noqa: E402
@@ -155,10 +155,12 @@ def segmenter_step_seconds(config: Config, checkpoint: Path, repeats: int, batch
     return best_of(step, repeats)
 
 
-def predict_seconds(checkpoint: Path, images: list[np.ndarray], scales: list[float], flip: bool, repeats: int) -> float:
-    """Seconds per image of the segmenter's prediction over ``scales`` (× the mirror image)."""
+def predict_seconds(checkpoint: Path, images: list[np.ndarray], scales: list[float], flip: bool, repeats: int,
+                    guided: GuidedFilterConfig | None = None) -> float:
+    """Seconds per image of the segmenter's prediction over ``scales`` (× the mirror image), with
+    the guided filter when ``guided`` has a radius."""
     segmenter, _, _ = load_segmenter(checkpoint, DEVICE)
-    predictor = Predictor(segmenter, scales, flip)
+    predictor = Predictor(segmenter, scales, flip, guided)
     return best_of(lambda: predictor(images), repeats) / len(images)
 
 
@@ -181,7 +183,7 @@ def floors(config: Config, run: RunLayout, repeats: int) -> tuple[dict[str, dict
     segmenter = run.segmenter(mode).final
     unit["segmenter_step"] = segmenter_step_seconds(config, segmenter, repeats)
     predict = config.predict
-    unit["predict"] = predict_seconds(segmenter, images, predict.scales, predict.flip, repeats)
+    unit["predict"] = predict_seconds(segmenter, images, predict.scales, predict.flip, repeats, predict.guided_filter)
     crf_share = unit["crf"] / workers
     steps = max(1, train_n // settings.batch_size)
     # the epochs it trained: fewer than train.classifier.epochs when a plateau ended it early

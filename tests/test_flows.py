@@ -280,7 +280,8 @@ def test_label_inbox_labels_only_what_is_new(trained, tmp_path):
 
 
 def test_pipeline_end_to_end(tmp_path, prefect_api):
-    config = flow_config(tmp_path, "flow.examples=1", "predict.crf=true", "report.stage_images=3",
+    config = flow_config(tmp_path, "flow.examples=1", "predict.crf=true", "predict.guided_filter.radius=1",
+                         "report.stage_images=3",
                          "report.notes=['two stage, same data: 84.4']")
     summary = pipeline(config, methods=["getam", "rollout"])
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -293,6 +294,8 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     metrics = json.loads((tmp_path / "run" / "segmenter" / "metrics.json").read_text())  # from training
     assert segmenter["predict"]["crf"] is True
     assert segmenter["mIoU_without_crf"] == 100.0 * metrics["segmenter_without_crf"]["mIoU"]
+    assert segmenter["mIoU_without_filter"] == 100.0 * metrics["segmenter_without_filter"]["mIoU"]  # the guided filter's
+    assert 0.0 <= segmenter["mIoU_without_filter_on_stage_images"] <= 100.0
     assert segmenter["inloop_labels_mIoU"] == 100.0 * metrics["pseudo_labels"]["mIoU"]
     rollout, trivial = report["stages"][1]["+CRF"], report["stages"][-1]["+CRF"]
     on_same = segmenter["mIoU_on_stage_images"]  # the 3 stage-table images of the 4 validation images

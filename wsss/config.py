@@ -568,11 +568,26 @@ class SegmenterTrainConfig(_Section):
         return self
 
 
+class GuidedFilterConfig(_Section):
+    """The guided filter on the segmenter's averaged probabilities (``wsss.refine.guided_filter``)."""
+
+    radius: float = Field(
+        0.0, ge=0, description="window radius in segmenter tokens as the image is predicted (its stride divided by the "
+                               "mean of predict.scales, in the image's own pixels; 3.5 at the demo's stride 8 and "
+                               "scales [1.5, 2.0] = 16 px); 0: off",
+    )
+    eps: float = Field(1e-4, gt=0, description="ridge on the colours' covariance (colours in [0, 1]): larger is smoother")
+
+
 class PredictConfig(_Section):
     """Segmenter inference (wsss predict, and the validation score at the end of training)."""
 
     scales: Scales = Field([1.0], min_length=1, description="input scales whose softmax is averaged")
     flip: bool = Field(True, description="also average the horizontally flipped input")
+    guided_filter: GuidedFilterConfig = Field(
+        default_factory=GuidedFilterConfig,
+        description="the averaged probabilities filtered with the image as the guide (before the argmax and the CRF)",
+    )
     crf: bool = Field(False, description="dense CRF on the averaged probabilities (kernels: refine.crf)")
     batch_size: int = Field(8, ge=1, description="images of one size per forward")
 

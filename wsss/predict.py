@@ -1,13 +1,16 @@
 """Segmenter inference: multi-scale + flip softmax averaging, optional dense CRF.
 
-    predictor = Predictor(segmenter, scales=(0.75, 1.0, 1.25), flip=True)
+    predictor = Predictor(segmenter, scales=(0.75, 1.0, 1.25), flip=True, guided=predict.guided_filter)
     probs = predictor([image, ...])          # B×(C+1)×H×W float in [0, 1], images of one size
+    raw = predictor.averaged([image, ...])   # the same before the guided filter
     labels = probs_to_labels(images, probs, crf_config)   # H×W uint8 each: 0, 1..C
 
     # the walk that writes them for a data set: wsss.writers.prediction_pngs.predict_dataset
 
 Any image size: at each scale the image is resized to the nearest multiple of the model's
-stride, and the softmax is resized back to the image (bilinear) before averaging.
+stride, and the softmax is resized back to the image (bilinear) before averaging. With a
+``predict.guided_filter`` radius, the average is then filtered with the image as the guide
+(``wsss.refine.guided_filter``): the class boundaries move onto the image's edges.
 """
 
 from __future__ import annotations
@@ -21,30 +24,52 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.attention.base import eval_mode
-from wsss.config import CrfConfig
+from wsss.config import CrfConfig, GuidedFilterConfig
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.vit_geometry import model_input_size
 from wsss.models.segmentation_model import Segmenter
 from wsss.refine.crf import start_crf_label_maps
+from wsss.refine.guided_filter import guided_filter
 
 __all__ = ["Predictor", "probs_to_labels", "start_probs_to_labels", "start_foreground_masks"]
 
 
 class Predictor:
-    """Averaged softmax of a Segmenter over input scales and a horizontal flip.
+    """Averaged softmax of a Segmenter over input scales and a horizontal flip, then (``guided``
+    with a radius) the guided filter.
 
-    scales: positive factors of the image size; flip: also run the mirrored input.
+    scales: positive factors of the image size; flip: also run the mirrored input; guided: the
+    ``predict.guided_filter`` section (None or radius 0: no filter).
     """
 
-    def __init__(self, segmenter: Segmenter, scales: Sequence[float] = (1.0,), flip: bool = True) -> None:
+    def __init__(self, segmenter: Segmenter, scales: Sequence[float] = (1.0,), flip: bool = True,
+                 guided: GuidedFilterConfig | None = None) -> None:
         if not scales or any(s <= 0 for s in scales):
             raise ValueError(f"scales must be a non-empty list of positive factors, got {list(scales)}")
         self.segmenter, self.scales, self.flip = segmenter, [float(s) for s in scales], flip
         self.device = next(segmenter.parameters()).device
+        self.guided = guided if guided is not None and guided.radius > 0 else None
+        # the filter's radius in the image's own pixels: tokens × (stride / mean scale)
+        self.guided_radius = (max(1, round(self.guided.radius * segmenter.stride * len(self.scales) / sum(self.scales)))
+                              if self.guided is not None else 0)
+
+    def __call__(self, images: Sequence[np.ndarray]) -> Tensor:
+        """images: B arrays H×W×3 uint8 RGB of one size → B×(C+1)×H×W float probabilities (CPU),
+        guided-filtered when the predictor has a filter."""
+        return self.refine(images, self.averaged(images))
+
+    def refine(self, images: Sequence[np.ndarray], probs: Tensor) -> Tensor:
+        """The guided filter of :meth:`averaged`'s ``probs`` (B×(C+1)×H×W) with ``images`` as the
+        guide; ``probs`` itself without a filter."""
+        if self.guided is None:
+            return probs
+        guide = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
+        return guided_filter(guide, probs, self.guided_radius, self.guided.eps)
 
     @torch.no_grad()
-    def __call__(self, images: Sequence[np.ndarray]) -> Tensor:
-        """images: B arrays H×W×3 uint8 RGB of one size → B×(C+1)×H×W float probabilities (CPU)."""
+    def averaged(self, images: Sequence[np.ndarray]) -> Tensor:
+        """images: B arrays H×W×3 uint8 RGB of one size → B×(C+1)×H×W float probabilities (CPU),
+        the softmax averaged over scales and flip (no filter)."""
         sizes = {image.shape[:2] for image in images}
         if len(sizes) != 1:
             raise ValueError(f"a batch must hold images of one size, got {sorted(sizes)}")

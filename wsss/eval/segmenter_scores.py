@@ -39,13 +39,16 @@ __all__ = ["SegmenterScores", "evaluate_segmenter", "evaluate_inloop_labels"]
 @dataclass
 class SegmenterScores:
     """Per-image confusion matrices of the final labels (the CRF's when a CRF was given, else
-    the argmax) and of the argmax, and the images that could not be scored (id → reason)."""
+    the argmax), of the argmax, and (with a guided filter) of the argmax before the filter, and
+    the images that could not be scored (id → reason)."""
 
     num_classes: int
     final_by_image: dict[str, ConfusionMatrix] = field(default_factory=dict)
     argmax_by_image: dict[str, ConfusionMatrix] = field(default_factory=dict)
+    unfiltered_by_image: dict[str, ConfusionMatrix] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     crf: bool = False
+    filtered: bool = False
 
     def _total(self, by_image: dict[str, ConfusionMatrix], ids: Iterable[str] | None) -> Evaluation:
         wanted = None if ids is None else set(ids)
@@ -64,6 +67,10 @@ class SegmenterScores:
         """The argmax labels' scores on ``ids`` (= ``final`` without a CRF)."""
         return self._total(self.argmax_by_image, ids)
 
+    def unfiltered(self, ids: Iterable[str] | None = None) -> Evaluation:
+        """The argmax before the guided filter, on ``ids`` (= ``argmax`` without a filter)."""
+        return self._total(self.unfiltered_by_image if self.filtered else self.argmax_by_image, ids)
+
 
 def _ground_truth(sample: Sample) -> np.ndarray:
     if sample.mask is None:
@@ -80,29 +87,35 @@ def evaluate_segmenter(
     progress: bool = True,
 ) -> SegmenterScores:
     """Score the predictions on every image of ``dataset`` against its masks, with and (when
-    ``crf`` is given) without the CRF.
+    ``crf`` is given) without the CRF, and (when the predictor has a guided filter) the argmax
+    before the filter.
 
     out_dir: also write the final predictions there as <id>.png (for ``wsss evaluate`` or
     viewing; rewritten, never skipped). Images that cannot be read are listed in ``missing``;
     a data set without masks raises DatasetError.
     """
     num = dataset.num_classes + 1
-    scores = SegmenterScores(num, crf=crf is not None)
+    filtered = predictor.guided is not None
+    scores = SegmenterScores(num, crf=crf is not None, filtered=filtered)
     out = None if out_dir is None else Path(out_dir)
     with crf_executor(crf) as executor:
-        def compute(batch: list[Sample]) -> list[tuple[np.ndarray, np.ndarray]]:
+        def compute(batch: list[Sample]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray | None]]:
             images = [sample.image for sample in batch]
-            probs = predictor(images)
+            raw = predictor.averaged(images)
+            probs = predictor.refine(images, raw)
             plain = probs_to_labels(images, probs)
             final = plain if crf is None else probs_to_labels(images, probs, crf, executor)
-            return list(zip(final, plain))
+            unfiltered = probs_to_labels(images, raw) if filtered else [None] * len(images)
+            return list(zip(final, plain, unfiltered))
 
-        def write(sample: Sample, labels: tuple[np.ndarray, np.ndarray]) -> None:
-            final, plain = labels
+        def write(sample: Sample, labels: tuple[np.ndarray, np.ndarray, np.ndarray | None]) -> None:
+            final, plain, unfiltered = labels
             gt = _ground_truth(sample)
             scores.final_by_image[sample.id] = ConfusionMatrix(num).update(final, gt)
             scores.argmax_by_image[sample.id] = (scores.final_by_image[sample.id] if crf is None
                                                  else ConfusionMatrix(num).update(plain, gt))
+            if unfiltered is not None:
+                scores.unfiltered_by_image[sample.id] = ConfusionMatrix(num).update(unfiltered, gt)
             if out is not None:
                 write_label_png(out / f"{sample.id}.png", final)
 

@@ -95,12 +95,16 @@ class SegmenterResult:
                  "pixel_accuracy": 100.0 * final["pixel_accuracy"], "images": self.images, "predict": self.predict}
         if self.scores.crf:
             entry["mIoU_without_crf"] = 100.0 * self.scores.argmax().confusion.miou
+        if self.scores.filtered:
+            entry["mIoU_without_filter"] = 100.0 * self.scores.unfiltered().confusion.miou
         if self.inloop is not None:
             entry["inloop_labels_mIoU"] = 100.0 * self.inloop.confusion.miou
         if stage_ids:
             entry["mIoU_on_stage_images"] = 100.0 * self.scores.final(stage_ids).confusion.miou
             if self.scores.crf:
                 entry["mIoU_without_crf_on_stage_images"] = 100.0 * self.scores.argmax(stage_ids).confusion.miou
+            if self.scores.filtered:
+                entry["mIoU_without_filter_on_stage_images"] = 100.0 * self.scores.unfiltered(stage_ids).confusion.miou
         return entry
 
 
@@ -223,17 +227,25 @@ def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> No
     """The segmenter's rows of the stage table (with and without the CRF, its in-loop labels,
     on the stage table's images) and its per-class IoU."""
     crf = bool(segmenter.predict.get("crf"))
-    name = f"segmenter ({segmenter.mode}{', +CRF' if crf else ''})"
+    guided = "guided filter" if "mIoU_without_filter" in entry else None
+    name = f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}{', +CRF' if crf else ''})"
     page.stages.append({"method": name, "segmenter": entry["mIoU"]})
     if "mIoU_without_crf" in entry:
-        page.stages.append({"method": f"segmenter ({segmenter.mode}), no CRF", "segmenter": entry["mIoU_without_crf"]})
+        page.stages.append({"method": f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}), no CRF",
+                            "segmenter": entry["mIoU_without_crf"]})
+    if guided:
+        page.stages.append({"method": f"segmenter ({segmenter.mode}) alone: no filter, no CRF",
+                            "segmenter": entry["mIoU_without_filter"]})
     if "inloop_labels_mIoU" in entry:
         page.stages.append({"method": "its in-loop pseudo-labels", "segmenter": entry["inloop_labels_mIoU"]})
     if "mIoU_on_stage_images" in entry:
         page.stages.append({"method": f"{name}, on the stage table's images", "segmenter": entry["mIoU_on_stage_images"]})
     if "mIoU_without_crf_on_stage_images" in entry:
-        page.stages.append({"method": f"segmenter ({segmenter.mode}), no CRF, on the stage table's images",
-                            "segmenter": entry["mIoU_without_crf_on_stage_images"]})
+        page.stages.append({"method": f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}), no CRF, on the "
+                                      "stage table's images", "segmenter": entry["mIoU_without_crf_on_stage_images"]})
+    if "mIoU_without_filter_on_stage_images" in entry:
+        page.stages.append({"method": f"segmenter ({segmenter.mode}) alone, on the stage table's images",
+                            "segmenter": entry["mIoU_without_filter_on_stage_images"]})
     page.per_class_iou[name] = {k: None if v is None else v / 100.0 for k, v in entry["IoU"].items()}
 
 

@@ -16,7 +16,7 @@ import json
 import os
 from pathlib import Path
 
-from wsss.config import CamConfig, CrfConfig, DataConfig, RefineConfig, SaliencyConfig
+from wsss.config import CamConfig, CrfConfig, DataConfig, PredictConfig, RefineConfig, SaliencyConfig
 from wsss.files import make_folder, write_json
 from wsss.lifetime import LOCK_FILE
 
@@ -48,14 +48,18 @@ def label_source(cam: CamConfig, refine: RefineConfig, data: DataConfig, digest:
     }
 
 
-def prediction_source(digest: str, scales: list[float], flip: bool, crf: CrfConfig | None, data: DataConfig) -> dict:
-    """What determines ``wsss predict``'s labels: the segmenter's digest, scales, flip, the CRF
-    (None: off) and the size limit."""
-    return {
-        "checkpoint_sha256": digest, "scales": [float(s) for s in scales], "flip": bool(flip),
+def prediction_source(digest: str, predict: PredictConfig, crf: CrfConfig | None, data: DataConfig) -> dict:
+    """What determines ``wsss predict``'s labels: the segmenter's digest, the ``predict``
+    section's scales, flip and guided filter (named only when on), the CRF (None: off) and the
+    size limit."""
+    source = {
+        "checkpoint_sha256": digest, "scales": [float(s) for s in predict.scales], "flip": bool(predict.flip),
         "crf": None if crf is None else crf.model_dump(mode="json", exclude={"workers", "overlap", "enabled"}),
         "data": _data_part(data),
     }
+    if predict.guided_filter.radius > 0:
+        source["guided_filter"] = predict.guided_filter.model_dump(mode="json")
+    return source
 
 
 def maps_source(digest: str, cam: CamConfig, method: str, data: DataConfig) -> dict:

@@ -64,7 +64,8 @@ def _with_saliency(config: Config) -> Config:
 def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: bool = True) -> SegmenterResult | None:
     """Score the segmenter at ``checkpoint`` on ``data.val_split``, once: its predictions
     (``predict`` settings; written to its folder's val_predictions/) with and without the CRF
-    (the ``refine.crf`` kernels, when ``predict.crf``), and, single stage, its own in-loop labels
+    (the ``refine.crf`` kernels, when ``predict.crf``) and without the guided filter (when
+    ``predict.guided_filter`` has a radius), and, single stage, its own in-loop labels
     (``cam.start_block``, ``refine``). Writes metrics.json and prints the scores. Returns None
     (and says why) when the split is missing or has no masks."""
     mode = config.train.segmenter.mode
@@ -79,7 +80,7 @@ def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: boo
         print(f"validation split {data.val_split!r} has no masks: skipping the validation score")
         return None
     segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(config.train.device))
-    predictor = Predictor(segmenter, predict.scales, predict.flip)
+    predictor = Predictor(segmenter, predict.scales, predict.flip, predict.guided_filter)
     scores = evaluate_segmenter(predictor, val_set, crf=refine.crf if predict.crf else None,
                                 batch_size=predict.batch_size, out_dir=files.val_predictions, progress=progress)
     final = scores.final()
@@ -90,6 +91,10 @@ def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: boo
     if predict.crf:
         metrics["segmenter_without_crf"] = scores.argmax().to_dict(classes)
         print(f"without the CRF: mIoU {scores.argmax().confusion.miou:.4f}")
+    if scores.filtered:
+        metrics["segmenter_without_filter"] = scores.unfiltered().to_dict(classes)
+        print(f"the argmax without the guided filter (radius {predictor.guided_radius} px) "
+              f"{'or the CRF' if predict.crf else ''}: mIoU {scores.unfiltered().confusion.miou:.4f}")
     inloop = None
     if mode == "single_stage":
         inloop = evaluate_inloop_labels(segmenter, config.cam.start_block, refine, val_set,
