@@ -312,7 +312,8 @@ def test_pipeline_end_to_end(tmp_path, prefect_api):
     assert shares["images"] == TRAIN_IDS and abs(shares["foreground"] + shares["background"] + shares["ignore"] - 1) < 1e-3
     page = (tmp_path / "run" / "report.html").read_text()
     assert "Classifier (validation split)" in page and "prevalence (chance AP)" in page
-    assert "segmenter (single_stage, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
+    assert "segmenter (single_stage, guided filter, +CRF)" in page and "no CRF" in page and "in-loop pseudo-labels" in page
+    assert "segmenter (single_stage) alone: no filter, no CRF" in page
     assert "trivial baseline" in page
     assert "<th>segmenter</th>" in page  # its prediction beside each example's pseudo-label
     review = report["review"]  # the review queue of the training split's pseudo-labels
