@@ -125,10 +125,10 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
 
     images = tmp_path / "data" / "images"
     code = main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
-                 "--scales", "0.75,1", "--no-flip", "--crf", *args])
+                 "--scales", "0.75,1", "--no-flip", "--guided-radius", "1", "--crf", *args])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "scales [0.75, 1.0], flip False, CRF True" in printed
+    assert "scales [0.75, 1.0], flip False, guided filter radius 1.0 tokens, CRF True" in printed
     # no --config: the settings `wsss train segmenter` stored with the run
     assert f"settings: {tmp_path / 'run' / 'config.yaml'}, the run that made {checkpoint}" in printed
     written = sorted(p.stem for p in (tmp_path / "p").glob("*.png"))

@@ -47,11 +47,14 @@ def cmd_predict(args) -> int:
     config = command_config(args)
     chosen = {key: value for key, value in (("scales", args.scales), ("flip", args.flip), ("crf", args.crf))
               if value is not None}
+    if args.guided_radius is not None:
+        chosen["guided_filter"] = config.predict.guided_filter.model_copy(update={"radius": args.guided_radius})
     config = config.model_copy(update={"predict": config.predict.model_copy(update=chosen)})
     counts = predict_images(config, args.checkpoint, args.images, args.out)
     settings, classes = config.predict, read_classes(args.checkpoint)
     return report_counts("predictions", args.out, counts,
-                         f"; scales {settings.scales}, flip {settings.flip}, CRF {settings.crf}; labels 0 background, "
+                         f"; scales {settings.scales}, flip {settings.flip}, guided filter radius "
+                         f"{settings.guided_filter.radius} tokens, CRF {settings.crf}; labels 0 background, "
                          + ", ".join(f"{i + 1} {c}" for i, c in enumerate(classes)))
 
 
@@ -64,6 +67,9 @@ def add_commands(commands) -> None:
                          "0.75,1,1.25 (default: predict.scales)")
     predict.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                          help="average the mirrored input too (default: predict.flip)")
+    predict.add_argument("--guided-radius", type=float, default=None, metavar="TOKENS",
+                         help="guided filter on the averaged probabilities, window radius in segmenter tokens (0: off; "
+                              "default: predict.guided_filter.radius; the demo's 3.5)")
     predict.add_argument("--crf", action=argparse.BooleanOptionalAction, default=None,
                          help="dense CRF on the averaged probabilities (default: predict.crf; kernels: refine.crf)")
     add_config_args(predict)
