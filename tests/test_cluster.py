@@ -218,7 +218,7 @@ def test_two_runs_started_at_once_on_one_folder_share_it(tiny, prefect_api, tmp_
     tmp, config_file, ids, reference = tiny
     out = tmp_path / "labels"
     command = [sys.executable, "-m", "wsss", "flow", "run", "pseudo-labels", "--config", str(config_file),
-               "--param", f"out_dir={out}", "--set", "flow.shard_size=2", "--set", "flow.max_workers=1"]
+               "--param", f"out_dir={out}", "--set", "flow.shard_size=1", "--set", "flow.max_workers=1"]
     env = environment(tmp_path, prefect_api)
     logs = [tmp_path / "run1.log", tmp_path / "run2.log"]
     runs = []

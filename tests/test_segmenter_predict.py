@@ -135,10 +135,14 @@ def test_cli_train_then_predict_with_crf(tmp_path, capsys):
     assert written == sorted(p.stem for p in images.iterdir())
     source = json.loads((tmp_path / "p" / "source.json").read_text())
     assert source["scales"] == [0.75, 1.0] and source["flip"] is False and source["crf"] is not None
+    assert source["guided_filter"] == {"radius": 1.0, "eps": 1e-4}
     # other settings into the same folder would mix two kinds of predictions: refused
     assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
-                 "--scales", "1", "--no-flip", "--crf", *args]) == 2
+                 "--scales", "1", "--no-flip", "--guided-radius", "1", "--crf", *args]) == 2
     assert "other settings (scales: [0.75, 1.0] → [1.0]); finishing the folder would mix" in capsys.readouterr().err
+    assert main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "p"),
+                 "--scales", "0.75,1", "--no-flip", "--guided-radius", "0", "--crf", *args]) == 2
+    assert "other settings (guided_filter:" in capsys.readouterr().err
 
     with pytest.raises(SystemExit):
         main(["predict", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "q"),
