@@ -60,11 +60,11 @@ class Predictor:
 
     def refine(self, images: Sequence[np.ndarray], probs: Tensor) -> Tensor:
         """The guided filter of :meth:`averaged`'s ``probs`` (B×(C+1)×H×W) with ``images`` as the
-        guide; ``probs`` itself without a filter."""
+        guide, computed on the segmenter's device (CPU result); ``probs`` itself without a filter."""
         if self.guided is None:
             return probs
-        guide = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).float() / 255.0
-        return guided_filter(guide, probs, self.guided_radius, self.guided.eps)
+        guide = torch.from_numpy(np.stack(images)).to(self.device).permute(0, 3, 1, 2).float() / 255.0
+        return guided_filter(guide, probs.to(self.device), self.guided_radius, self.guided.eps).cpu()
 
     @torch.no_grad()
     def averaged(self, images: Sequence[np.ndarray]) -> Tensor:
