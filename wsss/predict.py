@@ -1,6 +1,7 @@
-"""Segmenter inference: multi-scale + flip softmax averaging, optional dense CRF.
+"""Segmenter inference: multi-scale + flip softmax averaging, the guided filter, optional dense CRF.
 
     predictor = Predictor(segmenter, scales=(0.75, 1.0, 1.25), flip=True, guided=predict.guided_filter)
+    predictor = Predictor.of(segmenter, config.predict)   # the same from a ``predict`` section
     probs = predictor([image, ...])          # B×(C+1)×H×W float in [0, 1], images of one size
     raw = predictor.averaged([image, ...])   # the same before the guided filter
     labels = probs_to_labels(images, probs, crf_config)   # H×W uint8 each: 0, 1..C
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from wsss.attention.base import eval_mode
-from wsss.config import CrfConfig, GuidedFilterConfig
+from wsss.config import CrfConfig, GuidedFilterConfig, PredictConfig
 from wsss.data.tensors import image_to_tensor, resize_image
 from wsss.models.vit_geometry import model_input_size
 from wsss.models.segmentation_model import Segmenter
@@ -52,6 +53,11 @@ class Predictor:
         # the filter's radius in the image's own pixels: tokens × (stride / mean scale)
         self.guided_radius = (max(1, round(self.guided.radius * segmenter.stride * len(self.scales) / sum(self.scales)))
                               if self.guided is not None else 0)
+
+    @classmethod
+    def of(cls, segmenter: Segmenter, predict: PredictConfig) -> Predictor:
+        """The predictor of a ``predict`` section: its scales, flip and guided filter."""
+        return cls(segmenter, predict.scales, predict.flip, predict.guided_filter)
 
     def __call__(self, images: Sequence[np.ndarray]) -> Tensor:
         """images: B arrays H×W×3 uint8 RGB of one size → B×(C+1)×H×W float probabilities (CPU),

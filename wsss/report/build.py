@@ -227,12 +227,11 @@ def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> No
     """The segmenter's rows of the stage table (with and without the CRF, its in-loop labels,
     on the stage table's images) and its per-class IoU."""
     crf = bool(segmenter.predict.get("crf"))
-    guided = "guided filter" if "mIoU_without_filter" in entry else None
-    name = f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}{', +CRF' if crf else ''})"
+    guided = ", guided filter" if "mIoU_without_filter" in entry else ""
+    name = f"segmenter ({segmenter.mode}{guided}{', +CRF' if crf else ''})"
     page.stages.append({"method": name, "segmenter": entry["mIoU"]})
     if "mIoU_without_crf" in entry:
-        page.stages.append({"method": f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}), no CRF",
-                            "segmenter": entry["mIoU_without_crf"]})
+        page.stages.append({"method": f"segmenter ({segmenter.mode}{guided}), no CRF", "segmenter": entry["mIoU_without_crf"]})
     if guided:
         page.stages.append({"method": f"segmenter ({segmenter.mode}) alone: no filter, no CRF",
                             "segmenter": entry["mIoU_without_filter"]})
@@ -241,8 +240,8 @@ def _segmenter_page(page: Report, segmenter: SegmenterResult, entry: dict) -> No
     if "mIoU_on_stage_images" in entry:
         page.stages.append({"method": f"{name}, on the stage table's images", "segmenter": entry["mIoU_on_stage_images"]})
     if "mIoU_without_crf_on_stage_images" in entry:
-        page.stages.append({"method": f"segmenter ({segmenter.mode}{', ' + guided if guided else ''}), no CRF, on the "
-                                      "stage table's images", "segmenter": entry["mIoU_without_crf_on_stage_images"]})
+        page.stages.append({"method": f"segmenter ({segmenter.mode}{guided}), no CRF, on the stage table's images",
+                            "segmenter": entry["mIoU_without_crf_on_stage_images"]})
     if "mIoU_without_filter_on_stage_images" in entry:
         page.stages.append({"method": f"segmenter ({segmenter.mode}) alone, on the stage table's images",
                             "segmenter": entry["mIoU_without_filter_on_stage_images"]})

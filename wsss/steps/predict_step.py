@@ -48,7 +48,7 @@ def predict_images(config: Config, checkpoint: str | os.PathLike, images: str | 
             dataset = ImageFolder(Path(images), classes).limit_size(data.max_side, data.oversize)
         source = prediction_source(checkpoint_digest(checkpoint), settings, crf, data)
         claim_output_dir(out, {**source, "classes": classes}, strict=strict_source)
-        predictor = Predictor(segmenter, settings.scales, settings.flip, settings.guided_filter)
+        predictor = Predictor.of(segmenter, settings)
         ids = list(dataset.ids if ids is None else ids)
         if on_progress is None:
             return predict_dataset(predictor, dataset, out, crf=crf, batch_size=settings.batch_size, ids=ids)

@@ -80,7 +80,7 @@ def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: boo
         print(f"validation split {data.val_split!r} has no masks: skipping the validation score")
         return None
     segmenter, classes, _ = load_segmenter(checkpoint, resolve_device(config.train.device))
-    predictor = Predictor(segmenter, predict.scales, predict.flip, predict.guided_filter)
+    predictor = Predictor.of(segmenter, predict)
     scores = evaluate_segmenter(predictor, val_set, crf=refine.crf if predict.crf else None,
                                 batch_size=predict.batch_size, out_dir=files.val_predictions, progress=progress)
     final = scores.final()
@@ -93,8 +93,8 @@ def score_segmenter(config: Config, checkpoint: str | os.PathLike, progress: boo
         print(f"without the CRF: mIoU {scores.argmax().confusion.miou:.4f}")
     if scores.filtered:
         metrics["segmenter_without_filter"] = scores.unfiltered().to_dict(classes)
-        print(f"the argmax without the guided filter (radius {predictor.guided_radius} px) "
-              f"{'or the CRF' if predict.crf else ''}: mIoU {scores.unfiltered().confusion.miou:.4f}")
+        print(f"the argmax without the guided filter (radius {predictor.guided_radius} px)"
+              f"{' or the CRF' if predict.crf else ''}: mIoU {scores.unfiltered().confusion.miou:.4f}")
     inloop = None
     if mode == "single_stage":
         inloop = evaluate_inloop_labels(segmenter, config.cam.start_block, refine, val_set,
